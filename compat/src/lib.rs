@@ -1,0 +1,6 @@
+//! Everything that relates recorded C traffic to our implementation: the CPG
+//! event capture format and the `pmxcfs-replay` tool built on it.
+
+pub mod capture;
+pub mod decode;
+pub mod describe;

@@ -309,8 +309,9 @@ impl Put for Vec<u8> {
     }
 }
 
-/// Length of a C string field (`strlen + 1`) as the u32 that goes on the wire.
-pub(crate) fn len_u32(len: usize) -> u32 {
+/// A length as the u32 that goes on the wire (saturating; pmxcfs never
+/// sends anything near 4 GiB).
+pub fn len_u32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
