@@ -10,8 +10,8 @@ use std::path::Path;
 use pcap_file::pcap::{PcapHeader, PcapReader, PcapWriter, RawPcapPacket};
 use pcap_file::{DataLink, Endianness, TsResolution};
 use pmxcfs_wire::codec::{
-    bytes_field, fail, i32_field, len_u32, rest, u16_field, u32_field, u64_field,
-    u8_field, Codec, ErrorKind, PResult, Put,
+    bytes_field, fail, i32_field, len_u32, rest, u16_field, u32_field, u64_field, u8_field, Codec,
+    ErrorKind, PResult, Put,
 };
 use pmxcfs_wire::WireError;
 
@@ -82,7 +82,14 @@ impl CpgAddress {
         let (i, nodeid) = u32_field("nodeid")(i)?;
         let (i, pid) = u32_field("pid")(i)?;
         let (i, reason) = u32_field("reason")(i)?;
-        Ok((i, CpgAddress { nodeid, pid, reason }))
+        Ok((
+            i,
+            CpgAddress {
+                nodeid,
+                pid,
+                reason,
+            },
+        ))
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -143,7 +150,13 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(kind: EventKind, local_nodeid: u32, local_pid: u32, group: &[u8], body: EventBody) -> Event {
+    pub fn new(
+        kind: EventKind,
+        local_nodeid: u32,
+        local_pid: u32,
+        group: &[u8],
+        body: EventBody,
+    ) -> Event {
         Event {
             version: FORMAT_VERSION,
             kind,
@@ -224,7 +237,14 @@ impl Codec for Event {
                 let (i, members) = addresses(i, n_members, "members")?;
                 let (i, left) = addresses(i, n_left, "left")?;
                 let (i, joined) = addresses(i, n_joined, "joined")?;
-                (i, EventBody::Confchg { members, left, joined })
+                (
+                    i,
+                    EventBody::Confchg {
+                        members,
+                        left,
+                        joined,
+                    },
+                )
             }
             EventKind::Mcast => {
                 let (i, guarantee) = u32_field("guarantee")(i)?;
@@ -272,7 +292,12 @@ impl Codec for Event {
             }
             EventKind::Unknown(_) => {
                 let (i, data) = rest(i)?;
-                (i, EventBody::Unknown { data: data.to_vec() })
+                (
+                    i,
+                    EventBody::Unknown {
+                        data: data.to_vec(),
+                    },
+                )
             }
         };
         Ok((
@@ -306,7 +331,11 @@ impl Codec for Event {
                 out.put_u32(len_u32(msg.len()));
                 out.put_bytes(msg);
             }
-            EventBody::Confchg { members, left, joined } => {
+            EventBody::Confchg {
+                members,
+                left,
+                joined,
+            } => {
                 out.put_u32(len_u32(members.len()));
                 out.put_u32(len_u32(left.len()));
                 out.put_u32(len_u32(joined.len()));
@@ -375,7 +404,10 @@ pub enum CaptureError {
     /// Not a pcap file, or not one of this format.
     Format(String),
     /// The records read before the damage, and what the damage was.
-    Truncated { records: Vec<Record>, reason: String },
+    Truncated {
+        records: Vec<Record>,
+        reason: String,
+    },
 }
 
 impl fmt::Display for CaptureError {

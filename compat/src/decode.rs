@@ -17,7 +17,10 @@ pub enum Outcome {
     /// Decoded, and re-encoded to the identical bytes.
     Exact(Decoded),
     /// Decoded, but re-encoding differs first at this offset.
-    Mismatch { decoded: Decoded, offset: usize },
+    Mismatch {
+        decoded: Decoded,
+        offset: usize,
+    },
     Undecodable(WireError),
 }
 
@@ -70,7 +73,10 @@ pub enum Format {
 
 /// A short label for a capture file: its folder and name.
 fn label(path: &Path) -> String {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     match path.parent().and_then(|p| p.file_name()) {
         Some(dir) => format!("{}/{}", dir.to_string_lossy(), name),
         None => name,
@@ -100,7 +106,11 @@ pub fn decode_file(
         totals.events += 1;
         totals.undecodable += 1;
         match format {
-            Format::Text => writeln!(out, "{file}:{} UNDECODABLE capture damaged: {reason}", records.len())?,
+            Format::Text => writeln!(
+                out,
+                "{file}:{} UNDECODABLE capture damaged: {reason}",
+                records.len()
+            )?,
             Format::Json => writeln!(
                 out,
                 "{}",
@@ -124,7 +134,11 @@ fn print_record(
         Err(e) => {
             totals.undecodable += 1;
             return match format {
-                Format::Text => writeln!(out, "{file}:{index} {:.6} UNDECODABLE event: {e}", record.timestamp()),
+                Format::Text => writeln!(
+                    out,
+                    "{file}:{index} {:.6} UNDECODABLE event: {e}",
+                    record.timestamp()
+                ),
                 Format::Json => writeln!(
                     out,
                     "{}",
@@ -145,10 +159,16 @@ fn print_record(
     });
     match format {
         Format::Text => {
-            let mut line = format!("{file}:{index} {:.6} {}", record.timestamp(), event_summary(&event));
+            let mut line = format!(
+                "{file}:{index} {:.6} {}",
+                record.timestamp(),
+                event_summary(&event)
+            );
             match &outcome {
                 None => {}
-                Some(Outcome::Exact(d)) => line.push_str(&format!(" | {} [byte-exact]", d.summary())),
+                Some(Outcome::Exact(d)) => {
+                    line.push_str(&format!(" | {} [byte-exact]", d.summary()))
+                }
                 Some(Outcome::Mismatch { decoded, offset }) => line.push_str(&format!(
                     " | {} [MISMATCH at offset {offset}]",
                     decoded.summary()

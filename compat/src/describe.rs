@@ -92,7 +92,10 @@ impl Decoded {
         let framing = self.framing();
         let mut v = Map::new();
         v.insert("type".into(), json!(self.kind_name()));
-        v.insert("protocol_version".into(), json!(framing.header.protocol_version));
+        v.insert(
+            "protocol_version".into(),
+            json!(framing.header.protocol_version),
+        );
         v.insert("time".into(), json!(framing.header.time));
         match framing.sequence {
             Sequence::Count(c) => {
@@ -111,12 +114,18 @@ impl Decoded {
 
     pub fn summary(&self) -> String {
         let framing = self.framing();
-        let mut s = format!("{} v{} t={}", self.kind_name(), framing.header.protocol_version, framing.header.time);
+        let mut s = format!(
+            "{} v{} t={}",
+            self.kind_name(),
+            framing.header.protocol_version,
+            framing.header.time
+        );
         match framing.sequence {
             Sequence::Count(c) => s.push_str(&format!(" count={c}")),
-            Sequence::Epoch(e) => {
-                s.push_str(&format!(" epoch={}/{}/{}/{}", e.epoch, e.time, e.nodeid, e.pid))
-            }
+            Sequence::Epoch(e) => s.push_str(&format!(
+                " epoch={}/{}/{}/{}",
+                e.epoch, e.time, e.nodeid, e.pid
+            )),
         }
         for (k, v) in self.fields() {
             match v {
@@ -183,7 +192,10 @@ fn dcdb_fields(p: &dcdb::Payload, f: &mut Map<String, Value>) {
             f.insert("version".into(), json!(e.version));
             f.insert("writer".into(), json!(e.writer));
             f.insert("mtime".into(), json!(e.mtime));
-            f.insert("entry_type".into(), json!(if e.is_dir() { "dir" } else { "reg" }));
+            f.insert(
+                "entry_type".into(),
+                json!(if e.is_dir() { "dir" } else { "reg" }),
+            );
             f.insert("name".into(), json!(lossy(&e.name)));
             f.insert("size".into(), json!(e.size));
         }
@@ -276,7 +288,11 @@ pub fn event_summary(event: &Event) -> String {
         event.kind.name(),
         event.local_nodeid,
         event.local_pid,
-        if event.group.is_empty() { "-".to_string() } else { event.group_name() }
+        if event.group.is_empty() {
+            "-".to_string()
+        } else {
+            event.group_name()
+        }
     );
     match &event.body {
         EventBody::Deliver {
@@ -284,10 +300,16 @@ pub fn event_summary(event: &Event) -> String {
             sender_pid,
             ..
         } => format!("{head} from {sender_nodeid}/{sender_pid}"),
-        EventBody::Mcast { guarantee, result, .. } => {
+        EventBody::Mcast {
+            guarantee, result, ..
+        } => {
             format!("{head} guarantee={guarantee} result={}", cs_result(*result))
         }
-        EventBody::Confchg { members, left, joined } => format!(
+        EventBody::Confchg {
+            members,
+            left,
+            joined,
+        } => format!(
             "{head} members={} left={} joined={}",
             addresses_text(members, false),
             addresses_text(left, true),
@@ -298,7 +320,9 @@ pub fn event_summary(event: &Event) -> String {
             ring_seq,
             nodes,
         } => format!("{head} quorate={quorate} ring_seq={ring_seq} nodes={nodes:?}"),
-        EventBody::Unknown { data } => format!("{head} kind={} bytes={}", u8::from(event.kind), data.len()),
+        EventBody::Unknown { data } => {
+            format!("{head} kind={} bytes={}", u8::from(event.kind), data.len())
+        }
     }
 }
 
@@ -327,7 +351,11 @@ pub fn event_json(event: &Event) -> Map<String, Value> {
             v.insert("result".into(), json!(cs_result(*result)));
             v.insert("msg_len".into(), json!(msg.len()));
         }
-        EventBody::Confchg { members, left, joined } => {
+        EventBody::Confchg {
+            members,
+            left,
+            joined,
+        } => {
             v.insert("members".into(), addresses_json(members));
             v.insert("left".into(), addresses_json(left));
             v.insert("joined".into(), addresses_json(joined));

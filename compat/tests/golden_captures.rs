@@ -29,7 +29,10 @@ fn capture_files() -> Vec<PathBuf> {
         }
     }
     files.sort();
-    assert!(files.len() >= 12, "expected the recorded scenarios, found {files:?}");
+    assert!(
+        files.len() >= 12,
+        "expected the recorded scenarios, found {files:?}"
+    );
     files
 }
 
@@ -39,12 +42,24 @@ fn every_recorded_message_round_trips_byte_exact() {
     let mut kinds = std::collections::BTreeSet::new();
     for file in capture_files() {
         for (i, record) in read_capture(&file).unwrap().iter().enumerate() {
-            let event = record.event().unwrap_or_else(|e| panic!("{}:{i}: {e}", file.display()));
-            assert_eq!(event.to_bytes(), record.data, "{}:{i}: event record", file.display());
+            let event = record
+                .event()
+                .unwrap_or_else(|e| panic!("{}:{i}: {e}", file.display()));
+            assert_eq!(
+                event.to_bytes(),
+                record.data,
+                "{}:{i}: event record",
+                file.display()
+            );
             let Some(msg) = event.message() else { continue };
             messages += 1;
             let group = Group::of(&event.group);
-            assert_ne!(group, Group::Other, "{}:{i}: unexpected group", file.display());
+            assert_ne!(
+                group,
+                Group::Other,
+                "{}:{i}: unexpected group",
+                file.display()
+            );
             match check_message(group, msg) {
                 Outcome::Exact(d) => {
                     kinds.insert(format!("{:?}/{}", group, d.kind_name()));
@@ -83,20 +98,33 @@ fn every_recorded_message_round_trips_byte_exact() {
 /// every node of a scenario saw each group's deliveries in the same order.
 #[test]
 fn deliveries_match_the_senders_mcasts() {
-    let mut dirs: Vec<PathBuf> = capture_files().iter().map(|f| f.parent().unwrap().to_path_buf()).collect();
+    let mut dirs: Vec<PathBuf> = capture_files()
+        .iter()
+        .map(|f| f.parent().unwrap().to_path_buf())
+        .collect();
     dirs.dedup();
     for dir in dirs {
         let mut sent = std::collections::HashMap::<(u32, u32, Vec<u8>), Vec<Vec<u8>>>::new();
         let mut delivered = Vec::new();
-        for file in capture_files().iter().filter(|f| f.parent() == Some(dir.as_path())) {
+        for file in capture_files()
+            .iter()
+            .filter(|f| f.parent() == Some(dir.as_path()))
+        {
             for record in read_capture(file).unwrap() {
                 let e = record.event().unwrap();
                 match &e.body {
                     EventBody::Mcast { msg, result, .. } if *result == 1 => {
-                        sent.entry((e.local_nodeid, e.local_pid, e.group.clone())).or_default().push(msg.clone());
+                        sent.entry((e.local_nodeid, e.local_pid, e.group.clone()))
+                            .or_default()
+                            .push(msg.clone());
                     }
-                    EventBody::Deliver { sender_nodeid, sender_pid, msg } => {
-                        delivered.push(((*sender_nodeid, *sender_pid, e.group.clone()), msg.clone()));
+                    EventBody::Deliver {
+                        sender_nodeid,
+                        sender_pid,
+                        msg,
+                    } => {
+                        delivered
+                            .push(((*sender_nodeid, *sender_pid, e.group.clone()), msg.clone()));
                     }
                     _ => {}
                 }
@@ -104,8 +132,14 @@ fn deliveries_match_the_senders_mcasts() {
         }
         assert!(!delivered.is_empty());
         for (key, msg) in delivered {
-            let sends = sent.get(&key).unwrap_or_else(|| panic!("{}: no sends from {key:?}", dir.display()));
-            assert!(sends.contains(&msg), "{}: a delivery from {key:?} was never sent", dir.display());
+            let sends = sent
+                .get(&key)
+                .unwrap_or_else(|| panic!("{}: no sends from {key:?}", dir.display()));
+            assert!(
+                sends.contains(&msg),
+                "{}: a delivery from {key:?} was never sent",
+                dir.display()
+            );
         }
     }
 }
@@ -118,7 +152,12 @@ fn capture_files_are_rewritten_identically() {
         let records = read_capture(&file).unwrap();
         let out = dir.join("copy.pcap");
         write_capture(&out, &records).unwrap();
-        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&file).unwrap(), "{}", file.display());
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            std::fs::read(&file).unwrap(),
+            "{}",
+            file.display()
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -133,12 +172,20 @@ fn decoded_content_is_meaningful() {
     let mut paths = Vec::new();
     let mut nodeips = Vec::new();
     for e in &events {
-        let (EventKind::Mcast, Some(msg)) = (e.kind, e.message()) else { continue };
+        let (EventKind::Mcast, Some(msg)) = (e.kind, e.message()) else {
+            continue;
+        };
         match Decoded::decode(Group::of(&e.group), msg).unwrap() {
-            Decoded::Dcdb(dcdb::Message { payload: dcdb::Payload::Fuse(f), .. }) => {
+            Decoded::Dcdb(dcdb::Message {
+                payload: dcdb::Payload::Fuse(f),
+                ..
+            }) => {
                 paths.push(f.path_lossy().unwrap_or_default());
             }
-            Decoded::Kvstore(kvstore::Message { payload: kvstore::Payload::Update(u), .. }) => {
+            Decoded::Kvstore(kvstore::Message {
+                payload: kvstore::Payload::Update(u),
+                ..
+            }) => {
                 if u.key() == b"nodeip" {
                     nodeips.push(u.value.clone());
                 }
@@ -146,7 +193,10 @@ fn decoded_content_is_meaningful() {
             _ => {}
         }
     }
-    assert!(paths.contains(&"nodes/capnode1/qemu-server/100.conf".to_string()), "{paths:?}");
+    assert!(
+        paths.contains(&"nodes/capnode1/qemu-server/100.conf".to_string()),
+        "{paths:?}"
+    );
     assert!(paths.contains(&"priv/lock/foo".to_string()), "{paths:?}");
     assert!(nodeips.iter().all(|v| v == b"10.77.0.1\0"), "{nodeips:?}");
 }
@@ -159,7 +209,11 @@ fn replay() -> Command {
 fn decode_command_reports_every_message_byte_exact() {
     let files = capture_files();
     let out = replay().arg("decode").args(&files).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     let last = lines.last().unwrap();
@@ -178,14 +232,25 @@ fn decode_command_reports_every_message_byte_exact() {
     );
 
     // --json: one object per line, the last one the totals.
-    let out = replay().args(["decode", "--json"]).arg(&files[0]).output().unwrap();
+    let out = replay()
+        .args(["decode", "--json"])
+        .arg(&files[0])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let values: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let values: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let totals = values.last().unwrap();
     assert_eq!(totals["byte_exact"], totals["messages"]);
-    assert!(values[..values.len() - 1].iter().all(|v| v["kind"].is_string()));
-    assert!(String::from_utf8(out.stderr).unwrap().starts_with("events: "));
+    assert!(values[..values.len() - 1]
+        .iter()
+        .all(|v| v["kind"].is_string()));
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .starts_with("events: "));
 }
 
 #[test]
@@ -212,7 +277,10 @@ fn decode_command_fails_on_damaged_input() {
     let out = replay().arg("decode").arg(&damaged).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(stdout.lines().last().unwrap().ends_with("undecodable: 1"), "{stdout}");
+    assert!(
+        stdout.lines().last().unwrap().ends_with("undecodable: 1"),
+        "{stdout}"
+    );
     assert!(stdout.contains("UNDECODABLE"));
 
     // A file cut in the middle of a record: what was read is decoded, the

@@ -312,7 +312,14 @@ impl Fixed {
             + self.msg_len as usize
     }
 
-    fn into_entry(self, node: &[u8], ident: &[u8], tag: &[u8], msg: &[u8], tail: [u8; 4]) -> ClogEntry {
+    fn into_entry(
+        self,
+        node: &[u8],
+        ident: &[u8],
+        tag: &[u8],
+        msg: &[u8],
+        tail: [u8; 4],
+    ) -> ClogEntry {
         ClogEntry {
             prev: self.prev,
             next: self.next,
@@ -397,7 +404,9 @@ impl ClogBuffer {
                 },
             ));
         }
-        let buffer = ClogBuffer { raw: whole.to_vec() };
+        let buffer = ClogBuffer {
+            raw: whole.to_vec(),
+        };
         buffer.walk_in(whole)?;
         Ok((&whole[whole.len()..], buffer))
     }
@@ -410,7 +419,10 @@ impl ClogBuffer {
         })
     }
 
-    fn walk_in<'a>(&self, raw: &'a [u8]) -> Result<Vec<RingEntry>, nom::Err<crate::codec::Fail<'a>>> {
+    fn walk_in<'a>(
+        &self,
+        raw: &'a [u8],
+    ) -> Result<Vec<RingEntry>, nom::Err<crate::codec::Fail<'a>>> {
         let cpos = self.cpos() as u64;
         let mut pos = cpos;
         let mut out: Vec<RingEntry> = Vec::new();
@@ -421,7 +433,11 @@ impl ClogBuffer {
             let at = usize::try_from(pos).unwrap_or(usize::MAX);
             if at < BUFFER_HEADER_LEN || at >= raw.len() {
                 let anchor = &raw[raw.len().min(4)..];
-                return Err(fail(anchor, "entry position", ErrorKind::InvalidValue { value: pos }));
+                return Err(fail(
+                    anchor,
+                    "entry position",
+                    ErrorKind::InvalidValue { value: pos },
+                ));
             }
             let (_, entry) = ClogEntry::parse_stored(&raw[at..])?;
             // Every entry takes at least 48 bytes, so a walk longer than

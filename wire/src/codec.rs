@@ -43,7 +43,10 @@ impl fmt::Display for ErrorKind {
                 write!(f, "length mismatch: expected {expected}, got {actual}")
             }
             ErrorKind::TooShort { minimum, actual } => {
-                write!(f, "too short: at least {minimum} bytes required, got {actual}")
+                write!(
+                    f,
+                    "too short: at least {minimum} bytes required, got {actual}"
+                )
             }
             ErrorKind::MissingNul => write!(f, "not NUL-terminated"),
             ErrorKind::ForbiddenByte { byte } => write!(f, "forbidden byte 0x{byte:02x}"),
@@ -143,9 +146,7 @@ pub fn u64_field(field: &'static str) -> impl Fn(&[u8]) -> PResult<'_, u64> {
 
 /// Exactly `n` bytes.
 pub fn bytes_field(field: &'static str, n: usize) -> impl Fn(&[u8]) -> PResult<'_, &[u8]> {
-    move |i| {
-        nom::bytes::complete::take::<_, _, Fail>(n)(i).map_err(|_| truncated(i, field, n))
-    }
+    move |i| nom::bytes::complete::take::<_, _, Fail>(n)(i).map_err(|_| truncated(i, field, n))
 }
 
 /// A fixed-size array.
@@ -179,7 +180,11 @@ pub fn rest(i: &[u8]) -> PResult<'_, &[u8]> {
 }
 
 /// Fail unless the input is exactly `expected` bytes long.
-pub fn expect_len<'a>(i: &'a [u8], field: &'static str, expected: usize) -> Result<(), nom::Err<Fail<'a>>> {
+pub fn expect_len<'a>(
+    i: &'a [u8],
+    field: &'static str,
+    expected: usize,
+) -> Result<(), nom::Err<Fail<'a>>> {
     if i.len() == expected {
         Ok(())
     } else {
@@ -195,7 +200,11 @@ pub fn expect_len<'a>(i: &'a [u8], field: &'static str, expected: usize) -> Resu
 }
 
 /// Fail unless the input holds at least `minimum` bytes.
-pub fn expect_min_len<'a>(i: &'a [u8], field: &'static str, minimum: usize) -> Result<(), nom::Err<Fail<'a>>> {
+pub fn expect_min_len<'a>(
+    i: &'a [u8],
+    field: &'static str,
+    minimum: usize,
+) -> Result<(), nom::Err<Fail<'a>>> {
     if i.len() >= minimum {
         Ok(())
     } else {

@@ -544,7 +544,10 @@ impl Message {
     }
 
     fn parse_payload<'a>(framing: &Framing, i: &'a [u8]) -> PResult<'a, Payload> {
-        match (framing.header.msg_type, Subtype::from(framing.header.subtype)) {
+        match (
+            framing.header.msg_type,
+            Subtype::from(framing.header.subtype),
+        ) {
             (MessageType::Normal, s) if s.carries_fuse_message() => {
                 let (i, m) = FuseMessage::parse(i)?;
                 Ok((i, Payload::Fuse(m)))

@@ -2,9 +2,7 @@
 //! header, extended to 24 bytes by the sender's message counter for NORMAL
 //! messages, or to 32 bytes by the sync epoch for state messages.
 
-use crate::codec::{
-    expect_min_len, rest, u16_field, u32_field, u64_field, Codec, PResult, Put,
-};
+use crate::codec::{expect_min_len, rest, u16_field, u32_field, u64_field, Codec, PResult, Put};
 
 pub const BASE_HEADER_LEN: usize = 16;
 pub const NORMAL_HEADER_LEN: usize = 24;

@@ -70,13 +70,20 @@ fn part<T>(
     if let Ok(value) = decode_frame("fuzz", data, parse) {
         let mut out = Vec::new();
         encode(&value, &mut out);
-        assert_eq!(out, data, "decoded input does not re-encode to the same bytes");
+        assert_eq!(
+            out, data,
+            "decoded input does not re-encode to the same bytes"
+        );
     }
 }
 
 fn whole<T: Codec>(data: &[u8]) {
     if let Ok(value) = T::decode(data) {
-        assert_eq!(value.to_bytes(), data, "decoded input does not re-encode to the same bytes");
+        assert_eq!(
+            value.to_bytes(),
+            data,
+            "decoded input does not re-encode to the same bytes"
+        );
     }
 }
 
@@ -105,8 +112,9 @@ pub fn run(target: Target, data: &[u8]) {
         Target::IpcRequest => {
             if let Ok(request) = ipc::Request::decode(data) {
                 assert_eq!(request.to_bytes(), data, "request does not re-encode");
-                if let ipc::RequestBody::GetGuestConfigProperties { num_props, names, .. } =
-                    &request.body
+                if let ipc::RequestBody::GetGuestConfigProperties {
+                    num_props, names, ..
+                } = &request.body
                 {
                     let _ = ipc::RequestBody::property_names(*num_props, names);
                 }

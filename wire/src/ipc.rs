@@ -10,8 +10,8 @@
 //! calls at the right point.
 
 use crate::codec::{
-    array_field, decode_frame, fail, i32_field, rest, u32_field, u8_field, ErrorKind,
-    PResult, Put, WireError,
+    array_field, decode_frame, fail, i32_field, rest, u32_field, u8_field, ErrorKind, PResult, Put,
+    WireError,
 };
 
 pub const REQUEST_HEADER_LEN: usize = 16;
@@ -213,7 +213,11 @@ fn forced_c_str(field: &[u8]) -> &[u8] {
     crate::codec::c_str(cut)
 }
 
-fn einval<'a>(at: &'a [u8], field: &'static str, kind: ErrorKind) -> nom::Err<crate::codec::Fail<'a>> {
+fn einval<'a>(
+    at: &'a [u8],
+    field: &'static str,
+    kind: ErrorKind,
+) -> nom::Err<crate::codec::Fail<'a>> {
     fail(at, field, kind)
 }
 
@@ -245,9 +249,16 @@ impl RequestBody {
             actual: i.len(),
         };
         match opcode {
-            Opcode::GetFsVersion | Opcode::GetClusterInfo | Opcode::GetGuestList | Opcode::GetRrdDump => {
+            Opcode::GetFsVersion
+            | Opcode::GetClusterInfo
+            | Opcode::GetGuestList
+            | Opcode::GetRrdDump => {
                 if !i.is_empty() {
-                    return Err(einval(i, "payload", ErrorKind::TrailingBytes { count: i.len() }));
+                    return Err(einval(
+                        i,
+                        "payload",
+                        ErrorKind::TrailingBytes { count: i.len() },
+                    ));
                 }
                 let body = match opcode {
                     Opcode::GetFsVersion => RequestBody::GetFsVersion,
@@ -292,7 +303,12 @@ impl RequestBody {
                     return Err(einval(i, "path", too_short(REQUEST_HEADER_LEN + 1)));
                 }
                 let (i, path) = rest(i)?;
-                Ok((i, RequestBody::GetConfig { path: path.to_vec() }))
+                Ok((
+                    i,
+                    RequestBody::GetConfig {
+                        path: path.to_vec(),
+                    },
+                ))
             }
             Opcode::LogClusterMsg => {
                 if total < LOG_DATA_OFFSET {
@@ -312,7 +328,8 @@ impl RequestBody {
                         },
                     ));
                 }
-                let (i, ident) = crate::codec::nul_terminated_field("ident", ident_len as usize)(i)?;
+                let (i, ident) =
+                    crate::codec::nul_terminated_field("ident", ident_len as usize)(i)?;
                 let (i, tag) = crate::codec::nul_terminated_field("tag", tag_len as usize)(i)?;
                 let (i, msg) = rest(i)?;
                 Ok((

@@ -91,7 +91,11 @@ fn get_status() {
     payload.extend_from_slice(&name_field(b"node2"));
     let r = round_trip(&raw(5, &payload));
     match &r.body {
-        RequestBody::GetStatus { name, nodename, trailing } => {
+        RequestBody::GetStatus {
+            name,
+            nodename,
+            trailing,
+        } => {
             assert_eq!(RequestBody::status_name(name), b"tasklist");
             assert_eq!(RequestBody::status_name(nodename), b"node2");
             assert!(trailing.is_empty());
@@ -105,13 +109,17 @@ fn get_status() {
 fn get_config() {
     let r = round_trip(&raw(6, b"/storage.cfg\0"));
     match &r.body {
-        RequestBody::GetConfig { path } => assert_eq!(RequestBody::config_path(path), b"/storage.cfg"),
+        RequestBody::GetConfig { path } => {
+            assert_eq!(RequestBody::config_path(path), b"/storage.cfg")
+        }
         other => panic!("{other:?}"),
     }
     // Without the NUL the last character is lost, as in C.
     let r = round_trip(&raw(6, b"storage.cfg"));
     match &r.body {
-        RequestBody::GetConfig { path } => assert_eq!(RequestBody::config_path(path), b"storage.cf"),
+        RequestBody::GetConfig { path } => {
+            assert_eq!(RequestBody::config_path(path), b"storage.cf")
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(errno(&raw(6, b"")), EINVAL);
@@ -124,7 +132,12 @@ fn log_cluster_msg() {
     payload.extend_from_slice(b"root@pam\0capwork\0hello\0");
     let r = round_trip(&raw(7, &payload));
     match &r.body {
-        RequestBody::LogClusterMsg { priority, ident, tag, msg } => {
+        RequestBody::LogClusterMsg {
+            priority,
+            ident,
+            tag,
+            msg,
+        } => {
             assert_eq!(*priority, 6);
             assert_eq!(ident, b"root@pam\0");
             assert_eq!(tag, b"capwork\0");
@@ -157,7 +170,9 @@ fn get_cluster_log() {
     payload.extend_from_slice(b"root@pam\0");
     let r = round_trip(&raw(8, &payload));
     match &r.body {
-        RequestBody::GetClusterLog { max_entries, user, .. } => {
+        RequestBody::GetClusterLog {
+            max_entries, user, ..
+        } => {
             assert_eq!(*max_entries, 50);
             assert_eq!(RequestBody::cluster_log_user(user), b"root@pam");
         }
@@ -210,7 +225,11 @@ fn guest_config_properties() {
     payload.extend_from_slice(b"name\0memory\0");
     let r = round_trip(&raw(13, &payload));
     match &r.body {
-        RequestBody::GetGuestConfigProperties { vmid, num_props, names } => {
+        RequestBody::GetGuestConfigProperties {
+            vmid,
+            num_props,
+            names,
+        } => {
             assert_eq!(*vmid, 0);
             let names = RequestBody::property_names(*num_props, names).unwrap();
             assert_eq!(names, vec![&b"name"[..], &b"memory"[..]]);

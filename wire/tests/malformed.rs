@@ -2,7 +2,9 @@
 //! typed error naming the field and its offset, never as a panic.
 
 use pmxcfs_wire::clog::{ClogBuffer, ClogEntry, LogRecord};
-use pmxcfs_wire::dcdb::{self, FuseMessage, MemdbIndex, Payload, Subtype, TreeEntry, UnlockMessage};
+use pmxcfs_wire::dcdb::{
+    self, FuseMessage, MemdbIndex, Payload, Subtype, TreeEntry, UnlockMessage,
+};
 use pmxcfs_wire::dfsm::{Epoch, Framing, MessageType};
 use pmxcfs_wire::digest::root_entry;
 use pmxcfs_wire::kvstore::{self, KvUpdate};
@@ -59,7 +61,13 @@ fn fuse_message_shorter_than_20() {
     let e = dcdb_err(&bytes[..24 + 10]);
     assert_eq!(e.field, "fuse message");
     assert_eq!(e.offset, 24);
-    assert_eq!(e.kind, ErrorKind::TooShort { minimum: 20, actual: 10 });
+    assert_eq!(
+        e.kind,
+        ErrorKind::TooShort {
+            minimum: 20,
+            actual: 10
+        }
+    );
 }
 
 #[test]
@@ -104,11 +112,27 @@ fn unlock_message_checks() {
     assert_eq!(e.field, "path");
     assert_eq!(e.kind, ErrorKind::MissingNul);
     let e = dcdb_err(&bytes[..24 + 32]);
-    assert_eq!(e.kind, ErrorKind::TooShort { minimum: 33, actual: 32 });
+    assert_eq!(
+        e.kind,
+        ErrorKind::TooShort {
+            minimum: 33,
+            actual: 32
+        }
+    );
 }
 
 fn state_framing(t: MessageType) -> Framing {
-    Framing::state(t, 1, 10, Epoch { epoch: 1, time: 2, nodeid: 3, pid: 4 })
+    Framing::state(
+        t,
+        1,
+        10,
+        Epoch {
+            epoch: 1,
+            time: 2,
+            nodeid: 3,
+            pid: 4,
+        },
+    )
 }
 
 #[test]
@@ -123,9 +147,21 @@ fn index_bytes_field_must_equal_length() {
     let e = dcdb_err(&bytes);
     assert_eq!(e.field, "bytes");
     assert_eq!(e.offset, 32 + 28);
-    assert_eq!(e.kind, ErrorKind::LengthMismatch { expected: 32, actual: 72 });
+    assert_eq!(
+        e.kind,
+        ErrorKind::LengthMismatch {
+            expected: 32,
+            actual: 72
+        }
+    );
     let e = dcdb_err(&bytes[..32 + 31]);
-    assert_eq!(e.kind, ErrorKind::TooShort { minimum: 32, actual: 31 });
+    assert_eq!(
+        e.kind,
+        ErrorKind::TooShort {
+            minimum: 32,
+            actual: 31
+        }
+    );
 }
 
 /// C does not check `bytes == 32 + 40·size`; such an index is accepted, kept
@@ -176,7 +212,13 @@ fn update_checks() {
     assert_eq!(e.field, "size + namelen");
 
     let e = dcdb_err(&bytes[..32 + 40]);
-    assert_eq!(e.kind, ErrorKind::TooShort { minimum: 41, actual: 40 });
+    assert_eq!(
+        e.kind,
+        ErrorKind::TooShort {
+            minimum: 41,
+            actual: 40
+        }
+    );
 
     let mut no_nul = bytes.clone();
     let last = no_nul.len() - 1;
@@ -193,17 +235,29 @@ fn verify_payload_lengths_are_exact() {
     let mut bytes = m.to_bytes();
     assert_eq!(bytes.len(), 40);
     bytes.push(0);
-    assert_eq!(dcdb_err(&bytes).kind, ErrorKind::LengthMismatch { expected: 8, actual: 9 });
+    assert_eq!(
+        dcdb_err(&bytes).kind,
+        ErrorKind::LengthMismatch {
+            expected: 8,
+            actual: 9
+        }
+    );
 
     let m = dcdb::Message {
         framing: state_framing(MessageType::Verify),
-        payload: Payload::Verify(dcdb::Verify { id: 9, csum: [1; 32] }),
+        payload: Payload::Verify(dcdb::Verify {
+            id: 9,
+            csum: [1; 32],
+        }),
     };
     let bytes = m.to_bytes();
     assert_eq!(bytes.len(), 72);
     assert_eq!(
         dcdb_err(&bytes[..71]).kind,
-        ErrorKind::LengthMismatch { expected: 40, actual: 39 }
+        ErrorKind::LengthMismatch {
+            expected: 40,
+            actual: 39
+        }
     );
 }
 
@@ -244,7 +298,13 @@ fn kvstore_update_key_must_hold_a_nul() {
     assert_eq!(e.field, "key");
     assert_eq!(e.kind, ErrorKind::MissingNul);
     let e = kvstore::Message::decode(&bytes[..24 + 255]).unwrap_err();
-    assert!(matches!(e.kind, ErrorKind::Truncated { needed: 256, available: 255 }));
+    assert!(matches!(
+        e.kind,
+        ErrorKind::Truncated {
+            needed: 256,
+            available: 255
+        }
+    ));
 }
 
 /// Garbage after the key's NUL (C's uninitialised stack) survives.
@@ -297,7 +357,13 @@ fn log_message_checks() {
     assert_eq!(e.offset, 24);
 
     let e = kvstore::Message::decode(&bytes[..24 + 47]).unwrap_err();
-    assert_eq!(e.kind, ErrorKind::TooShort { minimum: 48, actual: 47 });
+    assert_eq!(
+        e.kind,
+        ErrorKind::TooShort {
+            minimum: 48,
+            actual: 47
+        }
+    );
 
     // The ident's NUL replaced: the ident field is reported.
     let mut bad = bytes.clone();
@@ -318,9 +384,21 @@ fn clog_state_size_checks() {
     assert_eq!(kvstore::Message::decode(&bytes).unwrap(), m);
     let e = kvstore::Message::decode(&bytes[..bytes.len() - 1]).unwrap_err();
     assert_eq!(e.field, "size");
-    assert_eq!(e.kind, ErrorKind::LengthMismatch { expected: 4096, actual: 4095 });
+    assert_eq!(
+        e.kind,
+        ErrorKind::LengthMismatch {
+            expected: 4096,
+            actual: 4095
+        }
+    );
     let e = kvstore::Message::decode(&bytes[..32 + 8]).unwrap_err();
-    assert_eq!(e.kind, ErrorKind::TooShort { minimum: 9, actual: 8 });
+    assert_eq!(
+        e.kind,
+        ErrorKind::TooShort {
+            minimum: 9,
+            actual: 8
+        }
+    );
 }
 
 #[test]

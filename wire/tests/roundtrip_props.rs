@@ -6,19 +6,23 @@ use proptest::option;
 use proptest::prelude::*;
 
 use pmxcfs_wire::clog::{ClogBuffer, ClogEntry};
-use pmxcfs_wire::dcdb::{self, EntryType, FuseMessage, IndexEntry, MemdbIndex, TreeEntry, UnlockMessage};
+use pmxcfs_wire::dcdb::{
+    self, EntryType, FuseMessage, IndexEntry, MemdbIndex, TreeEntry, UnlockMessage,
+};
 use pmxcfs_wire::dfsm::{Epoch, Framing, MessageType, RawMessage};
 use pmxcfs_wire::ipc::{Request, RequestBody, Response};
 use pmxcfs_wire::kvstore::{self, KvUpdate};
 use pmxcfs_wire::Codec;
 
 fn epoch() -> impl Strategy<Value = Epoch> {
-    (any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(epoch, time, nodeid, pid)| Epoch {
-        epoch,
-        time,
-        nodeid,
-        pid,
-    })
+    (any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
+        |(epoch, time, nodeid, pid)| Epoch {
+            epoch,
+            time,
+            nodeid,
+            pid,
+        },
+    )
 }
 
 fn state_framing(t: MessageType) -> impl Strategy<Value = Framing> {
@@ -30,7 +34,8 @@ fn state_framing(t: MessageType) -> impl Strategy<Value = Framing> {
 }
 
 fn normal_framing(subtype: u16) -> impl Strategy<Value = Framing> {
-    (any::<u32>(), any::<u32>(), any::<u64>()).prop_map(move |(v, time, count)| Framing::normal(subtype, v, time, count))
+    (any::<u32>(), any::<u32>(), any::<u64>())
+        .prop_map(move |(v, time, count)| Framing::normal(subtype, v, time, count))
 }
 
 fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
@@ -38,15 +43,20 @@ fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn fuse_message() -> impl Strategy<Value = FuseMessage> {
-    (any::<u32>(), any::<u32>(), option::of(bytes(64)), option::of(bytes(64)), bytes(300)).prop_map(
-        |(offset, flags, path, to, data)| FuseMessage {
+    (
+        any::<u32>(),
+        any::<u32>(),
+        option::of(bytes(64)),
+        option::of(bytes(64)),
+        bytes(300),
+    )
+        .prop_map(|(offset, flags, path, to, data)| FuseMessage {
             offset,
             flags,
             path,
             to,
             data,
-        },
-    )
+        })
 }
 
 fn tree_entry() -> impl Strategy<Value = TreeEntry> {
@@ -60,20 +70,26 @@ fn tree_entry() -> impl Strategy<Value = TreeEntry> {
         bytes(40),
         bytes(300),
     )
-        .prop_map(|(parent, inode, version, writer, mtime, is_dir, name, data)| {
-            let data = if is_dir { Vec::new() } else { data };
-            TreeEntry {
-                parent,
-                inode,
-                version,
-                writer,
-                mtime,
-                size: data.len() as u32,
-                entry_type: if is_dir { EntryType::Dir } else { EntryType::Reg },
-                name,
-                data,
-            }
-        })
+        .prop_map(
+            |(parent, inode, version, writer, mtime, is_dir, name, data)| {
+                let data = if is_dir { Vec::new() } else { data };
+                TreeEntry {
+                    parent,
+                    inode,
+                    version,
+                    writer,
+                    mtime,
+                    size: data.len() as u32,
+                    entry_type: if is_dir {
+                        EntryType::Dir
+                    } else {
+                        EntryType::Reg
+                    },
+                    name,
+                    data,
+                }
+            },
+        )
 }
 
 fn memdb_index() -> impl Strategy<Value = MemdbIndex> {
@@ -86,7 +102,10 @@ fn memdb_index() -> impl Strategy<Value = MemdbIndex> {
         bytes(39),
     )
         .prop_map(|(version, writer, mtime, entries, odd_size, remainder)| {
-            let entries = entries.into_iter().map(|(inode, digest)| IndexEntry { inode, digest }).collect();
+            let entries = entries
+                .into_iter()
+                .map(|(inode, digest)| IndexEntry { inode, digest })
+                .collect();
             let mut index = MemdbIndex::new(version, writer, mtime, entries);
             // Sometimes inconsistent, as C accepts.
             if let Some(size) = odd_size {
@@ -100,36 +119,67 @@ fn memdb_index() -> impl Strategy<Value = MemdbIndex> {
 
 fn dcdb_message() -> impl Strategy<Value = dcdb::Message> {
     prop_oneof![
-        (1u16..=6, fuse_message()).prop_flat_map(|(s, m)| normal_framing(s).prop_map(move |f| dcdb::Message {
-            framing: f,
-            payload: dcdb::Payload::Fuse(m.clone())
-        })),
-        (7u16..=8, any::<[u8; 32]>(), bytes(64)).prop_flat_map(|(s, csum, path)| normal_framing(s).prop_map(
-            move |f| dcdb::Message {
+        (1u16..=6, fuse_message()).prop_flat_map(|(s, m)| normal_framing(s).prop_map(move |f| {
+            dcdb::Message {
                 framing: f,
-                payload: dcdb::Payload::Unlock(UnlockMessage { csum, path: path.clone() })
+                payload: dcdb::Payload::Fuse(m.clone()),
+            }
+        })),
+        (7u16..=8, any::<[u8; 32]>(), bytes(64)).prop_flat_map(|(s, csum, path)| normal_framing(s)
+            .prop_map(move |f| dcdb::Message {
+                framing: f,
+                payload: dcdb::Payload::Unlock(UnlockMessage {
+                    csum,
+                    path: path.clone()
+                })
+            })),
+        (9u16.., bytes(64)).prop_flat_map(|(s, b)| normal_framing(s).prop_map(move |f| {
+            dcdb::Message {
+                framing: f,
+                payload: dcdb::Payload::Unknown(b.clone()),
+            }
+        })),
+        (state_framing(MessageType::State), memdb_index()).prop_map(|(f, i)| dcdb::Message {
+            framing: f,
+            payload: dcdb::Payload::Index(i)
+        }),
+        (state_framing(MessageType::Update), tree_entry()).prop_map(|(f, e)| dcdb::Message {
+            framing: f,
+            payload: dcdb::Payload::Update(e)
+        }),
+        (state_framing(MessageType::VerifyRequest), any::<u64>()).prop_map(|(f, id)| {
+            dcdb::Message {
+                framing: f,
+                payload: dcdb::Payload::VerifyRequest(id),
+            }
+        }),
+        (
+            state_framing(MessageType::Verify),
+            any::<u64>(),
+            any::<[u8; 32]>()
+        )
+            .prop_map(|(f, id, csum)| {
+                dcdb::Message {
+                    framing: f,
+                    payload: dcdb::Payload::Verify(dcdb::Verify { id, csum }),
+                }
+            }),
+        (state_framing(MessageType::SyncStart), bytes(8)).prop_map(|(f, b)| dcdb::Message {
+            framing: f,
+            payload: dcdb::Payload::Empty(b)
+        }),
+        (state_framing(MessageType::UpdateComplete), bytes(8)).prop_map(|(f, b)| dcdb::Message {
+            framing: f,
+            payload: dcdb::Payload::Empty(b)
+        }),
+        (7u16.., bytes(64)).prop_flat_map(|(t, b)| state_framing(MessageType::from(t)).prop_map(
+            move |f| {
+                dcdb::Message {
+                    framing: f,
+                    payload: dcdb::Payload::Unknown(b.clone()),
+                }
             }
         )),
-        (9u16.., bytes(64)).prop_flat_map(|(s, b)| normal_framing(s).prop_map(move |f| dcdb::Message {
-            framing: f,
-            payload: dcdb::Payload::Unknown(b.clone())
-        })),
-        (state_framing(MessageType::State), memdb_index())
-            .prop_map(|(f, i)| dcdb::Message { framing: f, payload: dcdb::Payload::Index(i) }),
-        (state_framing(MessageType::Update), tree_entry())
-            .prop_map(|(f, e)| dcdb::Message { framing: f, payload: dcdb::Payload::Update(e) }),
-        (state_framing(MessageType::VerifyRequest), any::<u64>())
-            .prop_map(|(f, id)| dcdb::Message { framing: f, payload: dcdb::Payload::VerifyRequest(id) }),
-        (state_framing(MessageType::Verify), any::<u64>(), any::<[u8; 32]>()).prop_map(|(f, id, csum)| {
-            dcdb::Message { framing: f, payload: dcdb::Payload::Verify(dcdb::Verify { id, csum }) }
-        }),
-        (state_framing(MessageType::SyncStart), bytes(8))
-            .prop_map(|(f, b)| dcdb::Message { framing: f, payload: dcdb::Payload::Empty(b) }),
-        (state_framing(MessageType::UpdateComplete), bytes(8))
-            .prop_map(|(f, b)| dcdb::Message { framing: f, payload: dcdb::Payload::Empty(b) }),
-        (7u16.., bytes(64)).prop_flat_map(|(t, b)| state_framing(MessageType::from(t)).prop_map(move |f| {
-            dcdb::Message { framing: f, payload: dcdb::Payload::Unknown(b.clone()) }
-        })),
     ]
 }
 
@@ -143,24 +193,39 @@ fn c_field(max: usize) -> impl Strategy<Value = Vec<u8>> {
 
 fn clog_entry() -> impl Strategy<Value = ClogEntry> {
     (
-        (any::<u32>(), any::<u32>(), any::<u64>(), any::<u64>(), any::<u32>(), 0u8..8),
-        (c_field(20), c_field(20), c_field(20), c_field(200), any::<[u8; 4]>()),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            0u8..8,
+        ),
+        (
+            c_field(20),
+            c_field(20),
+            c_field(20),
+            c_field(200),
+            any::<[u8; 4]>(),
+        ),
     )
-        .prop_map(|((uid, time, nd, id, pid, priority), (node, ident, tag, msg, tail))| ClogEntry {
-            prev: 0,
-            next: 0,
-            uid,
-            time,
-            node_digest: nd,
-            ident_digest: id,
-            pid,
-            priority,
-            node,
-            ident,
-            tag,
-            msg,
-            tail,
-        })
+        .prop_map(
+            |((uid, time, nd, id, pid, priority), (node, ident, tag, msg, tail))| ClogEntry {
+                prev: 0,
+                next: 0,
+                uid,
+                time,
+                node_digest: nd,
+                ident_digest: id,
+                pid,
+                priority,
+                node,
+                ident,
+                tag,
+                msg,
+                tail,
+            },
+        )
 }
 
 fn kv_update() -> impl Strategy<Value = KvUpdate> {
@@ -186,16 +251,26 @@ fn clog_buffer() -> impl Strategy<Value = ClogBuffer> {
 
 fn kvstore_message() -> impl Strategy<Value = kvstore::Message> {
     prop_oneof![
-        (normal_framing(1), kv_update())
-            .prop_map(|(f, u)| kvstore::Message { framing: f, payload: kvstore::Payload::Update(u) }),
-        (normal_framing(3), clog_entry())
-            .prop_map(|(f, e)| kvstore::Message { framing: f, payload: kvstore::Payload::Log(e) }),
-        (state_framing(MessageType::State), clog_buffer())
-            .prop_map(|(f, b)| kvstore::Message { framing: f, payload: kvstore::Payload::State(b) }),
-        (state_framing(MessageType::SyncStart), bytes(8))
-            .prop_map(|(f, b)| kvstore::Message { framing: f, payload: kvstore::Payload::Empty(b) }),
-        (normal_framing(2), bytes(64))
-            .prop_map(|(f, b)| kvstore::Message { framing: f, payload: kvstore::Payload::Unknown(b) }),
+        (normal_framing(1), kv_update()).prop_map(|(f, u)| kvstore::Message {
+            framing: f,
+            payload: kvstore::Payload::Update(u)
+        }),
+        (normal_framing(3), clog_entry()).prop_map(|(f, e)| kvstore::Message {
+            framing: f,
+            payload: kvstore::Payload::Log(e)
+        }),
+        (state_framing(MessageType::State), clog_buffer()).prop_map(|(f, b)| kvstore::Message {
+            framing: f,
+            payload: kvstore::Payload::State(b)
+        }),
+        (state_framing(MessageType::SyncStart), bytes(8)).prop_map(|(f, b)| kvstore::Message {
+            framing: f,
+            payload: kvstore::Payload::Empty(b)
+        }),
+        (normal_framing(2), bytes(64)).prop_map(|(f, b)| kvstore::Message {
+            framing: f,
+            payload: kvstore::Payload::Unknown(b)
+        }),
     ]
 }
 
@@ -213,15 +288,35 @@ fn ipc_body() -> impl Strategy<Value = RequestBody> {
             trailing
         }),
         vec(any::<u8>(), 1..100).prop_map(|path| RequestBody::GetConfig { path }),
-        (0u8..8, c_field(30), c_field(30), vec(any::<u8>(), 1..100))
-            .prop_map(|(priority, ident, tag, msg)| RequestBody::LogClusterMsg { priority, ident, tag, msg }),
-        (any::<u32>(), any::<[u32; 3]>(), vec(any::<u8>(), 1..40))
-            .prop_map(|(max_entries, reserved, user)| RequestBody::GetClusterLog { max_entries, reserved, user }),
-        (any::<u32>(), bytes(40)).prop_map(|(vmid, property)| RequestBody::GetGuestConfigProperty { vmid, property }),
-        vec(any::<u8>().prop_filter("no NUL or LF", |b| *b != 0 && *b != b'\n'), 1..60)
-            .prop_map(|token| RequestBody::VerifyToken { token }),
-        (any::<u32>(), any::<u8>(), bytes(60))
-            .prop_map(|(vmid, num_props, names)| RequestBody::GetGuestConfigProperties { vmid, num_props, names }),
+        (0u8..8, c_field(30), c_field(30), vec(any::<u8>(), 1..100)).prop_map(
+            |(priority, ident, tag, msg)| RequestBody::LogClusterMsg {
+                priority,
+                ident,
+                tag,
+                msg
+            }
+        ),
+        (any::<u32>(), any::<[u32; 3]>(), vec(any::<u8>(), 1..40)).prop_map(
+            |(max_entries, reserved, user)| RequestBody::GetClusterLog {
+                max_entries,
+                reserved,
+                user
+            }
+        ),
+        (any::<u32>(), bytes(40))
+            .prop_map(|(vmid, property)| RequestBody::GetGuestConfigProperty { vmid, property }),
+        vec(
+            any::<u8>().prop_filter("no NUL or LF", |b| *b != 0 && *b != b'\n'),
+            1..60
+        )
+        .prop_map(|token| RequestBody::VerifyToken { token }),
+        (any::<u32>(), any::<u8>(), bytes(60)).prop_map(|(vmid, num_props, names)| {
+            RequestBody::GetGuestConfigProperties {
+                vmid,
+                num_props,
+                names,
+            }
+        }),
     ]
 }
 

@@ -33,7 +33,12 @@ fn write_message_worked_example() {
     assert_eq!(expected.len(), 85);
 
     let message = dcdb::Message {
-        framing: Framing::normal(Subtype::Write.into(), dcdb::PROTOCOL_VERSION, 1_700_000_000, 7),
+        framing: Framing::normal(
+            Subtype::Write.into(),
+            dcdb::PROTOCOL_VERSION,
+            1_700_000_000,
+            7,
+        ),
         payload: Payload::Fuse(FuseMessage {
             data: b"cores: 2\n".to_vec(),
             ..FuseMessage::new("nodes/pve1/qemu-server/100.conf")
@@ -129,11 +134,17 @@ fn entry_and_tree_checksums_put_the_inode_first() {
     fields.extend_from_slice(&0u64.to_le_bytes());
     fields.extend_from_slice(b"a.cfg");
     fields.extend_from_slice(b"abc");
-    assert_eq!(index_digest(&file), <[u8; 32]>::from(Sha256::digest(&fields)));
+    assert_eq!(
+        index_digest(&file),
+        <[u8; 32]>::from(Sha256::digest(&fields))
+    );
 
     let mut with_inode = 4u64.to_le_bytes().to_vec();
     with_inode.extend_from_slice(&fields);
-    assert_eq!(entry_checksum(&file), <[u8; 32]>::from(Sha256::digest(&with_inode)));
+    assert_eq!(
+        entry_checksum(&file),
+        <[u8; 32]>::from(Sha256::digest(&with_inode))
+    );
 
     let mut running = Sha256::new();
     let mut root_fields = 0u64.to_le_bytes().to_vec();
@@ -145,7 +156,10 @@ fn entry_and_tree_checksums_put_the_inode_first() {
     root_fields.extend_from_slice(&0u64.to_le_bytes());
     running.update(&root_fields);
     running.update(&with_inode);
-    assert_eq!(tree_checksum([&root, &file]), <[u8; 32]>::from(running.finalize()));
+    assert_eq!(
+        tree_checksum([&root, &file]),
+        <[u8; 32]>::from(running.finalize())
+    );
 }
 
 /// §3.5.1: FNV-1a of "node1" with its NUL.
@@ -250,12 +264,20 @@ fn clog_pack_overlong_message_loses_its_nul() {
     assert_ne!(entry.msg.last(), Some(&0));
 
     let bytes = entry.to_bytes();
-    let err = pmxcfs_wire::codec::decode_frame("log", &bytes, ClogEntry::parse_message).unwrap_err();
+    let err =
+        pmxcfs_wire::codec::decode_frame("log", &bytes, ClogEntry::parse_message).unwrap_err();
     assert_eq!(err.field, "msg");
     assert_eq!(err.kind, pmxcfs_wire::ErrorKind::MissingNul);
     // Short of the limit, nothing is cut.
     let plain = vec![b'a'; 10_000];
-    let entry = ClogEntry::pack(&LogRecord { msg: &plain, ..record.clone() }, 1).unwrap();
+    let entry = ClogEntry::pack(
+        &LogRecord {
+            msg: &plain,
+            ..record.clone()
+        },
+        1,
+    )
+    .unwrap();
     assert_eq!(entry.msg.len(), 4031);
     assert_eq!(entry.msg.last(), Some(&0));
 }
@@ -271,14 +293,20 @@ fn utf8_to_ascii_rules() {
     assert_eq!(s("\u{20ac}".as_bytes()), "\\u20ac");
     assert_eq!(s("emoji\u{1f600}!".as_bytes()), "emoji!");
     assert_eq!(s(b"quote\"d"), "quote\\\"d");
-    assert_eq!(String::from_utf8(utf8_to_ascii(b"q\"", 4096, false)).unwrap(), "q\"");
+    assert_eq!(
+        String::from_utf8(utf8_to_ascii(b"q\"", 4096, false)).unwrap(),
+        "q\""
+    );
     // Invalid UTF-8: byte-wise, high bytes become '?'.
     assert_eq!(s(b"bad\xff\x01\"x"), "bad?#001\\\"x");
     // Stops at the first NUL.
     assert_eq!(s(b"ab\0cd"), "ab");
     // Writes while the output is shorter than bufsize - 7.
     assert_eq!(utf8_to_ascii(&[b'a'; 100], 17, true).len(), 10);
-    assert_eq!(utf8_to_ascii("\u{e4}\u{e4}\u{e4}".as_bytes(), 14, true).len(), 12);
+    assert_eq!(
+        utf8_to_ascii("\u{e4}\u{e4}\u{e4}".as_bytes(), 14, true).len(),
+        12
+    );
 }
 
 /// §1.2: header sizes, and the checks a receiving C node makes first.

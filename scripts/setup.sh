@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what building and testing pmxcfs needs on a Debian 12 machine.
+# Idempotent; needs root (or sudo) for the system packages.
+set -euo pipefail
+
+# System packages: a C toolchain for the -sys crates, and what the
+# integration tests drive (FUSE, network namespaces, SQLite's shell).
+PACKAGES=(build-essential pkg-config fuse3 iproute2 sqlite3 procps)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    for env in "$HOME/.cargo/env"; do [ -f "$env" ] && . "$env"; done
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found. Install a Rust toolchain (1.80 or newer, e.g. with rustup) and re-run." >&2
+    exit 1
+fi

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, property, golden and integration tests, the
+# pmxcfs-replay contract over the recorded captures, and a bounded fuzz run.
+# Integration tests that need root, /dev/fuse or namespaces run when this is
+# run as root (as CI does).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+
+# Seconds for the mutation fuzz run (every decoder, stable toolchain).
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+
+echo "== build"
+cargo build --workspace --all-targets --locked
+
+echo "== tests"
+cargo test --workspace --locked 2>&1 | tee target/test-output.txt
+read -r passed failed < <(awk '/^test result:/ { for (i = 1; i < NF; i++) {
+    if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+    END { print p + 0, f + 0 }' target/test-output.txt)
+
+echo "== pmxcfs-replay decode over the recorded captures"
+cargo run -q --locked -p pmxcfs-compat --bin pmxcfs-replay -- decode captures/*/node*.pcap > target/replay-decode.txt
+tail -n 1 target/replay-decode.txt
+
+echo "== fuzz: every decoder over the seed corpus and its mutations (${FUZZ_SECONDS}s)"
+cargo run -q --release --locked -p pmxcfs-wire --example fuzz_mutate -- \
+    --seconds "$FUZZ_SECONDS" fuzz/seeds target/fuzz-artifacts
+scripts/fuzz-libfuzzer.sh
+
+echo "== all checks passed"
+echo "tests: ${passed} passed, ${failed} failed"
