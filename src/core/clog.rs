@@ -1,0 +1,168 @@
+//! The cluster log of one node (spec §3.5): the ring buffer, the dedup
+//! table that keeps each node's entries in (time, uid) order, and the JSON
+//! dump of `.clusterlog` and GET_CLUSTER_LOG.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use pmxcfs_wire::clog::{fnv1a64, ClogBuffer, ClogEntry, LogRecord, DEFAULT_BUFFER_SIZE};
+
+/// Entries `.clusterlog` shows, and the IPC default.
+pub const DEFAULT_MAX_ENTRIES: usize = 50;
+
+#[derive(Clone, Debug)]
+pub struct ClusterLog {
+    ring: ClogBuffer,
+    /// node digest → newest (time, uid) inserted.
+    dedup: HashMap<u64, (u32, u32)>,
+    /// Per-process uid counter of packed entries.
+    uid: u32,
+}
+
+impl Default for ClusterLog {
+    fn default() -> Self {
+        ClusterLog::new()
+    }
+}
+
+impl ClusterLog {
+    pub fn new() -> ClusterLog {
+        ClusterLog {
+            ring: ClogBuffer::new(DEFAULT_BUFFER_SIZE),
+            dedup: HashMap::new(),
+            uid: 0,
+        }
+    }
+
+    pub fn ring(&self) -> &ClogBuffer {
+        &self.ring
+    }
+
+    /// Pack a local entry with the next uid; `None` if C would not pack it
+    /// (priority above 7).
+    pub fn pack(&mut self, record: &LogRecord<'_>) -> Option<ClogEntry> {
+        let entry = ClogEntry::pack(record, self.uid.wrapping_add(1))?;
+        self.uid = self.uid.wrapping_add(1);
+        Some(entry)
+    }
+
+    /// `clusterlog_insert`: accept an entry only if it is newer, by (time,
+    /// uid), than the last one of its node.
+    pub fn insert(&mut self, entry: &ClogEntry) -> bool {
+        let newer = match self.dedup.get(&entry.node_digest) {
+            None => true,
+            Some(&(time, uid)) => entry.time > time || (entry.time == time && entry.uid > uid),
+        };
+        if !newer {
+            return false;
+        }
+        self.dedup
+            .insert(entry.node_digest, (entry.time, entry.uid));
+        self.ring.push(entry);
+        true
+    }
+
+    /// The JSON dump (spec §3.6.4): newest first, at most `max` entries
+    /// printed, optionally only those whose ident is `user`.
+    pub fn dump_json(&self, max: usize, user: Option<&[u8]>) -> String {
+        let max = if max == 0 { DEFAULT_MAX_ENTRIES } else { max };
+        let filter = user.filter(|u| !u.is_empty()).map(|u| {
+            let mut with_nul = u.to_vec();
+            with_nul.push(0);
+            fnv1a64(&with_nul)
+        });
+        let mut s = String::from("{\n\"data\": [\n");
+        let mut printed = 0;
+        // Our own ring is well formed; a walk error cannot happen here.
+        for e in self.ring.entries().unwrap_or_default() {
+            if printed >= max || e.wraps {
+                break;
+            }
+            let e = e.entry;
+            if filter.is_some_and(|d| d != e.ident_digest) {
+                continue;
+            }
+            if printed > 0 {
+                s.push_str(",\n");
+            }
+            let _ = write!(
+                s,
+                "{{\"uid\": {}, \"time\": {}, \"pri\": {}, \"tag\": \"{}\", \"pid\": {}, \"node\": \"{}\", \"user\": \"{}\", \"msg\": \"{}\"}}",
+                e.uid,
+                e.time,
+                e.priority,
+                e.tag_str(),
+                e.pid,
+                e.node_str(),
+                e.ident_str(),
+                e.msg_str()
+            );
+            printed += 1;
+        }
+        if printed > 0 {
+            s.push('\n');
+        }
+        s.push_str("]\n}\n");
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record<'a>(node: &'a [u8], ident: &'a [u8], time: u32, msg: &'a [u8]) -> LogRecord<'a> {
+        LogRecord {
+            node,
+            ident,
+            tag: b"cluster",
+            pid: 7779,
+            time,
+            priority: 6,
+            msg,
+        }
+    }
+
+    #[test]
+    fn starting_entry_matches_the_observed_bytes() {
+        let mut log = ClusterLog::new();
+        let e = log
+            .pack(&record(
+                b"refnode1",
+                b"root",
+                1795234429,
+                b"starting cluster log",
+            ))
+            .unwrap();
+        assert!(log.insert(&e));
+        assert_eq!(
+            log.dump_json(0, None),
+            "{\n\"data\": [\n{\"uid\": 1, \"time\": 1795234429, \"pri\": 6, \"tag\": \"cluster\", \"pid\": 7779, \"node\": \"refnode1\", \"user\": \"root\", \"msg\": \"starting cluster log\"}\n]\n}\n"
+        );
+        assert_eq!(log.dump_json(0, None).len(), 155);
+    }
+
+    #[test]
+    fn filter_max_and_dedup() {
+        let mut log = ClusterLog::new();
+        for (t, ident) in [
+            (10, &b"root"[..]),
+            (11, b"root@pam"),
+            (12, b"root@pam"),
+            (13, b"root"),
+        ] {
+            let e = log.pack(&record(b"n1", ident, t, b"m")).unwrap();
+            assert!(log.insert(&e));
+        }
+        let all = log.dump_json(0, None);
+        assert_eq!(all.matches("\"uid\"").count(), 4);
+        assert!(all.find("\"time\": 13").unwrap() < all.find("\"time\": 10").unwrap());
+        let pam = log.dump_json(1, Some(b"root@pam"));
+        assert_eq!(pam.matches("\"uid\"").count(), 1);
+        assert!(pam.contains("\"time\": 12"));
+        assert_eq!(log.dump_json(0, Some(b"nobody")), "{\n\"data\": [\n]\n}\n");
+        // An older entry of the same node is dropped.
+        let old = ClogEntry::pack(&record(b"n1", b"root", 5, b"late"), 99).unwrap();
+        assert!(!log.insert(&old));
+    }
+}

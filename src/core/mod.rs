@@ -1,0 +1,10 @@
+//! The sans-IO core: protocol and filesystem rules as plain state. Inputs
+//! are requests with the time they happen at; outputs are results and the
+//! changes to persist. No sockets, files, threads or clocks in here.
+
+pub mod clog;
+pub mod locks;
+pub mod memdb;
+pub mod paths;
+pub mod status;
+pub mod vmlist;

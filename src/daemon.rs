@@ -1,0 +1,448 @@
+//! The daemon edge: command line, node identity, files and directories,
+//! the single-instance lock, daemonizing, signals and an orderly shutdown,
+//! with the defaults of the C pmxcfs (spec §7.5, §7.6).
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{IpAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pmxcfs_wire::clog::LogRecord;
+
+use crate::core::status::Status;
+use crate::database::Database;
+use crate::fuse::{mount_config, PveFs};
+use crate::log;
+use crate::node::{now, Node, NodeState};
+
+pub const USAGE: &str = "Usage: pmxcfs [-d] [-f] [-l] [--mountpoint DIR] [--statedir DIR] [--rundir DIR] [--pidfile FILE]
+
+  -d, --debug        turn on debug messages
+  -f, --foreground   do not daemonize the server
+  -l, --local        force local mode (ignore corosync.conf, force quorum)
+  --mountpoint DIR   mount point (default /etc/pve)
+  --statedir DIR     database and lock file (default /var/lib/pve-cluster)
+  --rundir DIR       runtime files, restart flag (default /run/pve-cluster)
+  --pidfile FILE     pid file when daemonized (default /var/run/pve-cluster.pid)";
+
+/// Where everything lives. The defaults are those of the C daemon.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    pub mountpoint: PathBuf,
+    pub statedir: PathBuf,
+    pub rundir: PathBuf,
+    pub pidfile: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            mountpoint: "/etc/pve".into(),
+            statedir: "/var/lib/pve-cluster".into(),
+            rundir: "/run/pve-cluster".into(),
+            pidfile: "/var/run/pve-cluster.pid".into(),
+        }
+    }
+}
+
+impl Paths {
+    pub fn database(&self) -> PathBuf {
+        self.statedir.join("config.db")
+    }
+    pub fn lockfile(&self) -> PathBuf {
+        self.statedir.join(".pmxcfs.lockfile")
+    }
+    pub fn restart_flag(&self) -> PathBuf {
+        self.rundir.join("cfs-restart-flag")
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub debug: bool,
+    pub foreground: bool,
+    pub local: bool,
+    pub paths: Paths,
+}
+
+/// Parse the command line (without the program name).
+pub fn parse_args(args: &[String]) -> Result<Options, String> {
+    let mut o = Options::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("option '{name}' needs a value"))
+        };
+        match a.as_str() {
+            "-d" | "--debug" => o.debug = true,
+            "-f" | "--foreground" => o.foreground = true,
+            "-l" | "--local" => o.local = true,
+            "--mountpoint" => o.paths.mountpoint = value(a)?.into(),
+            "--statedir" => o.paths.statedir = value(a)?.into(),
+            "--rundir" => o.paths.rundir = value(a)?.into(),
+            "--pidfile" => o.paths.pidfile = value(a)?.into(),
+            s if s.starts_with('-') && s.len() > 2 && !s.starts_with("--") => {
+                // Combined short flags, e.g. -fl.
+                for c in s[1..].chars() {
+                    match c {
+                        'd' => o.debug = true,
+                        'f' => o.foreground = true,
+                        'l' => o.local = true,
+                        _ => return Err(format!("unknown option '-{c}'")),
+                    }
+                }
+            }
+            s => return Err(format!("unknown option or argument '{s}'")),
+        }
+    }
+    Ok(o)
+}
+
+/// The node name: `uname` nodename up to the first dot.
+pub fn short_hostname() -> String {
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uname fills the struct we own.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return String::new();
+    }
+    let raw = unsafe { std::ffi::CStr::from_ptr(u.nodename.as_ptr()) };
+    let name = raw.to_string_lossy();
+    name.split('.').next().unwrap_or_default().to_string()
+}
+
+/// The node's IP as C picks it: the first IPv4 address outside 127/8, else
+/// the first IPv6 address other than ::1. Loopback-only is an error.
+pub fn resolve_node_ip(hostname: &str) -> Result<IpAddr, String> {
+    let addrs: Vec<IpAddr> = (hostname, 0)
+        .to_socket_addrs()
+        .map_err(|e| format!("Unable to resolve node name '{hostname}': {e}"))?
+        .map(|a| a.ip())
+        .collect();
+    let v4 = addrs
+        .iter()
+        .find(|a| matches!(a, IpAddr::V4(v) if !v.is_loopback()));
+    let v6 = addrs.iter().find(|a| matches!(a, IpAddr::V6(v) if !v.is_loopback() && v.to_ipv4_mapped().is_none_or(|m| !m.is_loopback())));
+    v4.or(v6).copied().ok_or_else(|| {
+        format!(
+            "Unable to resolve node name '{hostname}' to a non-loopback IP address - missing entry in '/etc/hosts' or DNS?"
+        )
+    })
+}
+
+fn www_data_gid() -> Result<u32, String> {
+    let name = CString::new("www-data").expect("no NUL");
+    // SAFETY: getgrnam returns a pointer to static storage or NULL.
+    let g = unsafe { libc::getgrnam(name.as_ptr()) };
+    if g.is_null() {
+        return Err("Unable to get www-data group ID".into());
+    }
+    Ok(unsafe { (*g).gr_gid })
+}
+
+fn mkdir_mode(path: &Path, mode: u32) -> Result<(), String> {
+    match fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!(
+            "unable to create directory '{}': {e}",
+            path.display()
+        )),
+    }
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) {
+    if let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) {
+        // SAFETY: plain syscall on a NUL-terminated path.
+        unsafe { libc::chown(c.as_ptr(), uid, gid) };
+    }
+}
+
+/// The single-instance lock: 11 attempts, 1 s apart, as C.
+fn take_lock(path: &Path) -> Result<File, String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("unable to open lock file '{}': {e}", path.display()))?;
+    for attempt in 0..11 {
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
+        if attempt == 0 {
+            log::notice("unable to acquire pmxcfs lock - trying again");
+        }
+        if attempt < 10 {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    Err(format!(
+        "unable to acquire pmxcfs lock '{}': another instance is running",
+        path.display()
+    ))
+}
+
+/// Detach from a stale or dead mount left by a previous instance.
+fn clear_stale_mount(mountpoint: &Path) {
+    if let Ok(c) = CString::new(mountpoint.as_os_str().as_encoded_bytes()) {
+        // SAFETY: plain syscalls on a NUL-terminated path; failures are fine.
+        unsafe {
+            if libc::umount2(c.as_ptr(), libc::MNT_FORCE) != 0 {
+                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+    }
+}
+
+fn write_restart_flag(path: &Path, gid: u32) {
+    if let Ok(f) = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o440)
+        .open(path)
+    {
+        drop(f);
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o440));
+        chown(path, 0, gid);
+    }
+}
+
+/// Write `"<pid>\n"` atomically.
+fn write_pidfile(path: &Path, pid: u32) -> std::io::Result<()> {
+    let tmp = path.with_extension("pid.tmp");
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        writeln!(f, "{pid}")?;
+    }
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))?;
+    fs::rename(&tmp, path)
+}
+
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: building and installing a signal mask for this thread; the
+    // threads spawned afterwards inherit it, so only `wait_for_signal`
+    // receives these signals.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Wait up to `timeout` for one of the blocked signals.
+fn wait_for_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: sigtimedwait with our own set and timespec.
+    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
+}
+
+/// Fork for daemon mode. The parent waits for the child's readiness byte,
+/// writes the pid file and exits; the child continues and gets the pipe's
+/// write end to report readiness with.
+fn daemonize(pidfile: &Path) -> Result<File, String> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe and fork before any thread exists.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err("pipe failed".into());
+    }
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err("fork failed".into());
+    }
+    if pid > 0 {
+        unsafe { libc::close(fds[1]) };
+        let mut reader = unsafe { File::from_raw_fd(fds[0]) };
+        let mut byte = [0u8; 1];
+        let ready = matches!(reader.read(&mut byte), Ok(1)) && byte[0] == b'1';
+        if !ready {
+            eprintln!("pmxcfs: the server failed to start (see the messages above)");
+            std::process::exit(255);
+        }
+        if let Err(e) = write_pidfile(pidfile, pid as u32) {
+            eprintln!(
+                "pmxcfs: unable to write pid file '{}': {e}",
+                pidfile.display()
+            );
+        }
+        std::process::exit(0);
+    }
+    unsafe {
+        libc::close(fds[0]);
+        libc::setsid();
+    }
+    Ok(unsafe { File::from_raw_fd(fds[1]) })
+}
+
+fn redirect_stdio_to_null() {
+    if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+        // SAFETY: dup2 onto the standard descriptors.
+        unsafe {
+            for fd in 0..3 {
+                libc::dup2(null.as_raw_fd(), fd);
+            }
+        }
+    }
+}
+
+/// Run the daemon; returns the process exit code.
+pub fn run(options: Options) -> i32 {
+    if options.debug {
+        log::set_debug(true);
+    }
+    let ready_pipe = if options.foreground {
+        None
+    } else {
+        match daemonize(&options.paths.pidfile) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                log::error(&e);
+                return 255;
+            }
+        }
+    };
+    match serve(&options, ready_pipe) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error(&e);
+            255
+        }
+    }
+}
+
+fn serve(options: &Options, ready_pipe: Option<File>) -> Result<(), String> {
+    let started = Instant::now();
+    let paths = &options.paths;
+    let hostname = short_hostname();
+    if hostname.is_empty() {
+        return Err("unable to get the host name".into());
+    }
+    let ip = resolve_node_ip(&hostname)?;
+    let gid = www_data_gid()?;
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe { libc::umask(0o027) };
+    mkdir_mode(&paths.statedir, 0o750)?;
+    mkdir_mode(&paths.rundir, 0o750)?;
+    chown(&paths.rundir, 0, gid);
+    let _lock = take_lock(&paths.lockfile())?;
+
+    let start_time = now();
+    let mut status = Status::new(&hostname, start_time);
+    if let Some(entry) = status.clog.pack(&LogRecord {
+        node: hostname.as_bytes(),
+        ident: b"root",
+        tag: b"cluster",
+        pid: std::process::id(),
+        time: start_time,
+        priority: 6,
+        msg: b"starting cluster log",
+    }) {
+        status.clog.insert(&entry);
+    }
+
+    let (db, memdb) = Database::open(&paths.database(), start_time).map_err(|e| e.to_string())?;
+    if !options.local && memdb.lookup(b"corosync.conf").is_some() {
+        return Err(
+            "this database belongs to a cluster (it holds corosync.conf); cluster mode is not \
+             implemented yet - start with -l to serve it in local mode"
+                .into(),
+        );
+    }
+    log::debug(&format!(
+        "node {hostname} ({ip}), database version {}",
+        memdb.version()
+    ));
+    let node = Arc::new(Node::new(NodeState {
+        memdb,
+        status,
+        db,
+        quorate: true,
+    }));
+
+    clear_stale_mount(&paths.mountpoint);
+    mkdir_mode(&paths.mountpoint, 0o750)?;
+    let signals = block_signals();
+    let fs = PveFs::new(node.clone(), &hostname, gid);
+    let session = fuser::Session::new(fs, &paths.mountpoint, &mount_config())
+        .and_then(|s| s.spawn())
+        .map_err(|e| format!("fuse mount on '{}' failed: {e}", paths.mountpoint.display()))?;
+    let _ = fs::remove_file(paths.restart_flag());
+    log::notice(&format!(
+        "mounted {} in local mode after {} ms",
+        paths.mountpoint.display(),
+        started.elapsed().as_millis()
+    ));
+    if let Some(mut pipe) = ready_pipe {
+        let _ = pipe.write_all(b"1");
+        redirect_stdio_to_null();
+    }
+
+    loop {
+        if let Some(sig) = wait_for_signal(&signals, Duration::from_millis(500)) {
+            log::notice(&format!("received signal {sig}, shutting down"));
+            break;
+        }
+        if session.guard.is_finished() {
+            log::notice("the filesystem was unmounted, shutting down");
+            break;
+        }
+    }
+
+    log::notice("teardown filesystem");
+    write_restart_flag(&paths.restart_flag(), gid);
+    unmount(session, &paths.mountpoint);
+    // Waiting for the lock lets a write in progress finish and commit.
+    let state = node.lock();
+    state.db.checkpoint();
+    drop(state);
+    if !options.foreground {
+        let _ = fs::remove_file(&paths.pidfile);
+    }
+    log::notice("exit proxmox configuration filesystem (0)");
+    Ok(())
+}
+
+/// Unmount and wait for the FUSE threads; if the mount is busy, detach it
+/// lazily and stop waiting after a few seconds.
+fn unmount(session: fuser::BackgroundSession, mountpoint: &Path) {
+    let c = CString::new(mountpoint.as_os_str().as_encoded_bytes()).ok();
+    // SAFETY: plain umount syscall on a NUL-terminated path.
+    let busy = c
+        .as_ref()
+        .is_some_and(|c| unsafe { libc::umount(c.as_ptr()) } != 0);
+    if busy {
+        if let Some(c) = &c {
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = session.umount_and_join();
+        let _ = tx.send(());
+    });
+    if rx.recv_timeout(Duration::from_secs(5)).is_err() {
+        log::notice("filesystem threads still busy after unmount; exiting anyway");
+    }
+}

@@ -1,0 +1,306 @@
+//! The SQLite edge: `config.db` exactly as the C daemon keeps it (spec §4):
+//! one `tree` table, WAL, synchronous=NORMAL, one transaction per change.
+//!
+//! A database is validated read-only before anything is written to it: a
+//! file that is not ours to change (not SQLite, another schema, a tree that
+//! does not load) stops the daemon with a message and is left untouched.
+
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{params, Connection, OpenFlags};
+
+use crate::core::memdb::{DbChange, LoadError, Memdb, Row};
+
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS tree (  inode INTEGER PRIMARY KEY NOT NULL,  parent INTEGER NOT NULL CHECK(typeof(parent)=='integer'),  version INTEGER NOT NULL CHECK(typeof(version)=='integer'),  writer INTEGER NOT NULL CHECK(typeof(writer)=='integer'),  mtime INTEGER NOT NULL CHECK(typeof(mtime)=='integer'),  type INTEGER NOT NULL CHECK(typeof(type)=='integer'),  name TEXT NOT NULL,  data BLOB);";
+
+/// The columns of `tree` as `PRAGMA table_info` reports them.
+const COLUMNS: [(&str, &str); 8] = [
+    ("inode", "INTEGER"),
+    ("parent", "INTEGER"),
+    ("version", "INTEGER"),
+    ("writer", "INTEGER"),
+    ("mtime", "INTEGER"),
+    ("type", "INTEGER"),
+    ("name", "TEXT"),
+    ("data", "BLOB"),
+];
+
+const REPLACE: &str =
+    "REPLACE INTO tree (inode, parent, version, writer, mtime, type, name, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+#[derive(Debug)]
+pub enum DbError {
+    /// The file exists but is not an SQLite database.
+    NotSqlite { path: PathBuf, detail: String },
+    /// An SQLite database without our `tree` table, or with other columns.
+    WrongSchema { path: PathBuf, detail: String },
+    /// The rows do not form a tree C would load.
+    BadTree { path: PathBuf, error: LoadError },
+    /// A value of a wrong type or range in a row.
+    BadRow { path: PathBuf, detail: String },
+    Sqlite {
+        path: PathBuf,
+        error: rusqlite::Error,
+    },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DbError::NotSqlite { path, detail } => {
+                write!(f, "{}: not an SQLite database ({detail})", path.display())
+            }
+            DbError::WrongSchema { path, detail } => {
+                write!(f, "{}: not a pmxcfs database: {detail}", path.display())
+            }
+            DbError::BadTree { path, error } => write!(f, "{}: {error}", path.display()),
+            DbError::BadRow { path, detail } => write!(f, "{}: {detail}", path.display()),
+            DbError::Sqlite { path, error } => write!(f, "{}: {error}", path.display()),
+            DbError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for DbError {}
+
+/// An open config.db.
+pub struct Database {
+    path: PathBuf,
+    conn: Connection,
+}
+
+fn u32_of(path: &Path, inode: i64, column: &str, v: i64) -> Result<u32, DbError> {
+    u32::try_from(v).map_err(|_| DbError::BadRow {
+        path: path.to_path_buf(),
+        detail: format!("row inode {inode}: {column} {v} out of range"),
+    })
+}
+
+impl Database {
+    /// Open (or create) the database and load its tree. `now` stamps a fresh
+    /// database.
+    pub fn open(path: &Path, now: u32) -> Result<(Database, Memdb), DbError> {
+        let sqlite = |error| DbError::Sqlite {
+            path: path.to_path_buf(),
+            error,
+        };
+        let rows = if path.exists() {
+            Some(Self::read_rows(path)?)
+        } else {
+            None
+        };
+        if let Some(rows) = &rows {
+            if !rows.is_empty() && !rows.iter().any(|r| r.inode == 0) {
+                return Err(DbError::WrongSchema {
+                    path: path.to_path_buf(),
+                    detail: "the `__version__` row (inode 0) is missing".into(),
+                });
+            }
+        }
+        let (memdb, first) =
+            Memdb::from_rows(rows.unwrap_or_default(), now).map_err(|error| DbError::BadTree {
+                path: path.to_path_buf(),
+                error,
+            })?;
+
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )
+        .map_err(sqlite)?;
+        // journal_mode answers with a row; query it rather than execute.
+        let _: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(sqlite)?;
+        conn.execute_batch("PRAGMA synchronous=NORMAL")
+            .map_err(sqlite)?;
+        conn.busy_timeout(Duration::from_millis(10_000))
+            .map_err(sqlite)?;
+        conn.execute_batch(CREATE_TABLE).map_err(sqlite)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+            |error| DbError::Io {
+                path: path.to_path_buf(),
+                error,
+            },
+        )?;
+        let mut db = Database {
+            path: path.to_path_buf(),
+            conn,
+        };
+        if let Some(change) = first {
+            db.apply(&change)?;
+        }
+        Ok((db, memdb))
+    }
+
+    /// Read every row through a read-only connection, after checking the
+    /// schema, so that a foreign file is never written to.
+    fn read_rows(path: &Path) -> Result<Vec<Row>, DbError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| DbError::NotSqlite {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        let not_sqlite = |e: rusqlite::Error| DbError::NotSqlite {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        };
+        let mut stmt = conn
+            .prepare("PRAGMA table_info(tree)")
+            .map_err(not_sqlite)?;
+        let columns: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+            .map_err(not_sqlite)?
+            .collect::<Result<_, _>>()
+            .map_err(not_sqlite)?;
+        if columns.is_empty() {
+            let tables: i64 = conn
+                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+                .map_err(not_sqlite)?;
+            if tables == 0 {
+                // An empty SQLite file: a fresh database.
+                return Ok(Vec::new());
+            }
+            return Err(DbError::WrongSchema {
+                path: path.to_path_buf(),
+                detail: "no table `tree`".into(),
+            });
+        }
+        let expected: Vec<(String, String)> = COLUMNS
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        if columns != expected {
+            let got: Vec<String> = columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
+            return Err(DbError::WrongSchema {
+                path: path.to_path_buf(),
+                detail: format!("table `tree` has columns ({}), expected inode, parent, version, writer, mtime, type, name, data", got.join(", ")),
+            });
+        }
+        let mut stmt = conn
+            .prepare("SELECT inode, parent, version, writer, mtime, type, name, data FROM tree")
+            .map_err(not_sqlite)?;
+        let mut out = Vec::new();
+        let mut rows = stmt.query([]).map_err(not_sqlite)?;
+        while let Some(r) = rows.next().map_err(not_sqlite)? {
+            let int = |i: usize| -> Result<i64, DbError> {
+                r.get::<_, i64>(i).map_err(|e| DbError::BadRow {
+                    path: path.to_path_buf(),
+                    detail: format!("column {}: {e}", COLUMNS[i].0),
+                })
+            };
+            let inode = int(0)?;
+            let name = match r.get_ref(6).map_err(not_sqlite)? {
+                ValueRef::Text(t) | ValueRef::Blob(t) => t.to_vec(),
+                _ => {
+                    return Err(DbError::BadRow {
+                        path: path.to_path_buf(),
+                        detail: format!("row inode {inode}: name is not text"),
+                    })
+                }
+            };
+            let data = match r.get_ref(7).map_err(not_sqlite)? {
+                ValueRef::Null => None,
+                ValueRef::Blob(b) | ValueRef::Text(b) => Some(b.to_vec()),
+                _ => {
+                    return Err(DbError::BadRow {
+                        path: path.to_path_buf(),
+                        detail: format!("row inode {inode}: data is not a blob"),
+                    })
+                }
+            };
+            let entry_type = int(5)?;
+            out.push(Row {
+                inode: u64::try_from(inode).map_err(|_| DbError::BadRow {
+                    path: path.to_path_buf(),
+                    detail: format!("row inode {inode}: negative inode"),
+                })?,
+                parent: int(1)? as u64,
+                version: int(2)? as u64,
+                writer: u32_of(path, inode, "writer", int(3)?)?,
+                mtime: u32_of(path, inode, "mtime", int(4)?)?,
+                entry_type: u8::try_from(entry_type).unwrap_or(0),
+                name,
+                data,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Persist one change in its own transaction (C `bdb_backend_write`).
+    pub fn apply(&mut self, change: &DbChange) -> Result<(), DbError> {
+        self.apply_all(std::slice::from_ref(change))
+    }
+
+    /// Persist changes, one transaction each, in order.
+    pub fn apply_all(&mut self, changes: &[DbChange]) -> Result<(), DbError> {
+        for change in changes {
+            let path = self.path.clone();
+            let sqlite = |error| DbError::Sqlite {
+                path: path.clone(),
+                error,
+            };
+            let tx = self.conn.transaction().map_err(sqlite)?;
+            {
+                if let Some(inode) = change.delete_inode {
+                    tx.prepare_cached("DELETE FROM tree WHERE inode = ?1")
+                        .and_then(|mut s| s.execute(params![inode as i64]))
+                        .map_err(sqlite)?;
+                }
+                let mut replace = tx.prepare_cached(REPLACE).map_err(sqlite)?;
+                if let Some(row) = &change.write {
+                    let n = replace
+                        .execute(params![
+                            row.inode as i64,
+                            row.parent as i64,
+                            row.version as i64,
+                            row.writer as i64,
+                            row.mtime as i64,
+                            row.entry_type as i64,
+                            ToSqlOutput::Borrowed(ValueRef::Text(&row.name)),
+                            row.data
+                                .as_deref()
+                                .map(|d| ToSqlOutput::Borrowed(ValueRef::Blob(d))),
+                        ])
+                        .map_err(sqlite)?;
+                    if n != 1 {
+                        return Err(DbError::BadRow {
+                            path: path.clone(),
+                            detail: format!("writing inode {} changed {n} rows", row.inode),
+                        });
+                    }
+                }
+                replace
+                    .execute(params![
+                        0i64,
+                        0i64,
+                        change.root_version as i64,
+                        change.root_writer as i64,
+                        change.root_mtime as i64,
+                        8i64,
+                        "__version__",
+                        None::<Vec<u8>>,
+                    ])
+                    .map_err(sqlite)?;
+            }
+            tx.commit().map_err(sqlite)?;
+        }
+        Ok(())
+    }
+
+    /// Checkpoint the write-ahead log into the main file (at shutdown).
+    pub fn checkpoint(&self) {
+        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    }
+}

@@ -1,0 +1,128 @@
+//! A node's state behind one lock: the memdb core, its database and the
+//! status store. In local mode a filesystem request is applied directly to
+//! memdb with writer 0 and the current time, and its changes are persisted
+//! before the request returns (C `-l`).
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::core::memdb::{Errno, Memdb, EIO};
+use crate::core::status::Status;
+use crate::database::Database;
+use crate::log;
+
+/// Local mode writes as nodeid 0.
+const LOCAL_WRITER: u32 = 0;
+
+pub struct NodeState {
+    pub memdb: Memdb,
+    pub status: Status,
+    pub db: Database,
+    /// Local mode counts as quorate.
+    pub quorate: bool,
+}
+
+impl NodeState {
+    /// Persist what the last operation changed; a failure makes memdb's
+    /// error flag sticky (every later mutation is EIO, as in C).
+    fn persist(&mut self) -> Result<(), Errno> {
+        let changes = self.memdb.take_changes();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.db.apply_all(&changes) {
+            log::error(&format!(
+                "database write failed, refusing further changes: {e}"
+            ));
+            self.memdb.set_error();
+            return Err(EIO);
+        }
+        Ok(())
+    }
+}
+
+pub struct Node {
+    state: Mutex<NodeState>,
+}
+
+/// Seconds since the epoch, truncated to the 32 bits pmxcfs stores.
+pub fn now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
+
+impl Node {
+    pub fn new(state: NodeState) -> Node {
+        Node {
+            state: Mutex::new(state),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, NodeState> {
+        // A panic while holding the lock must not take the filesystem down
+        // with it: the state is only changed through complete operations.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn apply<T>(&self, op: impl FnOnce(&mut Memdb, u32) -> Result<T, Errno>) -> Result<T, Errno> {
+        let mut s = self.lock();
+        let result = op(&mut s.memdb, now());
+        let persisted = s.persist();
+        let value = result?;
+        persisted?;
+        Ok(value)
+    }
+
+    pub fn mkdir(&self, path: &[u8]) -> Result<(), Errno> {
+        log_op("mkdir", path);
+        self.apply(|m, now| m.mkdir(path, LOCAL_WRITER, now, now))
+    }
+
+    pub fn create(&self, path: &[u8]) -> Result<(), Errno> {
+        log_op("create", path);
+        self.apply(|m, now| m.create(path, LOCAL_WRITER, now))
+    }
+
+    pub fn write(&self, path: &[u8], offset: u32, data: &[u8]) -> Result<u32, Errno> {
+        log_op(&format!("write {} bytes at {offset}", data.len()), path);
+        self.apply(|m, now| m.write(path, LOCAL_WRITER, now, data, offset, false))
+    }
+
+    pub fn truncate(&self, path: &[u8], size: u32) -> Result<(), Errno> {
+        log_op(&format!("truncate to {size}"), path);
+        self.apply(|m, now| {
+            m.write(path, LOCAL_WRITER, now, &[], size, true)
+                .map(|_| ())
+        })
+    }
+
+    pub fn delete(&self, path: &[u8]) -> Result<(), Errno> {
+        log_op("delete", path);
+        self.apply(|m, now| m.delete(path, LOCAL_WRITER, now))
+    }
+
+    pub fn rename(&self, from: &[u8], to: &[u8]) -> Result<(), Errno> {
+        log_op(&format!("rename to {}", String::from_utf8_lossy(to)), from);
+        self.apply(|m, now| m.rename(from, to, LOCAL_WRITER, now))
+    }
+
+    /// utimens: an mtime of 0 on a lock directory asks for its release.
+    pub fn set_mtime(&self, path: &[u8], mtime: u32) -> Result<(), Errno> {
+        log_op(&format!("mtime {mtime}"), path);
+        self.apply(|m, now| {
+            if mtime == 0 && m.lock_checksum(path).is_some() {
+                m.unlock_or_touch(path, LOCAL_WRITER, now)
+            } else {
+                m.set_mtime(path, LOCAL_WRITER, mtime, now)
+            }
+        })
+    }
+}
+
+fn log_op(what: &str, path: &[u8]) {
+    if log::debug_enabled() {
+        log::debug(&format!("{what} '{}'", String::from_utf8_lossy(path)));
+    }
+}
