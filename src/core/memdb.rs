@@ -906,3 +906,7 @@ fn apply_write(e: &mut Entry, data: &[u8], offset: u32, truncate: bool) {
         e.size = newsize as u32;
     }
 }
+
+#[cfg(test)]
+#[path = "memdb_tests.rs"]
+mod tests;

@@ -25,6 +25,7 @@ use crate::core::memdb::{Entry, BLOCK_SIZE, MAX_FS_BLOCKS, MAX_INODES};
 use crate::core::paths;
 use crate::node::{now, Node, NodeState};
 use nodes::{NodeTable, ROOT_ID};
+use pmxcfs_wire::dcdb::MAX_FILE_SIZE;
 
 /// Writes reach us in chunks of at most 128 KiB, as with C's `big_writes`:
 /// a write past 1 MiB is then short, and the next one fails with EFBIG.
@@ -591,6 +592,16 @@ impl Filesystem for PveFs {
             Ok(Target::Memdb(path)) => {
                 let Ok(offset) = u32::try_from(offset) else {
                     return reply.error(Errno::EFBIG);
+                };
+                // A chunk that crosses the 1 MiB limit is written up to the
+                // limit and reported short, so the caller sees exactly what
+                // C callers see (a short write ending at 1 MiB, then EFBIG)
+                // however the kernel happened to split the user's buffer.
+                let room = (MAX_FILE_SIZE as usize).saturating_sub(offset as usize);
+                let data = if room > 0 && data.len() > room {
+                    &data[..room]
+                } else {
+                    data
                 };
                 match self.node.write(&path, offset, data) {
                     Ok(n) => reply.written(n),

@@ -1,0 +1,407 @@
+//! The daemon around the filesystem: databases written by the C daemon,
+//! databases it must refuse (untouched), crash safety, shutdown, the
+//! restart flag, the single-instance lock, daemonizing and the node-name
+//! rule. Each test runs in its own namespace (see `common`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{sqlite, Daemon};
+
+/// path → content of every regular file, from an SQLite dump (an
+/// independent reader of the database).
+fn files_in_db(db: &Path) -> BTreeMap<String, Vec<u8>> {
+    let rows = sqlite(
+        db,
+        "SELECT inode, parent, type, name, hex(data) FROM tree WHERE inode != 0",
+    );
+    let mut nodes: BTreeMap<u64, (u64, u8, String, Vec<u8>)> = BTreeMap::new();
+    for line in rows.lines() {
+        let f: Vec<&str> = line.splitn(5, '|').collect();
+        let data = (0..f[4].len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&f[4][i..i + 2], 16).unwrap())
+            .collect();
+        nodes.insert(
+            f[0].parse().unwrap(),
+            (
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+                f[3].to_string(),
+                data,
+            ),
+        );
+    }
+    let path_of = |mut inode: u64| {
+        let mut parts = Vec::new();
+        while inode != 0 {
+            let (parent, _, name, _) = &nodes[&inode];
+            parts.push(name.clone());
+            inode = *parent;
+        }
+        parts.reverse();
+        parts.join("/")
+    };
+    nodes
+        .iter()
+        .filter(|(_, n)| n.1 == 8)
+        .map(|(i, n)| (path_of(*i), n.3.clone()))
+        .collect()
+}
+
+/// path → content of every regular file below the mount.
+fn files_in_mount(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let path = e.path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            let ft = fs::symlink_metadata(&path).unwrap().file_type();
+            if dir == root
+                && rel.starts_with('.')
+                && ["version", "members", "vmlist", "rrd", "clusterlog", "debug"]
+                    .contains(&&rel[1..])
+            {
+                continue;
+            }
+            if ft.is_symlink() {
+                continue;
+            } else if ft.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.insert(rel, fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn install_fixture(dir: &Path, name: &str) {
+    let lib = dir.join("lib");
+    fs::create_dir_all(&lib).unwrap();
+    fs::copy(common::fixture(name), lib.join("config.db")).unwrap();
+}
+
+#[test]
+fn serves_the_c_functional_database_unchanged() {
+    if !common::in_namespace("serves_the_c_functional_database_unchanged") {
+        return;
+    }
+    let dir = common::scratch_dir("functional");
+    install_fixture(&dir, "functional.db");
+    let db = dir.join("lib/config.db");
+    let expected = files_in_db(&db);
+    assert!(expected.contains_key("nodes/refnode1/qemu-server/100.conf"));
+    let mut d = Daemon::start(&dir);
+    assert_eq!(files_in_mount(&d.mount), expected);
+    // The renamed directory stored with a zero-length blob is a directory.
+    assert!(fs::metadata(d.path("testdir/empty2")).unwrap().is_dir());
+    let vmlist = fs::read_to_string(d.path(".vmlist")).unwrap();
+    for id in ["100", "101", "102"] {
+        assert!(vmlist.contains(&format!("\"{id}\": {{")), "{vmlist}");
+    }
+    // A change is written the way C writes it.
+    fs::write(d.path("storage.cfg"), b"dir: local\n\tpath /srv\n").unwrap();
+    fs::create_dir(d.path("newdir")).unwrap();
+    assert!(d.stop().success());
+    assert_eq!(
+        files_in_db(&db)["storage.cfg"],
+        b"dir: local\n\tpath /srv\n"
+    );
+    assert_eq!(sqlite(&db, "PRAGMA journal_mode"), "wal\n");
+    let version_row = sqlite(
+        &db,
+        "SELECT version, writer, type, name, quote(data) FROM tree WHERE inode = 0",
+    );
+    assert_eq!(version_row, "105|0|8|__version__|NULL\n");
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT type, quote(data) FROM tree WHERE name = 'newdir'"
+        ),
+        "4|NULL\n"
+    );
+    assert_eq!(
+        sqlite(&db, "SELECT count(*) FROM tree WHERE typeof(inode)||typeof(parent)||typeof(version)||typeof(writer)||typeof(mtime)||typeof(type) != 'integerintegerintegerintegerintegerinteger' OR typeof(name) != 'text'"),
+        "0\n"
+    );
+    assert_eq!(sqlite(&db, "PRAGMA integrity_check"), "ok\n");
+
+    // It opens again with the same tree.
+    let mut d = Daemon::start(&dir);
+    assert_eq!(files_in_mount(&d.mount), files_in_db(&db));
+    assert!(d.stop().success());
+}
+
+#[test]
+fn serves_the_5000_file_database() {
+    if !common::in_namespace("serves_the_5000_file_database") {
+        return;
+    }
+    let dir = common::scratch_dir("f5000");
+    install_fixture(&dir, "files-5000.db");
+    let expected = files_in_db(&dir.join("lib/config.db"));
+    // 5000 files (the fixture's README counts the type-8 `__version__` row too).
+    assert_eq!(expected.len(), 5000);
+    let mut d = Daemon::start(&dir);
+    assert_eq!(files_in_mount(&d.mount), expected);
+    assert!(d.stop().success());
+}
+
+/// The daemon must refuse a bad database with a message naming the problem
+/// and leave the file exactly as it was.
+fn refuses(dir: &Path, setup_sql: Option<&str>, raw: Option<&[u8]>, message: &str) {
+    let lib = dir.join("lib");
+    fs::create_dir_all(&lib).unwrap();
+    let db = lib.join("config.db");
+    if let Some(bytes) = raw {
+        fs::write(&db, bytes).unwrap();
+    }
+    if let Some(sql) = setup_sql {
+        sqlite(&db, sql);
+    }
+    let before = fs::read(&db).unwrap();
+    let out = Daemon::command(dir).output().unwrap();
+    assert!(!out.status.success(), "started on a bad database");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(message),
+        "expected '{message}' in: {stderr}"
+    );
+    assert_eq!(
+        fs::read(&db).unwrap(),
+        before,
+        "the bad database was modified"
+    );
+    assert!(!dir.join("pve").join(".version").exists());
+}
+
+const SCHEMA: &str = "CREATE TABLE tree (  inode INTEGER PRIMARY KEY NOT NULL,  parent INTEGER NOT NULL CHECK(typeof(parent)=='integer'),  version INTEGER NOT NULL CHECK(typeof(version)=='integer'),  writer INTEGER NOT NULL CHECK(typeof(writer)=='integer'),  mtime INTEGER NOT NULL CHECK(typeof(mtime)=='integer'),  type INTEGER NOT NULL CHECK(typeof(type)=='integer'),  name TEXT NOT NULL,  data BLOB);";
+
+#[test]
+fn refuses_bad_databases_without_touching_them() {
+    if !common::in_namespace("refuses_bad_databases_without_touching_them") {
+        return;
+    }
+    let case = |tag: &str| common::scratch_dir(tag);
+    refuses(
+        &case("notsqlite"),
+        None,
+        Some(&[0x42; 4096]),
+        "not an SQLite database",
+    );
+    refuses(
+        &case("schema"),
+        Some("CREATE TABLE tree (inode INTEGER, name TEXT);"),
+        None,
+        "table `tree` has columns",
+    );
+    refuses(
+        &case("notable"),
+        Some("CREATE TABLE other (x);"),
+        None,
+        "no table `tree`",
+    );
+    let base = format!("{SCHEMA} INSERT INTO tree VALUES (0,0,9,0,0,8,'__version__',NULL); INSERT INTO tree VALUES (2,0,2,0,0,4,'nodes',NULL);");
+    refuses(
+        &case("dupname"),
+        Some(&format!(
+            "{base} INSERT INTO tree VALUES (3,0,3,0,0,8,'nodes',NULL);"
+        )),
+        None,
+        "duplicate name 'nodes' in directory 0",
+    );
+    refuses(
+        &case("dupvmid"),
+        Some(&format!(
+            "{base} INSERT INTO tree VALUES (3,2,3,0,0,4,'a',NULL); INSERT INTO tree VALUES (4,3,4,0,0,4,'qemu-server',NULL);
+             INSERT INTO tree VALUES (5,4,5,0,0,8,'100.conf',X'00'); INSERT INTO tree VALUES (6,2,6,0,0,4,'b',NULL);
+             INSERT INTO tree VALUES (7,6,7,0,0,4,'lxc',NULL); INSERT INTO tree VALUES (8,7,8,0,0,8,'100.conf',X'00');"
+        )),
+        None,
+        "VMID 100 is configured more than once",
+    );
+    refuses(
+        &case("noversion"),
+        Some(&format!(
+            "{SCHEMA} INSERT INTO tree VALUES (2,0,2,0,0,4,'nodes',NULL);"
+        )),
+        None,
+        "`__version__` row (inode 0) is missing",
+    );
+    refuses(
+        &case("orphan"),
+        Some(&format!(
+            "{base} INSERT INTO tree VALUES (3,99,3,0,0,8,'lost',NULL);"
+        )),
+        None,
+        "parent directory inode 99 does not exist",
+    );
+    refuses(
+        &case("badtype"),
+        Some(&format!(
+            "{base} INSERT INTO tree VALUES (3,0,3,0,0,5,'odd',NULL);"
+        )),
+        None,
+        "row inode 3: unknown type 5",
+    );
+}
+
+#[test]
+fn sigkill_during_writes_leaves_a_database_that_opens() {
+    if !common::in_namespace("sigkill_during_writes_leaves_a_database_that_opens") {
+        return;
+    }
+    let dir = common::scratch_dir("kill9");
+    let mut d = Daemon::start(&dir);
+    let mount = d.mount.clone();
+    // Write until the daemon dies; remember what returned success.
+    let writer = std::thread::spawn(move || {
+        let mut done = Vec::new();
+        for i in 0..100_000 {
+            let name = format!("f{i}");
+            if fs::write(mount.join(&name), format!("content {i}\n")).is_err() {
+                break;
+            }
+            done.push(name);
+        }
+        done
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    d.kill9();
+    let done = writer.join().unwrap();
+    assert!(
+        done.len() > 10,
+        "too few writes before the kill: {}",
+        done.len()
+    );
+    let db = dir.join("lib/config.db");
+    assert_eq!(sqlite(&db, "PRAGMA integrity_check"), "ok\n");
+    let mut d = Daemon::start(&dir);
+    for name in &done {
+        let n: usize = name[1..].parse().unwrap();
+        assert_eq!(
+            fs::read_to_string(d.path(name)).unwrap(),
+            format!("content {n}\n"),
+            "{name}"
+        );
+    }
+    assert!(d.stop().success());
+}
+
+#[test]
+fn shutdown_restart_flag_lock_and_daemon_mode() {
+    if !common::in_namespace("shutdown_restart_flag_lock_and_daemon_mode") {
+        return;
+    }
+    let dir = common::scratch_dir("lifecycle");
+    let mut d = Daemon::start(&dir);
+    let flag = d.rundir.join("cfs-restart-flag");
+    assert!(!flag.exists());
+    // The run directory: 0750 root:www-data.
+    let md = fs::metadata(&d.rundir).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(md.mode() & 0o7777, 0o750);
+    // A second instance waits for the lock, then gives up.
+    let started = Instant::now();
+    let second = Daemon::command(&dir).output().unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("unable to acquire pmxcfs lock"));
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "11 attempts 1 s apart"
+    );
+    // SIGTERM: unmount, restart flag, exit 0.
+    assert!(d.stop().success());
+    assert!(flag.exists());
+    assert_eq!(fs::metadata(&flag).unwrap().mode() & 0o7777, 0o440);
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains(d.mount.to_str().unwrap()), "still mounted");
+    assert!(d.log().contains("teardown filesystem"));
+
+    // Daemon mode: the parent exits once the mount is ready and leaves the
+    // child's pid in the pid file; the flag is gone while it runs.
+    let pidfile = dir.join("pmxcfs.pid");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pmxcfs"));
+    cmd.args(["-l", "--mountpoint"])
+        .arg(&d.mount)
+        .arg("--statedir")
+        .arg(&d.statedir)
+        .arg("--rundir")
+        .arg(&d.rundir)
+        .arg("--pidfile")
+        .arg(&pidfile);
+    assert!(cmd.status().unwrap().success());
+    assert!(
+        fs::metadata(d.mount.join(".version")).is_ok(),
+        "mounted when the parent returns"
+    );
+    assert!(!flag.exists());
+    let pid: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pidfile.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!pidfile.exists(), "pid file removed at exit");
+    assert!(flag.exists());
+}
+
+#[test]
+fn refuses_a_node_name_that_resolves_only_to_loopback() {
+    if !common::in_namespace("refuses_a_node_name_that_resolves_only_to_loopback") {
+        return;
+    }
+    let dir = common::scratch_dir("loopback");
+    let hosts = dir.join("hosts");
+    fs::write(&hosts, format!("127.0.1.1 {}\n", common::HOSTNAME)).unwrap();
+    assert!(Command::new("mount")
+        .arg("--bind")
+        .arg(&hosts)
+        .arg("/etc/hosts")
+        .status()
+        .unwrap()
+        .success());
+    let out = Daemon::command(&dir).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("to a non-loopback IP address"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Nothing was created.
+    assert!(!dir.join("lib/config.db").exists());
+}
+
+#[test]
+fn command_line_is_that_of_c() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pmxcfs"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["extra"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage: pmxcfs [-d] [-f] [-l]"));
+    assert!(!run(&["-x"]).status.success());
+    let help = run(&["--help"]);
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--local"));
+}
