@@ -636,7 +636,9 @@ impl Filesystem for PveFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // As C (no flush handler): ENOSYS makes the kernel stop sending
+        // flush requests, one round trip less per close.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -664,8 +666,10 @@ impl Filesystem for PveFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Every change is committed before its request returns.
-        reply.ok();
+        // Every change is committed before its request returns; ENOSYS (as
+        // C, which has no fsync handler) tells the kernel so once, and
+        // fsync() then returns 0 without asking again.
+        reply.error(Errno::ENOSYS);
     }
 
     fn readdir(
@@ -818,6 +822,8 @@ pub fn mount_config() -> Config {
         MountOption::DefaultPermissions,
     ];
     config.acl = SessionACL::All;
+    // Two threads: with one, every request waits for the thread to wake up
+    // again (measured 4-7x slower); more than two did not help on 2 cores.
     config.n_threads = Some(2);
     config
 }
