@@ -253,13 +253,14 @@ impl Database {
             };
             let tx = self.conn.transaction().map_err(sqlite)?;
             {
-                if let Some(inode) = change.delete_inode {
-                    tx.prepare_cached("DELETE FROM tree WHERE inode = ?1")
-                        .and_then(|mut s| s.execute(params![inode as i64]))
-                        .map_err(sqlite)?;
+                let mut delete = tx
+                    .prepare_cached("DELETE FROM tree WHERE inode = ?1")
+                    .map_err(sqlite)?;
+                for inode in &change.delete_inodes {
+                    delete.execute(params![*inode as i64]).map_err(sqlite)?;
                 }
                 let mut replace = tx.prepare_cached(REPLACE).map_err(sqlite)?;
-                if let Some(row) = &change.write {
+                for row in &change.write_rows {
                     let n = replace
                         .execute(params![
                             row.inode as i64,
@@ -281,18 +282,6 @@ impl Database {
                         });
                     }
                 }
-                replace
-                    .execute(params![
-                        0i64,
-                        0i64,
-                        change.root_version as i64,
-                        change.root_writer as i64,
-                        change.root_mtime as i64,
-                        8i64,
-                        "__version__",
-                        None::<Vec<u8>>,
-                    ])
-                    .map_err(sqlite)?;
             }
             tx.commit().map_err(sqlite)?;
         }

@@ -2,5 +2,7 @@
 //! event capture format and the `pmxcfs-replay` tool built on it.
 
 pub mod capture;
+pub mod check;
 pub mod decode;
 pub mod describe;
+pub mod sqldump;

@@ -105,15 +105,28 @@ pub struct Row {
     pub data: Option<Vec<u8>>,
 }
 
-/// One transaction for the database edge (C `bdb_backend_write`): delete
-/// an inode, write a row, and always rewrite the `__version__` row.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One transaction for the database edge: delete these inodes, then
+/// replace these rows. A local operation (C `bdb_backend_write`) deletes at
+/// most one inode and writes at most one entry plus the `__version__` row;
+/// a sync commit (C `bdb_backend_commit_update`) writes many.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DbChange {
-    pub delete_inode: Option<u64>,
-    pub write: Option<Row>,
-    pub root_version: u64,
-    pub root_writer: u32,
-    pub root_mtime: u32,
+    pub delete_inodes: Vec<u64>,
+    pub write_rows: Vec<Row>,
+}
+
+/// The `__version__` row as a local operation writes it (type DT_REG).
+fn version_row(version: u64, writer: u32, mtime: u32) -> Row {
+    Row {
+        inode: 0,
+        parent: 0,
+        version,
+        writer,
+        mtime,
+        entry_type: DT_REG,
+        name: b"__version__".to_vec(),
+        data: None,
+    }
 }
 
 /// Why a set of rows is not a loadable tree (spec §4.4).
@@ -230,6 +243,115 @@ impl Memdb {
     /// table. Returns the tree and, for a fresh database, the change that
     /// writes its first `__version__` row.
     pub fn from_rows(rows: Vec<Row>, now: u32) -> Result<(Memdb, Option<DbChange>), LoadError> {
+        let entries = build_entries(rows)?;
+        let mut memdb = Memdb {
+            entries,
+            error: false,
+            vmlist: VmList::default(),
+            locks: LockTable::default(),
+            changes: ChangeCounters::default(),
+            pending: Vec::new(),
+        };
+        let mut first_version = None;
+        if memdb.root().version == 0 {
+            let root = memdb.entries.get_mut(&0).expect("root exists");
+            root.version = 1;
+            root.writer = 0;
+            root.mtime = now;
+            first_version = Some(memdb.root_change(None, None));
+        }
+        memdb.after_reload(now)?;
+        Ok((memdb, first_version))
+    }
+
+    /// The rows of the tree as the database holds them (the `__version__`
+    /// row as a local operation writes it).
+    pub fn rows(&self) -> Vec<Row> {
+        let root = self.root();
+        let mut rows = vec![version_row(root.version, root.writer, root.mtime)];
+        rows.extend(
+            self.sorted_entries()
+                .into_iter()
+                .skip(1)
+                .filter_map(|e| self.row_of(e.inode)),
+        );
+        rows
+    }
+
+    /// C's sync commit (spec §2.10): delete what the leader does not have,
+    /// replace the received entries, reload, and require the result to be
+    /// byte-identical to the leader's index. On any failure the tree is
+    /// kept, the error flag is set (every later change is EIO, as in C) and
+    /// `Err` is returned.
+    pub fn commit_sync(
+        &mut self,
+        leader: &MemdbIndex,
+        updates: &[TreeEntry],
+        now: u32,
+    ) -> Result<(), String> {
+        let result = self.try_commit_sync(leader, updates, now);
+        if result.is_err() {
+            self.error = true;
+        }
+        result
+    }
+
+    fn try_commit_sync(
+        &mut self,
+        leader: &MemdbIndex,
+        updates: &[TreeEntry],
+        now: u32,
+    ) -> Result<(), String> {
+        let leader_inodes: std::collections::HashSet<u64> =
+            leader.entries.iter().map(|e| e.inode).collect();
+        let delete_inodes: Vec<u64> = self
+            .sorted_entries()
+            .iter()
+            .map(|e| e.inode)
+            .filter(|i| *i != 0 && !leader_inodes.contains(i))
+            .collect();
+        let write_rows: Vec<Row> = updates
+            .iter()
+            .map(|u| Row {
+                inode: u.inode,
+                parent: u.parent,
+                version: u.version,
+                writer: u.writer,
+                mtime: u.mtime,
+                entry_type: u8::from(u.entry_type),
+                name: if u.inode == 0 {
+                    b"__version__".to_vec()
+                } else {
+                    u.name.clone()
+                },
+                data: (u.entry_type == EntryType::Reg && u.size > 0).then(|| u.data.clone()),
+            })
+            .collect();
+        let mut rows: HashMap<u64, Row> = self.rows().into_iter().map(|r| (r.inode, r)).collect();
+        for i in &delete_inodes {
+            rows.remove(i);
+        }
+        for r in &write_rows {
+            rows.insert(r.inode, r.clone());
+        }
+        let entries = build_entries(rows.into_values().collect())
+            .map_err(|e| format!("new tree does not load: {e}"))?;
+        let old_entries = std::mem::replace(&mut self.entries, entries);
+        if self.index().to_bytes() != leader.to_bytes() {
+            self.entries = old_entries;
+            return Err("new index does not match master index".into());
+        }
+        self.pending.push(DbChange {
+            delete_inodes,
+            write_rows,
+        });
+        self.after_reload(now).map_err(|e| e.to_string())
+    }
+}
+
+/// The tree of a set of rows, checked as C's loader checks it (spec §4.4).
+fn build_entries(rows: Vec<Row>) -> Result<HashMap<u64, Entry>, LoadError> {
+    {
         let mut entries: HashMap<u64, Entry> = HashMap::with_capacity(rows.len() + 1);
         entries.insert(0, root_entry(0, 0, 0));
         let mut children: Vec<(u64, u64, Vec<u8>)> = Vec::with_capacity(rows.len());
@@ -298,51 +420,35 @@ impl Memdb {
                 Content::File => return Err(LoadError::ParentNotDirectory { inode, parent }),
             }
         }
-        let mut memdb = Memdb {
-            entries,
-            error: false,
-            vmlist: VmList::default(),
-            locks: LockTable::default(),
-            changes: ChangeCounters::default(),
-            pending: Vec::new(),
-        };
-        memdb.check_connected()?;
-        let mut first_version = None;
-        if memdb.root().version == 0 {
-            let root = memdb.entries.get_mut(&0).expect("root exists");
-            root.version = 1;
-            root.writer = 0;
-            root.mtime = now;
-            first_version = Some(memdb.root_change(None, None));
-        }
-        memdb.after_reload(now)?;
-        Ok((memdb, first_version))
+        check_connected(&entries)?;
+        Ok(entries)
     }
+}
 
-    /// Every entry must reach the root (a parent loop would not).
-    fn check_connected(&self) -> Result<(), LoadError> {
-        let mut reached = 0usize;
-        let mut stack = vec![0u64];
-        while let Some(i) = stack.pop() {
-            reached += 1;
-            if let Some(c) = self.entries[&i].children() {
-                stack.extend(c.values().copied());
-            }
-            if reached > self.entries.len() {
-                break;
-            }
+/// Every entry must reach the root (a parent loop would not).
+fn check_connected(entries: &HashMap<u64, Entry>) -> Result<(), LoadError> {
+    let mut reached = 0usize;
+    let mut stack = vec![0u64];
+    while let Some(i) = stack.pop() {
+        reached += 1;
+        if let Some(c) = entries[&i].children() {
+            stack.extend(c.values().copied());
         }
-        if reached != self.entries.len() {
-            let orphan = self
-                .entries
-                .values()
-                .find(|e| e.inode != 0)
-                .map_or(0, |e| e.parent);
-            return Err(LoadError::MissingParent { parent: orphan });
+        if reached > entries.len() {
+            break;
         }
-        Ok(())
     }
+    if reached != entries.len() {
+        let orphan = entries
+            .values()
+            .find(|e| e.inode != 0)
+            .map_or(0, |e| e.parent);
+        return Err(LoadError::MissingParent { parent: orphan });
+    }
+    Ok(())
+}
 
+impl Memdb {
     /// What C does after opening or replacing the tree: all change counters
     /// bumped, the vmlist and lock table rebuilt.
     fn after_reload(&mut self, now: u32) -> Result<(), LoadError> {
@@ -547,12 +653,11 @@ impl Memdb {
 
     fn root_change(&self, delete_inode: Option<u64>, write: Option<u64>) -> DbChange {
         let root = self.root();
+        let mut write_rows: Vec<Row> = write.and_then(|i| self.row_of(i)).into_iter().collect();
+        write_rows.push(version_row(root.version, root.writer, root.mtime));
         DbChange {
-            delete_inode,
-            write: write.and_then(|i| self.row_of(i)),
-            root_version: root.version,
-            root_writer: root.writer,
-            root_mtime: root.mtime,
+            delete_inodes: delete_inode.into_iter().collect(),
+            write_rows,
         }
     }
 

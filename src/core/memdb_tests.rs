@@ -26,9 +26,10 @@ fn tree(paths: &[&str]) -> Memdb {
 fn fresh_database_starts_at_version_1() {
     let (m, change) = Memdb::new_empty(1234);
     assert_eq!(m.version(), 1);
-    assert_eq!(change.root_version, 1);
-    assert_eq!(change.root_mtime, 1234);
-    assert!(change.write.is_none() && change.delete_inode.is_none());
+    assert!(change.delete_inodes.is_empty());
+    assert_eq!(change.write_rows.len(), 1);
+    let v = &change.write_rows[0];
+    assert_eq!((v.inode, v.version, v.mtime, v.entry_type), (0, 1, 1234, 8));
     // Counters are 1 after the load.
     assert_eq!(m.changes.get("storage.cfg"), Some(1));
 }
@@ -51,11 +52,8 @@ fn new_entries_take_the_new_version_as_inode() {
     assert_eq!(m.lookup(b"nodes").unwrap().version, 2);
     let changes = m.take_changes();
     assert_eq!(changes.len(), 3);
-    assert_eq!(
-        changes[2].write.as_ref().unwrap().data.as_deref(),
-        Some(&b"xyz"[..])
-    );
-    assert_eq!(changes[2].root_version, 4);
+    assert_eq!(changes[2].write_rows[0].data.as_deref(), Some(&b"xyz"[..]));
+    assert_eq!(changes[2].write_rows[1].version, 4);
 }
 
 #[test]
@@ -127,8 +125,8 @@ fn delete_rules() {
     m.delete(b"d/f", 0, 9).unwrap();
     assert_eq!(m.version(), v + 1);
     let c = m.take_changes();
-    assert_eq!(c[0].delete_inode, Some(3));
-    assert!(c[0].write.is_none());
+    assert_eq!(c[0].delete_inodes, vec![3]);
+    assert_eq!(c[0].write_rows.len(), 1, "only the version row");
     // No type check: a directory goes like a file.
     m.delete(b"e", 0, 9).unwrap();
     assert!(m.lookup(b"e").is_none());
@@ -157,10 +155,10 @@ fn rename_rules() {
     assert_eq!(moved.version, m.version());
     assert!(m.lookup(b"t").is_none());
     let c = m.take_changes();
-    assert_eq!(c[0].delete_inode, Some(replaced));
-    assert_eq!(c[0].write.as_ref().unwrap().inode, inode);
+    assert_eq!(c[0].delete_inodes, vec![replaced]);
+    assert_eq!(c[0].write_rows[0].inode, inode);
     // C stores a renamed entry with a zero-length blob.
-    assert_eq!(c[0].write.as_ref().unwrap().data, Some(Vec::new()));
+    assert_eq!(c[0].write_rows[0].data, Some(Vec::new()));
     m.rename(b"empty", b"b/empty2", 0, 1).unwrap();
     assert!(m.lookup(b"b/empty2").unwrap().is_dir());
 }

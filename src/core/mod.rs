@@ -3,6 +3,8 @@
 //! changes to persist. No sockets, files, threads or clocks in here.
 
 pub mod clog;
+pub mod dcdb;
+pub mod dfsm;
 pub mod locks;
 pub mod memdb;
 pub mod paths;

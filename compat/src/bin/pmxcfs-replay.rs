@@ -16,12 +16,13 @@ use std::process::ExitCode;
 use pmxcfs_compat::decode::{decode_file, Format, Totals};
 use serde_json::json;
 
-const USAGE: &str = "usage: pmxcfs-replay decode [--json] FILE.pcap...";
+const USAGE: &str = "usage: pmxcfs-replay decode [--json] FILE.pcap...\n       pmxcfs-replay check [-v] SCENARIO_DIR...";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("decode") => decode(&args[1..]),
+        Some("check") => check(&args[1..]),
         Some("-h") | Some("--help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -83,6 +84,70 @@ fn decode(args: &[String]) -> ExitCode {
         eprintln!("{line}");
     }
     if totals.all_exact() && !unreadable {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn check(args: &[String]) -> ExitCode {
+    let verbose = args.iter().any(|a| a == "-v" || a == "--verbose");
+    let dirs: Vec<PathBuf> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(PathBuf::from)
+        .collect();
+    let dirs: Vec<PathBuf> = dirs.into_iter().filter(|d| d.is_dir()).collect();
+    if dirs.is_empty() {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    }
+    let (mut scenarios, mut nodes, mut matched, mut total, mut final_ok) = (0, 0, 0, 0, 0);
+    let mut all_ok = true;
+    for dir in &dirs {
+        match pmxcfs_compat::check::check_scenario(dir) {
+            Ok(reports) => {
+                scenarios += 1;
+                let name = dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                for r in reports {
+                    nodes += 1;
+                    matched += r.sends_matched;
+                    total += r.sends_total;
+                    final_ok += usize::from(r.final_state_matched);
+                    all_ok &= r.ok();
+                    println!(
+                        "{name}/{}: sends matched {}/{}, final state {}{}",
+                        r.node,
+                        r.sends_matched,
+                        r.sends_total,
+                        if r.final_state_matched {
+                            "matched"
+                        } else {
+                            "DIFFERS"
+                        },
+                        if r.problems.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {} problem(s)", r.problems.len())
+                        }
+                    );
+                    let shown = if verbose { r.problems.len() } else { 3 };
+                    for p in r.problems.iter().take(shown) {
+                        println!("    {p}");
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("pmxcfs-replay: {e}");
+                all_ok = false;
+            }
+        }
+    }
+    println!("scenarios: {scenarios}, nodes: {nodes}, sends matched: {matched}/{total}, final state matched: {final_ok}/{nodes}");
+    if all_ok && scenarios == dirs.len() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
