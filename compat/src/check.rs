@@ -18,6 +18,17 @@
 //!   being processed; a process starts at its first record's second, or,
 //!   with a fresh database, at the second its database was created, as the
 //!   index mtime of its first STATE shows;
+//! - the node's address (announced as `nodeip`): the real daemon resolves
+//!   its host name; the replay takes the node's `ring0_addr` from the
+//!   scenario's corosync.conf, where the recorded nodes got theirs;
+//! - the text of a cluster-log message sent through IPC: only its sanitised
+//!   form was recorded, so it is un-sanitised before the core packs it
+//!   again (sanitising is idempotent on that round trip);
+//! - uninitialised bytes of C's kvstore messages: the key field of an
+//!   UPDATE after the key's NUL (C copies the key into a stack buffer) and
+//!   the 4 tail bytes of a LOG entry; our daemon sends zeros there (C never
+//!   reads them), and the comparison takes these bytes, and only these, from
+//!   the recorded message;
 //! - the order of the UPDATE messages within one sync: C sends them in the
 //!   iteration order of a hash table keyed by memory addresses, so within
 //!   one run of UPDATEs the recorded order decides which of ours is next.
@@ -27,7 +38,10 @@ use std::path::{Path, PathBuf};
 
 use pmxcfs::core::dcdb::Dcdb;
 use pmxcfs::core::dfsm::{Dfsm, Member, Output};
+use pmxcfs::core::kvstore::Kvstore;
 use pmxcfs::core::memdb::{DbChange, Memdb, Row};
+use pmxcfs::core::status::Status;
+use pmxcfs_wire::clog::LogRecord;
 use pmxcfs_wire::dfsm::{Framing, MessageType};
 
 use crate::capture::{read_capture, Event, EventBody, Record, CS_OK};
@@ -78,6 +92,8 @@ struct Replayer {
     label: String,
     dir: PathBuf,
     corosync_conf: Vec<u8>,
+    /// nodeid → (name, ring0_addr) from corosync.conf.
+    nodelist: BTreeMap<u32, (String, String)>,
     store: RowStore,
     report: NodeReport,
 }
@@ -99,6 +115,7 @@ struct Process {
     me: Member,
     start: u32,
     dcdb: Dfsm<Dcdb>,
+    kv: Dfsm<Kvstore>,
     pending: HashMap<Group, VecDeque<Vec<u8>>>,
     last_verify: u32,
 }
@@ -109,6 +126,7 @@ impl Replayer {
             label: label.to_string(),
             dir: dir.to_path_buf(),
             corosync_conf: std::fs::read(dir.join("corosync.conf")).unwrap_or_default(),
+            nodelist: BTreeMap::new(),
             store: RowStore::default(),
             report: NodeReport {
                 node: label.to_string(),
@@ -143,10 +161,31 @@ impl Replayer {
             let _ = memdb.write(b"corosync.conf", 0, start, &self.corosync_conf, 0, true);
         }
         self.store.apply(memdb.take_changes());
+        let (name, ip) = self.nodelist.get(&me.nodeid).cloned().unwrap_or_default();
+        let mut status = Status::new(&name, start);
+        let starting = status.clog.pack(&LogRecord {
+            node: name.as_bytes(),
+            ident: b"root",
+            tag: b"cluster",
+            pid: me.pid,
+            time: start,
+            priority: 6,
+            msg: b"starting cluster log",
+        });
+        if let Some(e) = starting {
+            status.clog.insert(&e);
+        }
+        let mut kvstore = Kvstore::new(status, &ip);
+        kvstore.nodes = self
+            .nodelist
+            .iter()
+            .map(|(id, (n, _))| (*id, n.clone()))
+            .collect();
         Process {
             me,
             start,
             dcdb: Dfsm::new(Dcdb::new(memdb), me),
+            kv: Dfsm::new(kvstore, me),
             pending: HashMap::new(),
             last_verify: start,
         }
@@ -156,6 +195,14 @@ impl Replayer {
         for out in p.dcdb.take_outputs() {
             if let Output::Send(bytes) = out {
                 p.pending.entry(Group::Dcdb).or_default().push_back(bytes);
+            }
+        }
+        for out in p.kv.take_outputs() {
+            if let Output::Send(bytes) = out {
+                p.pending
+                    .entry(Group::Kvstore)
+                    .or_default()
+                    .push_back(bytes);
             }
         }
         self.store.apply(p.dcdb.app.memdb.take_changes());
@@ -179,7 +226,7 @@ impl Replayer {
             }
             EventBody::Confchg {
                 members, joined, ..
-            } if group == Group::Dcdb => {
+            } => {
                 let members: Vec<Member> = members
                     .iter()
                     .map(|a| Member {
@@ -187,39 +234,45 @@ impl Replayer {
                         pid: a.pid,
                     })
                     .collect();
-                p.dcdb.confchg(&members, !joined.is_empty(), now);
+                match group {
+                    Group::Dcdb => p.dcdb.confchg(&members, !joined.is_empty(), now),
+                    Group::Kvstore => p.kv.confchg(&members, !joined.is_empty(), now),
+                    Group::Other => {}
+                }
                 self.drain(p);
             }
             EventBody::Deliver {
                 sender_nodeid,
                 sender_pid,
                 msg,
-            } if group == Group::Dcdb => {
+            } => {
                 let from = Member {
                     nodeid: *sender_nodeid,
                     pid: *sender_pid,
                 };
-                p.dcdb.deliver(from, msg, now);
+                match group {
+                    Group::Dcdb => p.dcdb.deliver(from, msg, now),
+                    Group::Kvstore => p.kv.deliver(from, msg, now),
+                    Group::Other => {}
+                }
                 self.drain(p);
             }
-            EventBody::Mcast { result, msg, .. } if group == Group::Dcdb => {
+            EventBody::Mcast { result, msg, .. } if group != Group::Other => {
                 if *result != CS_OK {
                     // A TRY_AGAIN attempt: the retry that follows carries
                     // the same bytes and is the one matched.
                     return;
                 }
                 self.report.sends_total += 1;
-                let queue = p.pending.entry(group).or_default();
-                if queue.is_empty() {
-                    // A local request: hand it to the core.
-                    if let Ok((payload, f)) = Framing::parse(msg) {
-                        if f.header.msg_type == MessageType::Normal {
-                            p.dcdb.send_normal(f.header.subtype, payload, now);
-                            self.drain(p);
-                        }
-                    }
+                if p.pending.entry(group).or_default().is_empty() {
+                    self.local_request(p, group, msg, now);
                 }
                 let queue = p.pending.entry(group).or_default();
+                if group == Group::Kvstore {
+                    if let Some(front) = queue.front_mut() {
+                        adopt_uninitialised(front, msg);
+                    }
+                }
                 let pos = if is_update(msg) {
                     // Within a run of UPDATEs, the recording gives the order.
                     let run = queue.iter().take_while(|b| is_update(b)).count();
@@ -244,6 +297,43 @@ impl Replayer {
             }
             _ => {}
         }
+    }
+
+    /// A recorded NORMAL message the core did not decide to send itself
+    /// came from a local request: a FUSE operation (dcdb) or an IPC call
+    /// (kvstore). Hand the core that request.
+    fn local_request(&mut self, p: &mut Process, group: Group, msg: &[u8], now: u32) {
+        let Ok(decoded) = Decoded::decode(group, msg) else {
+            return;
+        };
+        match decoded {
+            Decoded::Dcdb(m) if m.subtype().is_some() => {
+                if let Ok((payload, f)) = Framing::parse(msg) {
+                    p.dcdb.send_normal(f.header.subtype, payload, now);
+                }
+            }
+            Decoded::Kvstore(m) => match m.payload {
+                pmxcfs_wire::kvstore::Payload::Update(u) => {
+                    let key = u.key().to_vec();
+                    p.kv.with_app(now, |app, env| {
+                        let _ = app.set_local(env, &key, &u.value);
+                    });
+                }
+                pmxcfs_wire::kvstore::Payload::Log(e) => {
+                    let msg = unsanitize(pmxcfs_wire::codec::c_str(&e.msg));
+                    let (ident, tag) = (
+                        pmxcfs_wire::codec::c_str(&e.ident).to_vec(),
+                        pmxcfs_wire::codec::c_str(&e.tag).to_vec(),
+                    );
+                    p.kv.with_app(e.time, |app, env| {
+                        app.log_local(env, &ident, &tag, e.pid, e.priority, &msg)
+                    });
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        self.drain(p);
     }
 
     fn end_process(&mut self, p: &mut Process) {
@@ -363,6 +453,111 @@ fn fresh_start_time(records: &[Record], me: Member) -> Option<u32> {
     None
 }
 
+/// Copy into `ours` the bytes C leaves uninitialised in a kvstore NORMAL
+/// message (see the module comment), when both are the same kind of
+/// message of the same length; nothing else is touched.
+fn adopt_uninitialised(ours: &mut [u8], recorded: &[u8]) {
+    use pmxcfs_wire::kvstore::KEY_FIELD_LEN;
+    const HEADER: usize = pmxcfs_wire::dfsm::NORMAL_HEADER_LEN;
+    if ours.len() != recorded.len() || ours.len() < HEADER || ours[..4] != recorded[..4] {
+        return;
+    }
+    let subtype = u16::from_le_bytes([ours[2], ours[3]]);
+    let is_normal = u16::from_le_bytes([ours[0], ours[1]]) == 0;
+    match (is_normal, subtype) {
+        (true, 1) if ours.len() >= HEADER + KEY_FIELD_LEN => {
+            let key = &ours[HEADER..HEADER + KEY_FIELD_LEN];
+            let Some(nul) = key.iter().position(|&b| b == 0) else {
+                return;
+            };
+            if recorded[HEADER..HEADER + nul + 1] == ours[HEADER..HEADER + nul + 1] {
+                ours[HEADER + nul + 1..HEADER + KEY_FIELD_LEN]
+                    .copy_from_slice(&recorded[HEADER + nul + 1..HEADER + KEY_FIELD_LEN]);
+            }
+        }
+        (true, 3) if ours.len() >= HEADER + pmxcfs_wire::clog::ENTRY_FIXED_LEN => {
+            let n = ours.len();
+            ours[n - 4..].copy_from_slice(&recorded[n - 4..]);
+        }
+        _ => {}
+    }
+}
+
+/// The inverse of C's `utf8_to_ascii` on its own output: `\\"` → `"`,
+/// `#ddd` → that byte, `\\uXXXX` → that character. Sanitising the result
+/// again gives the input back, which is all the replay needs.
+pub fn unsanitize(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\' && s.get(i + 1) == Some(&b'"') {
+            out.push(b'"');
+            i += 2;
+        } else if s[i] == b'#' && s.len() >= i + 4 && s[i + 1..i + 4].iter().all(u8::is_ascii_digit)
+        {
+            let v: u32 = std::str::from_utf8(&s[i + 1..i + 4])
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0);
+            if v < 256 {
+                out.push(v as u8);
+            } else {
+                out.extend_from_slice(&s[i..i + 4]);
+            }
+            i += 4;
+        } else if s[i] == b'\\'
+            && s.get(i + 1) == Some(&b'u')
+            && s.len() >= i + 6
+            && s[i + 2..i + 6].iter().all(u8::is_ascii_hexdigit)
+        {
+            let v = u32::from_str_radix(std::str::from_utf8(&s[i + 2..i + 6]).unwrap_or("0"), 16)
+                .unwrap_or(0);
+            match char::from_u32(v) {
+                Some(c) => {
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                }
+                None => out.extend_from_slice(&s[i..i + 6]),
+            }
+            i += 6;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// nodeid → (name, ring0_addr) of a corosync.conf's nodelist.
+pub fn parse_nodelist(conf: &str) -> BTreeMap<u32, (String, String)> {
+    let mut out = BTreeMap::new();
+    let mut current: HashMap<String, String> = HashMap::new();
+    let mut in_node = false;
+    for line in conf.lines() {
+        let line = line.trim();
+        if line.starts_with("node {") || line == "node {" {
+            in_node = true;
+            current.clear();
+        } else if in_node && line == "}" {
+            in_node = false;
+            if let Some(id) = current.get("nodeid").and_then(|v| v.parse().ok()) {
+                let name = current
+                    .get("name")
+                    .or_else(|| current.get("ring0_addr"))
+                    .cloned()
+                    .unwrap_or_default();
+                let addr = current.get("ring0_addr").cloned().unwrap_or_default();
+                out.insert(id, (name, addr));
+            }
+        } else if in_node {
+            if let Some((k, v)) = line.split_once(':') {
+                current.insert(k.trim().to_string(), v.trim().to_string());
+            }
+        }
+    }
+    out
+}
+
 /// Replay every node of a scenario folder.
 pub fn check_scenario(dir: &Path) -> Result<Vec<NodeReport>, String> {
     let mut nodes: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
@@ -382,6 +577,7 @@ pub fn check_scenario(dir: &Path) -> Result<Vec<NodeReport>, String> {
     for (label, path) in nodes {
         let records = read_capture(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut r = Replayer::new(dir, &label);
+        r.nodelist = parse_nodelist(&String::from_utf8_lossy(&r.corosync_conf));
         r.run(&records);
         r.compare_final_state();
         reports.push(r.report);

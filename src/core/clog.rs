@@ -62,6 +62,82 @@ impl ClusterLog {
         true
     }
 
+    /// `clog_sort` (spec §3.5.4): the reachable entries, deduplicated and
+    /// ordered by C's comparator, copied oldest first into a fresh ring of
+    /// the same size; an empty ring stays as it is.
+    pub fn sort(&mut self) {
+        if self.ring.cpos() == 0 {
+            return;
+        }
+        let mut sorted: Vec<ClogEntry> = Vec::new();
+        for e in self.ring.entries().unwrap_or_default() {
+            insert_sorted(&mut sorted, e.entry);
+        }
+        let mut ring = ClogBuffer::new(self.ring.size() as usize);
+        for e in &sorted {
+            ring.push(e);
+        }
+        self.ring = ring;
+    }
+
+    /// The kvstore STATE: the sorted ring (C's `clusterlog_get_state`).
+    pub fn state(&mut self) -> Vec<u8> {
+        self.sort();
+        self.ring.as_bytes().to_vec()
+    }
+
+    /// `clusterlog_merge` (spec §3.5.5): newest entries first across all
+    /// logs (ties to the earliest log), each new one kept, until the new
+    /// ring would be full; the result, oldest first, becomes our log.
+    /// `logs` holds the members' rings in member order, ours included.
+    pub fn merge(&mut self, logs: &[Option<ClogBuffer>]) {
+        let lists: Vec<Vec<pmxcfs_wire::clog::RingEntry>> = logs
+            .iter()
+            .map(|l| {
+                l.as_ref()
+                    .and_then(|l| l.entries().ok())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let mut heads = vec![0usize; lists.len()];
+        let mut sorted: Vec<ClogEntry> = Vec::new();
+        let mut dedup: HashMap<u64, (u32, u32)> = HashMap::new();
+        let limit = (DEFAULT_BUFFER_SIZE - 8 - pmxcfs_wire::clog::MAX_ENTRY_SIZE) as u64;
+        let mut total = 0u64;
+        loop {
+            let mut best: Option<usize> = None;
+            for (i, list) in lists.iter().enumerate() {
+                if let Some(e) = list.get(heads[i]) {
+                    let newer = best.is_none_or(|b| e.entry.time > lists[b][heads[b]].entry.time);
+                    if e.entry.time > 0 && newer {
+                        best = Some(i);
+                    }
+                }
+            }
+            let Some(b) = best else { break };
+            let re = &lists[b][heads[b]];
+            heads[b] += 1;
+            if insert_sorted(&mut sorted, re.entry.clone()) {
+                let d = dedup
+                    .entry(re.entry.node_digest)
+                    .or_insert((re.entry.time, re.entry.uid));
+                if (re.entry.time, re.entry.uid) > *d {
+                    *d = (re.entry.time, re.entry.uid);
+                }
+                total += re.entry.next.saturating_sub(re.pos) as u64;
+                if total >= limit {
+                    break;
+                }
+            }
+        }
+        let mut ring = ClogBuffer::new(DEFAULT_BUFFER_SIZE);
+        for e in &sorted {
+            ring.push(e);
+        }
+        self.ring = ring;
+        self.dedup = dedup;
+    }
+
     /// The JSON dump (spec §3.6.4): newest first, at most `max` entries
     /// printed, optionally only those whose ident is `user`.
     pub fn dump_json(&self, max: usize, user: Option<&[u8]>) -> String {
@@ -104,6 +180,32 @@ impl ClusterLog {
         }
         s.push_str("]\n}\n");
         s
+    }
+}
+
+/// C's comparator (spec §3.5.4): time, then the node digests' difference
+/// truncated to 32 bits, then uid, each as a signed 32-bit difference.
+fn compare(a: &ClogEntry, b: &ClogEntry) -> i32 {
+    let t = a.time.wrapping_sub(b.time) as i32;
+    if t != 0 {
+        return t;
+    }
+    let d = a.node_digest.wrapping_sub(b.node_digest) as u32 as i32;
+    if d != 0 {
+        return d;
+    }
+    a.uid.wrapping_sub(b.uid) as i32
+}
+
+/// Insert keeping the order; an entry comparing equal to one present is
+/// the same entry (GTree semantics). Returns whether it was new.
+fn insert_sorted(sorted: &mut Vec<ClogEntry>, e: ClogEntry) -> bool {
+    match sorted.binary_search_by(|x| compare(x, &e).cmp(&0)) {
+        Ok(_) => false,
+        Err(pos) => {
+            sorted.insert(pos, e);
+            true
+        }
     }
 }
 

@@ -298,6 +298,15 @@ impl<A: App> Dfsm<A> {
         }
     }
 
+    /// Let the application act on a local request (e.g. an IPC call); what
+    /// it sends goes out in order.
+    pub fn with_app<R>(&mut self, now: u32, f: impl FnOnce(&mut A, &mut Env) -> R) -> R {
+        let mut env = self.env(now);
+        let r = f(&mut self.app, &mut env);
+        self.flush_env(env);
+        r
+    }
+
     /// Send a NORMAL message now (a local request): returns its count, or
     /// `None` when the machine is in an error mode and sends nothing.
     pub fn send_normal(&mut self, subtype: u16, payload: &[u8], now: u32) -> Option<u64> {

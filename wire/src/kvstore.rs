@@ -109,6 +109,12 @@ impl KvUpdate {
         out.put_bytes(&self.key_field);
         out.put_bytes(&self.value);
     }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(KEY_FIELD_LEN + self.value.len());
+        self.encode(&mut out);
+        out
+    }
 }
 
 /// The payload of a kvstore message.
