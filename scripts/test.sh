@@ -24,6 +24,13 @@ echo "== pmxcfs-replay decode over the recorded captures"
 cargo run -q --locked -p pmxcfs-compat --bin pmxcfs-replay -- decode captures/*/node*.pcap > target/replay-decode.txt
 tail -n 1 target/replay-decode.txt
 
+echo "== pmxcfs-replay check: our core against every recorded C node"
+cargo run -q --locked -p pmxcfs-compat --bin pmxcfs-replay -- check captures/*/ > target/replay-check.txt || {
+    cat target/replay-check.txt
+    exit 1
+}
+tail -n 1 target/replay-check.txt
+
 echo "== fuzz: every decoder over the seed corpus and its mutations (${FUZZ_SECONDS}s)"
 cargo run -q --release --locked -p pmxcfs-wire --example fuzz_mutate -- \
     --seconds "$FUZZ_SECONDS" fuzz/seeds target/fuzz-artifacts

@@ -10,3 +10,4 @@ pub mod database;
 pub mod fuse;
 pub mod log;
 pub mod node;
+pub mod sim;

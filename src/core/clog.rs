@@ -268,3 +268,81 @@ mod tests {
         assert!(!log.insert(&old));
     }
 }
+
+#[cfg(test)]
+mod order_tests {
+    use super::*;
+
+    fn entry(time: u32, node_digest: u64, uid: u32) -> ClogEntry {
+        let mut e = ClogEntry::pack(
+            &LogRecord {
+                node: b"n",
+                ident: b"i",
+                tag: b"t",
+                pid: 1,
+                time,
+                priority: 1,
+                msg: b"m",
+            },
+            uid,
+        )
+        .unwrap();
+        e.node_digest = node_digest;
+        e
+    }
+
+    /// C compares node digests by their 64-bit difference truncated to a
+    /// 32-bit int (spec §9.6): digests differing only in the high half are
+    /// the same entry. Replicated, so rings stay identical with C peers.
+    #[test]
+    fn digest_comparison_is_truncated_as_in_c() {
+        let mut v = Vec::new();
+        assert!(insert_sorted(&mut v, entry(10, 0x1_0000_0005, 1)));
+        assert!(!insert_sorted(&mut v, entry(10, 0x2_0000_0005, 1)));
+        assert!(insert_sorted(&mut v, entry(10, 0x2_0000_0006, 1)));
+        assert!(insert_sorted(&mut v, entry(9, 0, 1)));
+        assert_eq!(
+            v.iter().map(|e| e.time).collect::<Vec<_>>(),
+            vec![9, 10, 10]
+        );
+    }
+
+    #[test]
+    fn merge_keeps_every_new_entry_newest_last() {
+        let mut a = ClusterLog::new();
+        let mut b = ClusterLog::new();
+        let add = |log: &mut ClusterLog, node: &[u8], time: u32| {
+            let e = log
+                .pack(&LogRecord {
+                    node,
+                    ident: b"root",
+                    tag: b"t",
+                    pid: 1,
+                    time,
+                    priority: 6,
+                    msg: b"m",
+                })
+                .unwrap();
+            log.insert(&e);
+        };
+        add(&mut a, b"a", 5);
+        add(&mut b, b"b", 3);
+        add(&mut a, b"a", 7);
+        add(&mut b, b"b", 6);
+        let logs = [Some(a.ring().clone()), Some(b.ring().clone())];
+        a.merge(&logs);
+        let times: Vec<u32> = a
+            .ring()
+            .entries()
+            .unwrap()
+            .iter()
+            .map(|e| e.entry.time)
+            .collect();
+        assert_eq!(times, vec![7, 6, 5, 3]);
+        // Merging again changes nothing.
+        let before = a.ring().as_bytes().to_vec();
+        let logs = [Some(a.ring().clone()), Some(b.ring().clone())];
+        a.merge(&logs);
+        assert_eq!(a.ring().as_bytes(), &before[..]);
+    }
+}

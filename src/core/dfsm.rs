@@ -702,3 +702,7 @@ pub fn normal_count(bytes: &[u8]) -> Option<u64> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+#[path = "dfsm_tests.rs"]
+mod tests;

@@ -1,0 +1,189 @@
+//! The dcdb core in an in-process cluster (`pmxcfs::sim`): scripted and
+//! random sequences of writes and membership changes. Properties:
+//! - after healing, every member holds a byte-identical memdb index;
+//! - every write acknowledged while quorate is on every member afterwards;
+//! - members without quorum refuse writes (EACCES before sending);
+//! - each node's database rows load back into the same tree.
+
+use proptest::prelude::*;
+
+use pmxcfs::core::dfsm::Mode;
+use pmxcfs::core::memdb::Memdb;
+use pmxcfs::sim::Cluster;
+
+fn assert_converged(c: &Cluster) {
+    let mut indexes = c
+        .nodes
+        .iter()
+        .filter(|(_, n)| n.up)
+        .map(|(id, n)| (*id, n.memdb().index().to_bytes()));
+    let (first_id, first) = indexes.next().expect("a node");
+    for (id, idx) in indexes {
+        assert_eq!(idx, first, "node {id} differs from node {first_id}");
+    }
+    for (id, n) in &c.nodes {
+        if !n.up {
+            continue;
+        }
+        assert_eq!(n.dfsm.mode(), Mode::Synced, "node {id}");
+        // The database holds what memory holds.
+        let rows = n.rows.values().cloned().collect();
+        let (reloaded, _) = Memdb::from_rows(rows, 0).expect("rows load");
+        assert_eq!(
+            reloaded.index(),
+            n.memdb().index(),
+            "node {id}: database and memory differ"
+        );
+    }
+}
+
+fn assert_acknowledged_writes_survive(c: &Cluster) {
+    for w in &c.writes {
+        if w.result.is_some_and(|r| r >= 0) {
+            for (id, n) in &c.nodes {
+                if !n.up {
+                    continue;
+                }
+                let e = n.memdb().lookup(w.path.as_bytes());
+                assert!(
+                    e.is_some_and(|e| e.data() == w.data.as_slice()),
+                    "acknowledged write of {} by node {} missing on node {id}",
+                    w.path,
+                    w.node
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn three_nodes_form_and_replicate() {
+    let mut c = Cluster::new(3);
+    c.run_until_quiet();
+    c.write(1, "a.cfg", b"one");
+    c.write(2, "b.cfg", b"two");
+    c.run_until_quiet();
+    assert!(
+        c.writes.iter().all(|w| w.result == Some(3)),
+        "{:?}",
+        c.writes
+    );
+    assert_converged(&c);
+    assert_acknowledged_writes_survive(&c);
+    // Writer = sender nodeid.
+    assert_eq!(c.nodes[&3].memdb().lookup(b"b.cfg").unwrap().writer, 2);
+}
+
+#[test]
+fn minority_refuses_majority_writes_heal_converges() {
+    let mut c = Cluster::new(3);
+    c.run_until_quiet();
+    c.set_partitions(vec![vec![1, 2], vec![3]]);
+    c.write(3, "minority.cfg", b"x");
+    c.write(1, "majority.cfg", b"y");
+    c.run_until_quiet();
+    assert!(c.writes[0].refused, "the minority refuses");
+    assert_eq!(c.writes[1].result, Some(1));
+    assert!(c.nodes[&3].memdb().lookup(b"majority.cfg").is_none());
+    c.heal();
+    c.run_until_quiet();
+    assert_converged(&c);
+    assert_acknowledged_writes_survive(&c);
+    assert!(c.nodes[&3].memdb().lookup(b"minority.cfg").is_none());
+}
+
+#[test]
+fn a_restarted_node_catches_up() {
+    let mut c = Cluster::new(3);
+    c.run_until_quiet();
+    c.write(1, "before.cfg", b"1");
+    c.run_until_quiet();
+    c.crash(3);
+    c.write(2, "while-down.cfg", b"2");
+    c.run_until_quiet();
+    c.restart(3);
+    c.heal();
+    c.run_until_quiet();
+    assert_converged(&c);
+    assert_acknowledged_writes_survive(&c);
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Write(u32),
+    Partition(u8),
+    Heal,
+    Deliver(u8),
+    Crash(u32),
+    Restart(u32),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (1u32..=5).prop_map(Step::Write),
+        2 => any::<u8>().prop_map(Step::Partition),
+        1 => Just(Step::Heal),
+        4 => any::<u8>().prop_map(Step::Deliver),
+        1 => (1u32..=5).prop_map(Step::Crash),
+        1 => (1u32..=5).prop_map(Step::Restart),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn random_histories_converge(steps in proptest::collection::vec(step(), 1..40)) {
+        let mut c = Cluster::new(5);
+        c.run_until_quiet();
+        let mut n = 0;
+        for s in steps {
+            match s {
+                Step::Write(node) => {
+                    n += 1;
+                    if c.nodes[&node].up {
+                        c.write(node, &format!("f{n}.cfg"), format!("content {n}").as_bytes());
+                    }
+                }
+                Step::Partition(mask) => {
+                    let up: Vec<u32> = c.nodes.iter().filter(|(_, x)| x.up).map(|(id, _)| *id).collect();
+                    let a: Vec<u32> = up.iter().copied().filter(|id| mask & (1 << id) != 0).collect();
+                    let b: Vec<u32> = up.iter().copied().filter(|id| mask & (1 << id) == 0).collect();
+                    c.set_partitions(vec![a, b]);
+                }
+                Step::Heal => c.heal(),
+                Step::Deliver(k) => {
+                    let parts = c.partitions.len().max(1);
+                    for _ in 0..(k % 8) {
+                        c.step(k as usize % parts);
+                    }
+                }
+                Step::Crash(node) => {
+                    if c.nodes[&node].up && c.nodes.values().filter(|x| x.up).count() > 1 {
+                        c.crash(node);
+                    }
+                }
+                Step::Restart(node) => {
+                    if !c.nodes[&node].up {
+                        c.restart(node);
+                    }
+                }
+            }
+            // Writes refused only without quorum.
+            for w in &c.writes {
+                if w.refused {
+                    prop_assert!(w.result.is_none());
+                }
+            }
+        }
+        for id in 1..=5 {
+            if !c.nodes[&id].up {
+                c.restart(id);
+            }
+        }
+        c.heal();
+        c.run_until_quiet();
+        assert_converged(&c);
+        assert_acknowledged_writes_survive(&c);
+    }
+}
