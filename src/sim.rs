@@ -288,11 +288,6 @@ impl Cluster {
 
 fn apply_rows(rows: &mut BTreeMap<u64, Row>, changes: Vec<DbChange>) {
     for c in changes {
-        for i in c.delete_inodes {
-            rows.remove(&i);
-        }
-        for r in c.write_rows {
-            rows.insert(r.inode, r);
-        }
+        c.apply_to(rows);
     }
 }

@@ -78,12 +78,7 @@ struct RowStore {
 impl RowStore {
     fn apply(&mut self, changes: Vec<DbChange>) {
         for c in changes {
-            for i in c.delete_inodes {
-                self.rows.remove(&i);
-            }
-            for r in c.write_rows {
-                self.rows.insert(r.inode, r);
-            }
+            c.apply_to(&mut self.rows);
         }
     }
 }

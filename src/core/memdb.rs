@@ -115,6 +115,19 @@ pub struct DbChange {
     pub write_rows: Vec<Row>,
 }
 
+impl DbChange {
+    /// Apply to rows held in memory as SQLite would (for drivers that model
+    /// the database without one: the simulator, capture replay).
+    pub fn apply_to(self, rows: &mut std::collections::BTreeMap<u64, Row>) {
+        for i in self.delete_inodes {
+            rows.remove(&i);
+        }
+        for r in self.write_rows {
+            rows.insert(r.inode, r);
+        }
+    }
+}
+
 /// The `__version__` row as a local operation writes it (type DT_REG).
 fn version_row(version: u64, writer: u32, mtime: u32) -> Row {
     Row {
