@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 
 use pmxcfs_wire::clog::LogRecord;
 
+use crate::core::kvstore::Kvstore;
 use crate::core::status::Status;
 use crate::database::Database;
 use crate::fuse::{mount_config, PveFs};
+use crate::ipc::IpcServer;
 use crate::log;
 use crate::node::{now, Node, NodeState};
 
@@ -376,7 +378,7 @@ fn serve(options: &Options, ready_pipe: Option<File>) -> Result<(), String> {
     ));
     let node = Arc::new(Node::new(NodeState {
         memdb,
-        status,
+        kv: Kvstore::new(status, &ip.to_string()),
         db,
         quorate: true,
     }));
@@ -388,6 +390,7 @@ fn serve(options: &Options, ready_pipe: Option<File>) -> Result<(), String> {
     let session = fuser::Session::new(fs, &paths.mountpoint, &mount_config())
         .and_then(|s| s.spawn())
         .map_err(|e| format!("fuse mount on '{}' failed: {e}", paths.mountpoint.display()))?;
+    let ipc = IpcServer::start(node.clone(), gid)?;
     let _ = fs::remove_file(paths.restart_flag());
     log::notice(&format!(
         "mounted {} in local mode after {} ms",
@@ -412,6 +415,8 @@ fn serve(options: &Options, ready_pipe: Option<File>) -> Result<(), String> {
 
     log::notice("teardown filesystem");
     write_restart_flag(&paths.restart_flag(), gid);
+    log::notice("withdrawing server sockets");
+    ipc.stop();
     unmount(session, &paths.mountpoint);
     // Waiting for the lock lets a write in progress finish and commit.
     let state = node.lock();

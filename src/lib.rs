@@ -8,6 +8,7 @@ pub mod core;
 pub mod daemon;
 pub mod database;
 pub mod fuse;
+pub mod ipc;
 pub mod log;
 pub mod node;
 pub mod sim;

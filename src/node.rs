@@ -6,8 +6,8 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::core::kvstore::Kvstore;
 use crate::core::memdb::{Errno, Memdb, EIO};
-use crate::core::status::Status;
 use crate::database::Database;
 use crate::log;
 
@@ -16,7 +16,9 @@ const LOCAL_WRITER: u32 = 0;
 
 pub struct NodeState {
     pub memdb: Memdb,
-    pub status: Status,
+    /// Node status and the cluster log (the kvstore application; in local
+    /// mode nothing is broadcast).
+    pub kv: Kvstore,
     pub db: Database,
     /// Local mode counts as quorate.
     pub quorate: bool,
@@ -106,6 +108,14 @@ impl Node {
     pub fn rename(&self, from: &[u8], to: &[u8]) -> Result<(), Errno> {
         log_op(&format!("rename to {}", String::from_utf8_lossy(to)), from);
         self.apply(|m, now| m.rename(from, to, LOCAL_WRITER, now))
+    }
+
+    /// Answer a `pve2` IPC request. In local mode nothing is broadcast.
+    pub fn ipc_request(&self, client: crate::core::ipc::Client, request: &[u8]) -> Vec<u8> {
+        let mut s = self.lock();
+        let mut env = crate::core::dfsm::Env::detached(now());
+        let NodeState { memdb, kv, .. } = &mut *s;
+        crate::core::ipc::handle(memdb, kv, &mut env, client, request)
     }
 
     /// utimens: an mtime of 0 on a lock directory asks for its release.

@@ -73,6 +73,17 @@ pub struct Env {
 }
 
 impl Env {
+    /// A context outside any group (local mode): what is sent is dropped.
+    pub fn detached(now: u32) -> Env {
+        Env {
+            me: Member { nodeid: 0, pid: 0 },
+            lowest_nodeid: 0,
+            now,
+            sends: Vec::new(),
+            logs: Vec::new(),
+        }
+    }
+
     pub fn send_normal(&mut self, subtype: u16, payload: Vec<u8>) {
         self.sends.push(AppSend::Normal { subtype, payload });
     }

@@ -29,6 +29,12 @@ pub struct Kvstore {
     pub own_ip: String,
     /// Members of the kvstore group (`online` in `.members`).
     pub online: BTreeSet<u32>,
+    /// From cmap and the quorum service, for `.members`.
+    pub cluster_name: String,
+    pub config_version: u32,
+    pub quorate: bool,
+    /// The last GET_RRD_DUMP text and when it was made.
+    pub rrd_dump_cache: Option<(u32, Vec<u8>)>,
 }
 
 fn ends_in_nul(v: &[u8]) -> bool {
@@ -43,7 +49,36 @@ impl Kvstore {
             nodeip: BTreeMap::new(),
             own_ip: own_ip.to_string(),
             online: BTreeSet::new(),
+            cluster_name: String::new(),
+            config_version: 0,
+            quorate: false,
+            rrd_dump_cache: None,
         }
+    }
+
+    /// `.members` and GET_CLUSTER_INFO: the nodelist with online flags and
+    /// addresses once corosync's nodelist is known, else the local form.
+    pub fn members_json(&self) -> String {
+        let mut status = self.status.clone();
+        if !self.nodes.is_empty() {
+            let nodes = self
+                .nodes
+                .iter()
+                .map(|(id, name)| {
+                    let ip = self.nodeip.get(name).map(|v| {
+                        String::from_utf8_lossy(pmxcfs_wire::codec::c_str(v)).into_owned()
+                    });
+                    (name.clone(), (*id, self.online.contains(id), ip))
+                })
+                .collect();
+            status.cluster = Some(super::status::ClusterInfo {
+                name: self.cluster_name.clone(),
+                config_version: self.config_version,
+                quorate: self.quorate,
+                nodes,
+            });
+        }
+        status.members_json()
     }
 
     /// Store a key of node `node` by its class (spec §3.3); false when the

@@ -5,6 +5,7 @@
 pub mod clog;
 pub mod dcdb;
 pub mod dfsm;
+pub mod ipc;
 pub mod kvstore;
 pub mod locks;
 pub mod memdb;

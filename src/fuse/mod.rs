@@ -169,17 +169,18 @@ impl PveFs {
 
     fn special_content(&self, s: &NodeState, special: Special) -> Vec<u8> {
         match special {
-            Special::Version => s
-                .status
-                .version_json(&s.memdb.vmlist, &s.memdb.changes)
-                .into_bytes(),
-            Special::Members => s.status.members_json().into_bytes(),
+            Special::Version => {
+                s.kv.status
+                    .version_json(&s.memdb.vmlist, &s.memdb.changes)
+                    .into_bytes()
+            }
+            Special::Members => s.kv.status.members_json().into_bytes(),
             Special::Vmlist => {
                 crate::core::status::Status::vmlist_json(&s.memdb.vmlist).into_bytes()
             }
-            Special::Rrd => s.status.rrd_dump(now()).into_bytes(),
-            Special::Clusterlog => s.status.clog.dump_json(0, None).into_bytes(),
-            Special::Debug => s.status.debug_text().as_bytes().to_vec(),
+            Special::Rrd => s.kv.status.rrd_dump(now()).into_bytes(),
+            Special::Clusterlog => s.kv.status.clog.dump_json(0, None).into_bytes(),
+            Special::Debug => s.kv.status.debug_text().as_bytes().to_vec(),
         }
     }
 
@@ -615,7 +616,7 @@ impl Filesystem for PveFs {
                     && (data.starts_with(b"0\n") || data.starts_with(b"1\n"))
                 {
                     let on = data[0] == b'1';
-                    self.node.lock().status.debug = on;
+                    self.node.lock().kv.status.debug = on;
                     crate::log::set_debug(on);
                     reply.written(2)
                 } else {

@@ -1,10 +1,13 @@
 //! Harness for daemon integration tests: each test re-runs itself inside
-//! a private mount and UTS namespace (`unshare -m -u`), where it sets a
+//! private mount, UTS and network namespaces (`unshare -m -u -n`; the IPC
+//! socket is an abstract one, private to the network namespace), where it sets a
 //! hostname that resolves to a non-loopback address, starts the real
 //! daemon on a real FUSE mount under a unique state directory, and stops
 //! only the process it started. Needs root and /dev/fuse.
 
 #![allow(dead_code)]
+
+pub mod qb;
 
 use std::fs;
 use std::io;
@@ -34,7 +37,7 @@ pub fn in_namespace(test: &str) -> bool {
     );
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("unshare")
-        .args(["-m", "-u", "--propagation", "private"])
+        .args(["-m", "-u", "-n", "--propagation", "private"])
         .arg(exe)
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(INSIDE, "1")

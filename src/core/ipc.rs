@@ -1,0 +1,347 @@
+//! The `pve2` IPC requests (spec §6.4, observed-behaviour §5): what each of
+//! the 12 opcodes answers, with C's checks in C's order. Pure: a request's
+//! bytes and the node's state in, the response's bytes out; broadcasts of
+//! the kvstore go out through the `Env` like any other kvstore send.
+
+use pmxcfs_wire::ipc::{
+    Opcode, Request, RequestBody, RequestHeader, Response, ECHRNG, EFBIG, EINVAL, EIO, ENOENT,
+    EPERM,
+};
+
+use super::dfsm::Env;
+use super::kvstore::Kvstore;
+use super::memdb::Memdb;
+use super::paths::{self, VmType};
+use super::status::Status;
+
+/// Who is asking, from the connection's peer credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Client {
+    /// gid www-data without root: may read non-private data only.
+    pub readonly: bool,
+    pub pid: u32,
+}
+
+/// Access from the peer credentials (spec §6.2): root with gid 0 may do
+/// everything, the www-data group may read; anyone else is refused.
+pub fn access(uid: u32, gid: u32, www_data_gid: u32) -> Option<bool> {
+    if uid == 0 && gid == 0 {
+        Some(false)
+    } else if gid == www_data_gid {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+/// How long a GET_RRD_DUMP answer is reused.
+const RRD_DUMP_CACHE: u32 = 2;
+
+/// Answer one request.
+pub fn handle(
+    memdb: &Memdb,
+    kv: &mut Kvstore,
+    env: &mut Env,
+    client: Client,
+    bytes: &[u8],
+) -> Vec<u8> {
+    let id = RequestHeader::parse(bytes).map(|(_, h)| h.id).unwrap_or(0);
+    let result = answer(memdb, kv, env, client, bytes);
+    match result {
+        Ok(payload) => Response::ok(id, payload).to_bytes(),
+        Err(errno) => Response::error(id, errno).to_bytes(),
+    }
+}
+
+fn answer(
+    memdb: &Memdb,
+    kv: &mut Kvstore,
+    env: &mut Env,
+    client: Client,
+    bytes: &[u8],
+) -> Result<Vec<u8>, i32> {
+    let (_, header) = RequestHeader::parse(bytes).map_err(|_| EINVAL)?;
+    // Writes from read-only clients are refused before anything else.
+    if client.readonly && matches!(header.opcode(), Opcode::SetStatus | Opcode::LogClusterMsg) {
+        return Err(EPERM);
+    }
+    let request = Request::decode(bytes).map_err(|e| e.errno)?;
+    match request.body {
+        RequestBody::GetFsVersion => Ok(kv
+            .status
+            .version_json(&memdb.vmlist, &memdb.changes)
+            .into_bytes()),
+        RequestBody::GetClusterInfo => Ok(kv.members_json().into_bytes()),
+        RequestBody::GetGuestList => Ok(Status::vmlist_json(&memdb.vmlist).into_bytes()),
+        RequestBody::SetStatus { name, value } => {
+            if value.len() > pmxcfs_wire::kvstore::MAX_STATUS_SIZE {
+                return Err(EFBIG);
+            }
+            kv.set_local(env, RequestBody::status_name(&name), &value)
+                .map(|_| Vec::new())
+        }
+        RequestBody::GetStatus { name, nodename, .. } => {
+            let key = String::from_utf8_lossy(RequestBody::status_name(&name)).into_owned();
+            let node = String::from_utf8_lossy(RequestBody::status_name(&nodename)).into_owned();
+            let node = if node.is_empty() {
+                kv.status.nodename.clone()
+            } else {
+                node
+            };
+            kv.status
+                .kvstore
+                .get(&node)
+                .and_then(|m| m.get(&key))
+                .map(|e| e.data.clone())
+                .ok_or(libc::ENOENT)
+        }
+        RequestBody::GetConfig { path } => {
+            let path = RequestBody::config_path(&path);
+            if client.readonly && paths::is_private(path) {
+                return Err(EPERM);
+            }
+            match memdb.lookup(path) {
+                Some(e) if !e.is_dir() => Ok(file_content(e)),
+                _ => Err(ENOENT),
+            }
+        }
+        RequestBody::LogClusterMsg {
+            priority,
+            ident,
+            tag,
+            msg,
+        } => {
+            let c = pmxcfs_wire::codec::c_str;
+            kv.log_local(
+                env,
+                c(&ident),
+                c(&tag),
+                client.pid,
+                priority,
+                RequestBody::log_msg(&msg),
+            );
+            Ok(Vec::new())
+        }
+        RequestBody::GetClusterLog {
+            max_entries, user, ..
+        } => {
+            let user = RequestBody::cluster_log_user(&user);
+            Ok(kv
+                .status
+                .clog
+                .dump_json(max_entries as usize, Some(user))
+                .into_bytes())
+        }
+        RequestBody::GetRrdDump => Ok(rrd_dump(kv, env.now)),
+        RequestBody::GetGuestConfigProperty { vmid, property } => {
+            check_vmid(memdb, vmid)?;
+            let property = RequestBody::property(&property)?;
+            guest_properties(memdb, vmid, &[property])
+        }
+        RequestBody::GetGuestConfigProperties {
+            vmid,
+            num_props,
+            names,
+        } => {
+            check_vmid(memdb, vmid)?;
+            let names = RequestBody::property_names(num_props, &names)?;
+            guest_properties(memdb, vmid, &names)
+        }
+        RequestBody::VerifyToken { token } => verify_token(memdb, &token).map(|_| Vec::new()),
+        RequestBody::Unknown { .. } => Err(ECHRNG),
+    }
+}
+
+fn file_content(e: &super::memdb::Entry) -> Vec<u8> {
+    let mut data = e.data().to_vec();
+    data.resize(e.size as usize, 0);
+    data
+}
+
+/// The dump with its NUL; reused for 2 s, and then, as in C, served from
+/// the cached C string, i.e. without the NUL (spec §3.6.5).
+fn rrd_dump(kv: &mut Kvstore, now: u32) -> Vec<u8> {
+    if let Some((at, text)) = &kv.rrd_dump_cache {
+        if now.saturating_sub(*at) < RRD_DUMP_CACHE {
+            return text.clone();
+        }
+    }
+    let text = kv.status.rrd_dump(now).into_bytes();
+    kv.rrd_dump_cache = Some((now, text.clone()));
+    let mut reply = text;
+    reply.push(0);
+    reply
+}
+
+/// 0 is every guest; 1..99 is invalid; others must be in the vmlist.
+fn check_vmid(memdb: &Memdb, vmid: u32) -> Result<(), i32> {
+    if vmid > 0 && vmid < 100 {
+        return Err(EINVAL);
+    }
+    if vmid >= 100 && memdb.vmlist.get(vmid).is_none() {
+        return Err(ENOENT);
+    }
+    Ok(())
+}
+
+fn config_path(node: &[u8], vmtype: VmType, vmid: u32) -> Vec<u8> {
+    let dir = match vmtype {
+        VmType::Qemu => "qemu-server",
+        VmType::Lxc => "lxc",
+        VmType::OpenVz => "openvz",
+    };
+    [b"nodes/", node, format!("/{dir}/{vmid}.conf").as_bytes()].concat()
+}
+
+/// `_get_property_values` (spec §6.5), C's early stop included.
+pub fn scan_properties(config: &[u8], props: &[&[u8]]) -> Vec<Option<Vec<u8>>> {
+    let mut values: Vec<Option<Vec<u8>>> = vec![None; props.len()];
+    if !config.contains(&b'\n') || props.is_empty() {
+        return values;
+    }
+    let min = props
+        .iter()
+        .filter_map(|p| p.first())
+        .min()
+        .copied()
+        .unwrap_or(0);
+    let max = props
+        .iter()
+        .filter_map(|p| p.first())
+        .max()
+        .copied()
+        .unwrap_or(0);
+    let mut refound = 0;
+    'lines: for line in config.split(|&b| b == b'\n') {
+        let Some(&first) = line.first() else { continue };
+        if first == b'[' {
+            break;
+        }
+        if first < min || first > max {
+            continue;
+        }
+        for (i, p) in props.iter().enumerate() {
+            if line.len() <= p.len() + 1 || !line.starts_with(p) || line[p.len()] != b':' {
+                continue;
+            }
+            let rest = &line[p.len() + 1..];
+            let start = rest
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or(rest.len());
+            let end = rest
+                .iter()
+                .rposition(|b| !b.is_ascii_whitespace())
+                .map_or(start, |e| e + 1);
+            if start >= end {
+                continue;
+            }
+            if values[i].is_some() {
+                refound += 1;
+            }
+            values[i] = Some(rest[start..end].to_vec());
+            if refound == props.len() {
+                break 'lines;
+            }
+        }
+    }
+    values
+}
+
+fn json_escape(v: &[u8]) -> String {
+    let mut s = String::new();
+    for c in String::from_utf8_lossy(v).chars() {
+        if c == '\\' || c == '"' {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s
+}
+
+fn guest_properties(memdb: &Memdb, vmid: u32, props: &[&[u8]]) -> Result<Vec<u8>, i32> {
+    let mut vms: Vec<(u32, Vec<u8>, VmType)> = memdb
+        .vmlist
+        .iter()
+        .filter(|(id, _)| vmid == 0 || **id == vmid)
+        .map(|(id, vm)| (*id, vm.node.clone(), vm.vmtype))
+        .collect();
+    vms.sort_by_key(|v| v.0);
+    let mut objects = Vec::new();
+    for (id, node, vmtype) in vms {
+        let config = match memdb.lookup(&config_path(&node, vmtype, id)) {
+            Some(e) if !e.is_dir() => file_content(e),
+            _ if vmid != 0 => return Err(EIO),
+            _ => continue,
+        };
+        let mut config = config;
+        if config.contains(&b'\n') && config.last() != Some(&b'\n') {
+            config.push(b'\n');
+        }
+        let values = scan_properties(&config, props);
+        let found: Vec<String> = props
+            .iter()
+            .zip(&values)
+            .filter_map(|(p, v)| {
+                v.as_ref()
+                    .map(|v| format!("\"{}\": \"{}\"", String::from_utf8_lossy(p), json_escape(v)))
+            })
+            .collect();
+        if !found.is_empty() {
+            objects.push(format!("\"{id}\":{{{}}}", found.join(",")));
+        }
+    }
+    Ok(format!("{{\n{}\n}}\n", objects.join(",\n")).into_bytes())
+}
+
+/// A token is valid if a line of `priv/token.cfg` equals it exactly.
+fn verify_token(memdb: &Memdb, token: &[u8]) -> Result<(), i32> {
+    let file = memdb
+        .lookup(b"priv/token.cfg")
+        .filter(|e| !e.is_dir())
+        .ok_or(ENOENT)?;
+    let data = file_content(file);
+    if data.len() < token.len() {
+        return Err(ENOENT);
+    }
+    if data.split(|&b| b == b'\n').any(|line| line == token) {
+        Ok(())
+    } else {
+        Err(ENOENT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn property_scan_rules() {
+        let conf = b"name: vm1\nmemory:   512  \n\ncores: 2\n[snap]\nname: old\n";
+        let v = scan_properties(conf, &[b"name", b"memory", b"cores"]);
+        assert_eq!(v[0].as_deref(), Some(&b"vm1"[..]));
+        assert_eq!(v[1].as_deref(), Some(&b"512"[..]));
+        assert_eq!(
+            v[2].as_deref(),
+            Some(&b"2"[..]),
+            "the snapshot section is not read"
+        );
+        // Empty values do not match; a prefix is not the property.
+        let v = scan_properties(b"name:\nnamex: y\n", &[b"name"]);
+        assert_eq!(v[0], None);
+        // C's early stop: with one property found twice, the second wins
+        // and the scan ends there.
+        let v = scan_properties(b"name: a\nname: b\nname: c\n", &[b"name"]);
+        assert_eq!(v[0].as_deref(), Some(&b"b"[..]));
+        assert_eq!(scan_properties(b"no newline", &[b"no"])[0], None);
+    }
+
+    #[test]
+    fn access_matrix() {
+        assert_eq!(access(0, 0, 33), Some(false));
+        assert_eq!(access(33, 33, 33), Some(true));
+        assert_eq!(access(0, 33, 33), Some(true));
+        assert_eq!(access(1000, 1000, 33), None);
+        assert_eq!(access(0, 5, 33), None);
+    }
+}
