@@ -488,8 +488,16 @@ impl ClogBuffer {
         if newpos < BUFFER_HEADER_LEN || newpos + realsize >= buffer_size {
             newpos = BUFFER_HEADER_LEN;
         }
+        // An entry that overwrites the previous newest one cannot link to
+        // it. Only rings far smaller than C's 131072 bytes get there: with
+        // entries of at most 4096 bytes, a wrap lands far from the newest.
+        let prev = if cpos != 0 && newpos <= cpos && cpos < newpos + realsize {
+            0
+        } else {
+            cpos
+        };
         let mut bytes = Vec::with_capacity(size);
-        bytes.put_u32(len_u32(cpos));
+        bytes.put_u32(len_u32(prev));
         bytes.put_u32(len_u32(newpos + realsize));
         entry.encode_from_uid(&mut bytes);
         self.raw[newpos..newpos + size].copy_from_slice(&bytes);

@@ -455,3 +455,28 @@ fn truncations_of_real_messages_never_panic() {
         let _ = kvstore::Message::decode(&bytes[..n]);
     }
 }
+
+/// In a ring smaller than C's, a wrapping entry can overwrite the newest
+/// one; it must not link to itself (found by the property test).
+#[test]
+fn clog_ring_wrap_over_the_newest_entry() {
+    let big = vec![b'm'; 350];
+    fn record(msg: &[u8]) -> LogRecord<'_> {
+        LogRecord {
+            node: b"n",
+            ident: b"i",
+            tag: b"t",
+            pid: 1,
+            time: 1,
+            priority: 1,
+            msg,
+        }
+    }
+    let mut ring = ClogBuffer::new(512);
+    assert!(ring.push(&ClogEntry::pack(&record(&big), 1).unwrap()));
+    assert!(ring.push(&ClogEntry::pack(&record(&big[..100]), 2).unwrap()));
+    assert_eq!(ring.cpos(), 8);
+    let entries = ring.entries().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].entry.uid, 2);
+}
