@@ -21,8 +21,10 @@ use crate::fuse::{mount_config, PveFs};
 use crate::ipc::IpcServer;
 use crate::log;
 use crate::node::{now, Node, NodeState};
+use crate::rrd::RrdWriter;
 
 pub const USAGE: &str = "Usage: pmxcfs [-d] [-f] [-l] [--mountpoint DIR] [--statedir DIR] [--rundir DIR] [--pidfile FILE]
+              [--rrd-dir DIR] [--rrdcached-socket PATH]
 
   -d, --debug        turn on debug messages
   -f, --foreground   do not daemonize the server
@@ -30,7 +32,9 @@ pub const USAGE: &str = "Usage: pmxcfs [-d] [-f] [-l] [--mountpoint DIR] [--stat
   --mountpoint DIR   mount point (default /etc/pve)
   --statedir DIR     database and lock file (default /var/lib/pve-cluster)
   --rundir DIR       runtime files, restart flag (default /run/pve-cluster)
-  --pidfile FILE     pid file when daemonized (default /var/run/pve-cluster.pid)";
+  --pidfile FILE     pid file when daemonized (default /var/run/pve-cluster.pid)
+  --rrd-dir DIR      RRD files (default /var/lib/rrdcached/db)
+  --rrdcached-socket PATH  rrdcached's socket (default /var/run/rrdcached.sock)";
 
 /// Where everything lives. The defaults are those of the C daemon.
 #[derive(Clone, Debug)]
@@ -39,6 +43,8 @@ pub struct Paths {
     pub statedir: PathBuf,
     pub rundir: PathBuf,
     pub pidfile: PathBuf,
+    pub rrd_dir: PathBuf,
+    pub rrdcached_socket: PathBuf,
 }
 
 impl Default for Paths {
@@ -48,6 +54,8 @@ impl Default for Paths {
             statedir: "/var/lib/pve-cluster".into(),
             rundir: "/run/pve-cluster".into(),
             pidfile: "/var/run/pve-cluster.pid".into(),
+            rrd_dir: "/var/lib/rrdcached/db".into(),
+            rrdcached_socket: "/var/run/rrdcached.sock".into(),
         }
     }
 }
@@ -90,6 +98,8 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
             "--statedir" => o.paths.statedir = value(a)?.into(),
             "--rundir" => o.paths.rundir = value(a)?.into(),
             "--pidfile" => o.paths.pidfile = value(a)?.into(),
+            "--rrd-dir" => o.paths.rrd_dir = value(a)?.into(),
+            "--rrdcached-socket" => o.paths.rrdcached_socket = value(a)?.into(),
             s if s.starts_with('-') && s.len() > 2 && !s.starts_with("--") => {
                 // Combined short flags, e.g. -fl.
                 for c in s[1..].chars() {
@@ -376,12 +386,15 @@ fn serve(options: &Options, ready_pipe: Option<File>) -> Result<(), String> {
         "node {hostname} ({ip}), database version {}",
         memdb.version()
     ));
-    let node = Arc::new(Node::new(NodeState {
-        memdb,
-        kv: Kvstore::new(status, &ip.to_string()),
-        db,
-        quorate: true,
-    }));
+    let node = Arc::new(Node::new(
+        NodeState {
+            memdb,
+            kv: Kvstore::new(status, &ip.to_string()),
+            db,
+            quorate: true,
+        },
+        Some(RrdWriter::new(&paths.rrd_dir, &paths.rrdcached_socket)),
+    ));
 
     clear_stale_mount(&paths.mountpoint);
     mkdir_mode(&paths.mountpoint, 0o750)?;

@@ -11,4 +11,5 @@ pub mod fuse;
 pub mod ipc;
 pub mod log;
 pub mod node;
+pub mod rrd;
 pub mod sim;

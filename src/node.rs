@@ -45,6 +45,8 @@ impl NodeState {
 
 pub struct Node {
     state: Mutex<NodeState>,
+    /// Where RRD samples are written; none in tests that do not care.
+    rrd: Option<crate::rrd::RrdWriter>,
 }
 
 /// Seconds since the epoch, truncated to the 32 bits pmxcfs stores.
@@ -56,9 +58,10 @@ pub fn now() -> u32 {
 }
 
 impl Node {
-    pub fn new(state: NodeState) -> Node {
+    pub fn new(state: NodeState, rrd: Option<crate::rrd::RrdWriter>) -> Node {
         Node {
             state: Mutex::new(state),
+            rrd,
         }
     }
 
@@ -112,10 +115,20 @@ impl Node {
 
     /// Answer a `pve2` IPC request. In local mode nothing is broadcast.
     pub fn ipc_request(&self, client: crate::core::ipc::Client, request: &[u8]) -> Vec<u8> {
-        let mut s = self.lock();
-        let mut env = crate::core::dfsm::Env::detached(now());
-        let NodeState { memdb, kv, .. } = &mut *s;
-        crate::core::ipc::handle(memdb, kv, &mut env, client, request)
+        let (response, samples) = {
+            let mut s = self.lock();
+            let mut env = crate::core::dfsm::Env::detached(now());
+            let NodeState { memdb, kv, .. } = &mut *s;
+            let response = crate::core::ipc::handle(memdb, kv, &mut env, client, request);
+            (response, std::mem::take(&mut kv.rrd_samples))
+        };
+        // RRD files are written outside the lock: rrdcached may be slow.
+        if let Some(rrd) = &self.rrd {
+            for (key, value) in samples {
+                rrd.write(&key, &value, now() as i64);
+            }
+        }
+        response
     }
 
     /// utimens: an mtime of 0 on a lock directory asks for its release.

@@ -35,6 +35,9 @@ pub struct Kvstore {
     pub quorate: bool,
     /// The last GET_RRD_DUMP text and when it was made.
     pub rrd_dump_cache: Option<(u32, Vec<u8>)>,
+    /// RRD samples stored since the edge last took them: every update,
+    /// local or remote, also goes to the RRD files (spec §3.8).
+    pub rrd_samples: Vec<(String, Vec<u8>)>,
 }
 
 fn ends_in_nul(v: &[u8]) -> bool {
@@ -53,6 +56,7 @@ impl Kvstore {
             config_version: 0,
             quorate: false,
             rrd_dump_cache: None,
+            rrd_samples: Vec::new(),
         }
     }
 
@@ -91,6 +95,7 @@ impl Kvstore {
             self.status
                 .rrd
                 .insert(rrdkey.to_string(), (value.to_vec(), now));
+            self.rrd_samples.push((rrdkey.to_string(), value.to_vec()));
             return true;
         }
         if key == "nodeip" {

@@ -10,5 +10,6 @@ pub mod kvstore;
 pub mod locks;
 pub mod memdb;
 pub mod paths;
+pub mod rrd;
 pub mod status;
 pub mod vmlist;

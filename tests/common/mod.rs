@@ -113,7 +113,11 @@ impl Daemon {
             .arg("--rundir")
             .arg(&rundir)
             .arg("--pidfile")
-            .arg(dir.join("pmxcfs.pid"));
+            .arg(dir.join("pmxcfs.pid"))
+            .arg("--rrd-dir")
+            .arg(dir.join("rrd"))
+            .arg("--rrdcached-socket")
+            .arg(dir.join("rrdcached.sock"));
         cmd
     }
 
