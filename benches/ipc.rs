@@ -55,6 +55,10 @@ fn main() {
     };
     let cases = [
         (
+            "unknown opcode (the transport alone)",
+            Request::with_id(99, RequestBody::Unknown { payload: vec![] }).to_bytes(),
+        ),
+        (
             "GET_FS_VERSION",
             Request::new(RequestBody::GetFsVersion).to_bytes(),
         ),
