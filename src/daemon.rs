@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use pmxcfs_wire::clog::LogRecord;
 
+use crate::core::dcdb::Dcdb;
+use crate::core::dfsm::{Dfsm, Member};
 use crate::core::kvstore::Kvstore;
 use crate::core::status::Status;
 use crate::database::Database;
@@ -386,12 +388,17 @@ fn serve(options: &Options, ready_pipe: Option<File>) -> Result<(), String> {
         "node {hostname} ({ip}), database version {}",
         memdb.version()
     ));
+    let me = Member {
+        nodeid: 0,
+        pid: std::process::id(),
+    };
+    let mut dcdb = Dcdb::new(memdb);
+    dcdb.quorate = true;
     let node = Arc::new(Node::new(
         NodeState {
-            memdb,
-            kv: Kvstore::new(status, &ip.to_string()),
+            dcdb: Dfsm::new(dcdb, me),
+            kvstore: Dfsm::new(Kvstore::new(status, &ip.to_string()), me),
             db,
-            quorate: true,
         },
         Some(RrdWriter::new(&paths.rrd_dir, &paths.rrdcached_socket)),
     ));

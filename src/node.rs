@@ -6,6 +6,8 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::core::dcdb::Dcdb;
+use crate::core::dfsm::Dfsm;
 use crate::core::kvstore::Kvstore;
 use crate::core::memdb::{Errno, Memdb, EIO};
 use crate::database::Database;
@@ -14,29 +16,47 @@ use crate::log;
 /// Local mode writes as nodeid 0.
 const LOCAL_WRITER: u32 = 0;
 
+/// Everything behind the node's lock. The dfsm machines own the data (the
+/// dcdb owns memdb, the kvstore owns the status); in local mode they never
+/// see a membership and simply hold it.
 pub struct NodeState {
-    pub memdb: Memdb,
-    /// Node status and the cluster log (the kvstore application; in local
-    /// mode nothing is broadcast).
-    pub kv: Kvstore,
+    pub dcdb: Dfsm<Dcdb>,
+    pub kvstore: Dfsm<Kvstore>,
     pub db: Database,
-    /// Local mode counts as quorate.
-    pub quorate: bool,
 }
 
 impl NodeState {
-    /// Persist what the last operation changed; a failure makes memdb's
-    /// error flag sticky (every later mutation is EIO, as in C).
-    fn persist(&mut self) -> Result<(), Errno> {
-        let changes = self.memdb.take_changes();
+    pub fn memdb(&self) -> &Memdb {
+        &self.dcdb.app.memdb
+    }
+
+    pub fn memdb_mut(&mut self) -> &mut Memdb {
+        &mut self.dcdb.app.memdb
+    }
+
+    pub fn kv(&self) -> &Kvstore {
+        &self.kvstore.app
+    }
+
+    pub fn kv_mut(&mut self) -> &mut Kvstore {
+        &mut self.kvstore.app
+    }
+
+    /// Local mode counts as quorate; in cluster mode, what corosync says.
+    pub fn quorate(&self) -> bool {
+        self.dcdb.app.quorate
+    }
+
+    /// Persist what the core changed; a failure makes memdb's error flag
+    /// sticky (every later mutation is EIO, as in C).
+    pub fn persist(&mut self) -> Result<(), Errno> {
+        let changes = self.memdb_mut().take_changes();
         if changes.is_empty() {
             return Ok(());
         }
         if let Err(e) = self.db.apply_all(&changes) {
-            log::error(&format!(
-                "database write failed, refusing further changes: {e}"
-            ));
-            self.memdb.set_error();
+            log::error(&format!("database write failed, refusing further changes: {e}"));
+            self.memdb_mut().set_error();
             return Err(EIO);
         }
         Ok(())
@@ -73,7 +93,7 @@ impl Node {
 
     fn apply<T>(&self, op: impl FnOnce(&mut Memdb, u32) -> Result<T, Errno>) -> Result<T, Errno> {
         let mut s = self.lock();
-        let result = op(&mut s.memdb, now());
+        let result = op(s.memdb_mut(), now());
         let persisted = s.persist();
         let value = result?;
         persisted?;
@@ -118,9 +138,9 @@ impl Node {
         let (response, samples) = {
             let mut s = self.lock();
             let mut env = crate::core::dfsm::Env::detached(now());
-            let NodeState { memdb, kv, .. } = &mut *s;
-            let response = crate::core::ipc::handle(memdb, kv, &mut env, client, request);
-            (response, std::mem::take(&mut kv.rrd_samples))
+            let NodeState { dcdb, kvstore, .. } = &mut *s;
+            let response = crate::core::ipc::handle(&dcdb.app.memdb, &mut kvstore.app, &mut env, client, request);
+            (response, std::mem::take(&mut kvstore.app.rrd_samples))
         };
         // RRD files are written outside the lock: rrdcached may be slow.
         if let Some(rrd) = &self.rrd {

@@ -170,17 +170,17 @@ impl PveFs {
     fn special_content(&self, s: &NodeState, special: Special) -> Vec<u8> {
         match special {
             Special::Version => {
-                s.kv.status
-                    .version_json(&s.memdb.vmlist, &s.memdb.changes)
+                s.kv().status
+                    .version_json(&s.memdb().vmlist, &s.memdb().changes)
                     .into_bytes()
             }
-            Special::Members => s.kv.status.members_json().into_bytes(),
+            Special::Members => s.kv().status.members_json().into_bytes(),
             Special::Vmlist => {
-                crate::core::status::Status::vmlist_json(&s.memdb.vmlist).into_bytes()
+                crate::core::status::Status::vmlist_json(&s.memdb().vmlist).into_bytes()
             }
-            Special::Rrd => s.kv.status.rrd_dump(now()).into_bytes(),
-            Special::Clusterlog => s.kv.status.clog.dump_json(0, None).into_bytes(),
-            Special::Debug => s.kv.status.debug_text().as_bytes().to_vec(),
+            Special::Rrd => s.kv().status.rrd_dump(now()).into_bytes(),
+            Special::Clusterlog => s.kv().status.clog.dump_json(0, None).into_bytes(),
+            Special::Debug => s.kv().status.debug_text().as_bytes().to_vec(),
         }
     }
 
@@ -229,7 +229,7 @@ impl PveFs {
     fn fixed_attr(&self, ino: u64, f: Fixed, s: &NodeState) -> FileAttr {
         match f {
             Fixed::Link(suffix) => {
-                let mode = if s.quorate { 0o777 } else { 0o555 };
+                let mode = if s.quorate() { 0o777 } else { 0o555 };
                 let len = self.link_target(suffix).len() as u64;
                 self.base_attr(ino, FileType::Symlink, mode & 0o755, len, 0)
             }
@@ -247,7 +247,7 @@ impl PveFs {
         let s = self.node.lock();
         match target {
             Target::Root => {
-                let root = s.memdb.root();
+                let root = s.memdb().root();
                 let mut a = self.base_attr(ino, FileType::Directory, 0o755, 0, 0);
                 a.mtime = time(0);
                 let _ = root;
@@ -255,8 +255,8 @@ impl PveFs {
             }
             Target::Fixed(f) => Ok((self.fixed_attr(ino, f, &s), NO_TTL)),
             Target::Memdb(path) => {
-                let e = s.memdb.lookup(&path).ok_or(Errno::ENOENT)?;
-                Ok((self.memdb_attr(ino, &path, e, s.quorate), TTL))
+                let e = s.memdb().lookup(&path).ok_or(Errno::ENOENT)?;
+                Ok((self.memdb_attr(ino, &path, e, s.quorate()), TTL))
             }
             Target::NoPlug => Err(Errno::EACCES),
         }
@@ -500,7 +500,7 @@ impl Filesystem for PveFs {
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.target_of(ino) {
             Ok(Target::Memdb(path)) => {
-                if self.node.lock().memdb.lookup(&path).is_some() {
+                if self.node.lock().memdb().lookup(&path).is_some() {
                     reply.opened(FileHandle(0), Self::open_flags())
                 } else {
                     reply.error(Errno::ENOENT)
@@ -542,7 +542,7 @@ impl Filesystem for PveFs {
         match self.target_of(ino) {
             Ok(Target::Memdb(path)) => {
                 let s = self.node.lock();
-                match s.memdb.lookup(&path) {
+                match s.memdb().lookup(&path) {
                     Some(e) if !e.is_dir() => {
                         let data = e.data();
                         if data.len() >= e.size as usize {
@@ -616,7 +616,7 @@ impl Filesystem for PveFs {
                     && (data.starts_with(b"0\n") || data.starts_with(b"1\n"))
                 {
                     let on = data[0] == b'1';
-                    self.node.lock().kv.status.debug = on;
+                    self.node.lock().kv_mut().status.debug = on;
                     crate::log::set_debug(on);
                     reply.written(2)
                 } else {
@@ -706,8 +706,8 @@ impl Filesystem for PveFs {
         {
             let s = self.node.lock();
             // A missing or non-directory path lists nothing, as in C.
-            if let Some(dir) = s.memdb.lookup(&path).filter(|e| e.is_dir()) {
-                for e in s.memdb.children(dir.inode) {
+            if let Some(dir) = s.memdb().lookup(&path).filter(|e| e.is_dir()) {
+                for e in s.memdb().children(dir.inode) {
                     if path.is_empty() && fixed(&e.name).is_some() {
                         continue;
                     }
@@ -735,7 +735,7 @@ impl Filesystem for PveFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let (bytes, entries) = self.node.lock().memdb.usage();
+        let (bytes, entries) = self.node.lock().memdb().usage();
         let free = MAX_FS_BLOCKS.saturating_sub(bytes.div_ceil(BLOCK_SIZE));
         let ffree = MAX_INODES.saturating_sub(entries);
         reply.statfs(
