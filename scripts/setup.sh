@@ -3,11 +3,12 @@
 # Idempotent; needs root (or sudo) for the system packages.
 set -euo pipefail
 
-# System packages: a C toolchain for the -sys crates, libqb and librrd
-# (the IPC and RRD libraries PVE ships; the daemon links them), and what
-# the integration tests drive (FUSE, network namespaces, SQLite's shell,
-# rrdcached and rrdtool).
-PACKAGES=(build-essential pkg-config libqb-dev librrd-dev rrdcached rrdtool fuse3 iproute2 sqlite3 procps)
+# System packages: a C toolchain for the -sys crates; libqb, librrd and
+# corosync's client libraries (what PVE ships; the daemon links them); and
+# what the integration tests drive (corosync, FUSE, network namespaces,
+# SQLite's shell, rrdcached and rrdtool).
+PACKAGES=(build-essential pkg-config libqb-dev librrd-dev corosync libcpg-dev libcfg-dev libcmap-dev
+          libquorum-dev libvotequorum-dev rrdcached rrdtool fuse3 iproute2 sqlite3 procps)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

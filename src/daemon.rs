@@ -47,6 +47,7 @@ pub struct Paths {
     pub pidfile: PathBuf,
     pub rrd_dir: PathBuf,
     pub rrdcached_socket: PathBuf,
+    pub corosync_conf: PathBuf,
 }
 
 impl Default for Paths {
@@ -58,6 +59,7 @@ impl Default for Paths {
             pidfile: "/var/run/pve-cluster.pid".into(),
             rrd_dir: "/var/lib/rrdcached/db".into(),
             rrdcached_socket: "/var/run/rrdcached.sock".into(),
+            corosync_conf: "/etc/corosync/corosync.conf".into(),
         }
     }
 }
@@ -376,14 +378,27 @@ fn serve(options: &Options, ready_pipe: Option<File>) -> Result<(), String> {
         status.clog.insert(&entry);
     }
 
-    let (db, memdb) = Database::open(&paths.database(), start_time).map_err(|e| e.to_string())?;
-    if !options.local && memdb.lookup(b"corosync.conf").is_some() {
-        return Err(
-            "this database belongs to a cluster (it holds corosync.conf); cluster mode is not \
-             implemented yet - start with -l to serve it in local mode"
-                .into(),
-        );
+    let new_database = !paths.database().exists();
+    let (mut db, mut memdb) =
+        Database::open(&paths.database(), start_time).map_err(|e| e.to_string())?;
+    if new_database && !options.local {
+        // C imports the host's corosync.conf into a new database.
+        if let Ok(conf) = fs::read(&paths.corosync_conf) {
+            let _ = memdb.create(b"corosync.conf", 0, start_time);
+            let _ = memdb
+                .write(b"corosync.conf", 0, start_time, &conf, 0, true)
+                .map_err(|e| {
+                    format!("cannot import {}: errno {e}", paths.corosync_conf.display())
+                })?;
+            db.apply_all(&memdb.take_changes())
+                .map_err(|e| e.to_string())?;
+            log::notice(&format!(
+                "imported {} into the new database",
+                paths.corosync_conf.display()
+            ));
+        }
     }
+    let cluster_mode = !options.local && memdb.lookup(b"corosync.conf").is_some();
     log::debug(&format!(
         "node {hostname} ({ip}), database version {}",
         memdb.version()
@@ -393,7 +408,8 @@ fn serve(options: &Options, ready_pipe: Option<File>) -> Result<(), String> {
         pid: std::process::id(),
     };
     let mut dcdb = Dcdb::new(memdb);
-    dcdb.quorate = true;
+    // Local mode counts as quorate; cluster mode waits for corosync's word.
+    dcdb.quorate = !cluster_mode;
     let node = Arc::new(Node::new(
         NodeState {
             dcdb: Dfsm::new(dcdb, me),
@@ -411,10 +427,17 @@ fn serve(options: &Options, ready_pipe: Option<File>) -> Result<(), String> {
         .and_then(|s| s.spawn())
         .map_err(|e| format!("fuse mount on '{}' failed: {e}", paths.mountpoint.display()))?;
     let ipc = IpcServer::start(node.clone(), gid)?;
+    if cluster_mode {
+        node.set_cluster(
+            crate::cluster::start(node.clone())
+                .map_err(|e| format!("cannot start the corosync thread: errno {e}"))?,
+        );
+    }
     let _ = fs::remove_file(paths.restart_flag());
     log::notice(&format!(
-        "mounted {} in local mode after {} ms",
+        "mounted {} in {} mode after {} ms",
         paths.mountpoint.display(),
+        if cluster_mode { "cluster" } else { "local" },
         started.elapsed().as_millis()
     ));
     if let Some(mut pipe) = ready_pipe {

@@ -4,6 +4,7 @@
 //! the I/O: `database` (SQLite), `fuse` (the /etc/pve mount), `daemon`
 //! (command line, files, signals). `node` binds the core to its edges.
 
+pub mod cluster;
 pub mod core;
 pub mod daemon;
 pub mod database;

@@ -3,7 +3,11 @@
 //! memdb with writer 0 and the current time, and its changes are persisted
 //! before the request returns (C `-l`).
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use pmxcfs_wire::dcdb::{FuseMessage, Subtype, UnlockMessage};
+
+use crate::cluster::ClusterLink;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::core::dcdb::Dcdb;
@@ -55,7 +59,9 @@ impl NodeState {
             return Ok(());
         }
         if let Err(e) = self.db.apply_all(&changes) {
-            log::error(&format!("database write failed, refusing further changes: {e}"));
+            log::error(&format!(
+                "database write failed, refusing further changes: {e}"
+            ));
             self.memdb_mut().set_error();
             return Err(EIO);
         }
@@ -67,6 +73,8 @@ pub struct Node {
     state: Mutex<NodeState>,
     /// Where RRD samples are written; none in tests that do not care.
     rrd: Option<crate::rrd::RrdWriter>,
+    /// In cluster mode: every change goes through corosync.
+    cluster: OnceLock<ClusterLink>,
 }
 
 /// Seconds since the epoch, truncated to the 32 bits pmxcfs stores.
@@ -82,6 +90,7 @@ impl Node {
         Node {
             state: Mutex::new(state),
             rrd,
+            cluster: OnceLock::new(),
         }
     }
 
@@ -100,23 +109,83 @@ impl Node {
         Ok(value)
     }
 
+    /// Switch to cluster mode: from now on changes go through corosync.
+    pub fn set_cluster(&self, link: ClusterLink) {
+        let _ = self.cluster.set(link);
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.get().is_some()
+    }
+
+    /// In cluster mode: multicast the operation and wait for the result
+    /// its own delivery gives (spec §2.6).
+    fn through_cluster(
+        &self,
+        link: &ClusterLink,
+        subtype: Subtype,
+        m: FuseMessage,
+    ) -> Result<u32, Errno> {
+        let mut payload = Vec::new();
+        m.encode(&mut payload);
+        let r = link.call(subtype.into(), payload);
+        if r < 0 {
+            Err(-r)
+        } else {
+            Ok(r as u32)
+        }
+    }
+
+    fn msg(path: &[u8]) -> FuseMessage {
+        FuseMessage {
+            path: Some(path.to_vec()),
+            ..FuseMessage::default()
+        }
+    }
+
     pub fn mkdir(&self, path: &[u8]) -> Result<(), Errno> {
         log_op("mkdir", path);
+        if let Some(link) = self.cluster.get() {
+            return self
+                .through_cluster(link, Subtype::Mkdir, Self::msg(path))
+                .map(|_| ());
+        }
         self.apply(|m, now| m.mkdir(path, LOCAL_WRITER, now, now))
     }
 
     pub fn create(&self, path: &[u8]) -> Result<(), Errno> {
         log_op("create", path);
+        if let Some(link) = self.cluster.get() {
+            return self
+                .through_cluster(link, Subtype::Create, Self::msg(path))
+                .map(|_| ());
+        }
         self.apply(|m, now| m.create(path, LOCAL_WRITER, now))
     }
 
     pub fn write(&self, path: &[u8], offset: u32, data: &[u8]) -> Result<u32, Errno> {
         log_op(&format!("write {} bytes at {offset}", data.len()), path);
+        if let Some(link) = self.cluster.get() {
+            let m = FuseMessage {
+                offset,
+                data: data.to_vec(),
+                ..Self::msg(path)
+            };
+            return self.through_cluster(link, Subtype::Write, m);
+        }
         self.apply(|m, now| m.write(path, LOCAL_WRITER, now, data, offset, false))
     }
 
     pub fn truncate(&self, path: &[u8], size: u32) -> Result<(), Errno> {
         log_op(&format!("truncate to {size}"), path);
+        if let Some(link) = self.cluster.get() {
+            let m = FuseMessage {
+                offset: size,
+                flags: 1,
+                ..Self::msg(path)
+            };
+            return self.through_cluster(link, Subtype::Write, m).map(|_| ());
+        }
         self.apply(|m, now| {
             m.write(path, LOCAL_WRITER, now, &[], size, true)
                 .map(|_| ())
@@ -125,35 +194,52 @@ impl Node {
 
     pub fn delete(&self, path: &[u8]) -> Result<(), Errno> {
         log_op("delete", path);
+        if let Some(link) = self.cluster.get() {
+            return self
+                .through_cluster(link, Subtype::Delete, Self::msg(path))
+                .map(|_| ());
+        }
         self.apply(|m, now| m.delete(path, LOCAL_WRITER, now))
     }
 
     pub fn rename(&self, from: &[u8], to: &[u8]) -> Result<(), Errno> {
         log_op(&format!("rename to {}", String::from_utf8_lossy(to)), from);
-        self.apply(|m, now| m.rename(from, to, LOCAL_WRITER, now))
-    }
-
-    /// Answer a `pve2` IPC request. In local mode nothing is broadcast.
-    pub fn ipc_request(&self, client: crate::core::ipc::Client, request: &[u8]) -> Vec<u8> {
-        let (response, samples) = {
-            let mut s = self.lock();
-            let mut env = crate::core::dfsm::Env::detached(now());
-            let NodeState { dcdb, kvstore, .. } = &mut *s;
-            let response = crate::core::ipc::handle(&dcdb.app.memdb, &mut kvstore.app, &mut env, client, request);
-            (response, std::mem::take(&mut kvstore.app.rrd_samples))
-        };
-        // RRD files are written outside the lock: rrdcached may be slow.
-        if let Some(rrd) = &self.rrd {
-            for (key, value) in samples {
-                rrd.write(&key, &value, now() as i64);
-            }
+        if let Some(link) = self.cluster.get() {
+            let m = FuseMessage {
+                to: Some(to.to_vec()),
+                ..Self::msg(from)
+            };
+            return self.through_cluster(link, Subtype::Rename, m).map(|_| ());
         }
-        response
+        self.apply(|m, now| m.rename(from, to, LOCAL_WRITER, now))
     }
 
     /// utimens: an mtime of 0 on a lock directory asks for its release.
     pub fn set_mtime(&self, path: &[u8], mtime: u32) -> Result<(), Errno> {
         log_op(&format!("mtime {mtime}"), path);
+        if let Some(link) = self.cluster.get() {
+            if mtime == 0 {
+                let (csum, quorate) = {
+                    let s = self.lock();
+                    (s.memdb().lock_checksum(path), s.quorate())
+                };
+                // Only with quorum, and without waiting (spec §2.4).
+                if let (Some(csum), true) = (csum, quorate) {
+                    let mut payload = Vec::new();
+                    UnlockMessage {
+                        csum,
+                        path: path.to_vec(),
+                    }
+                    .encode(&mut payload);
+                    link.cast(Subtype::UnlockRequest.into(), payload);
+                }
+            }
+            let m = FuseMessage {
+                offset: mtime,
+                ..Self::msg(path)
+            };
+            return self.through_cluster(link, Subtype::Mtime, m).map(|_| ());
+        }
         self.apply(|m, now| {
             if mtime == 0 && m.lock_checksum(path).is_some() {
                 m.unlock_or_touch(path, LOCAL_WRITER, now)
@@ -161,6 +247,42 @@ impl Node {
                 m.set_mtime(path, LOCAL_WRITER, mtime, now)
             }
         })
+    }
+
+    /// Write RRD samples (from IPC or from other nodes).
+    pub fn write_rrd(&self, key: &str, value: &[u8]) {
+        if let Some(rrd) = &self.rrd {
+            rrd.write(key, value, now() as i64);
+        }
+    }
+
+    /// Answer a `pve2` IPC request. In local mode nothing is broadcast.
+    pub fn ipc_request(&self, client: crate::core::ipc::Client, request: &[u8]) -> Vec<u8> {
+        let (response, samples) = {
+            let mut s = self.lock();
+            let NodeState { dcdb, kvstore, .. } = &mut *s;
+            let memdb = &dcdb.app.memdb;
+            let response = if self.cluster.get().is_some() {
+                // Broadcasts (SET_STATUS, LOG) go out through the kvstore.
+                kvstore.with_app(now(), |kv, env| {
+                    crate::core::ipc::handle(memdb, kv, env, client, request)
+                })
+            } else {
+                let mut env = crate::core::dfsm::Env::detached(now());
+                crate::core::ipc::handle(memdb, &mut kvstore.app, &mut env, client, request)
+            };
+            (response, std::mem::take(&mut kvstore.app.rrd_samples))
+        };
+        if let Some(link) = self.cluster.get() {
+            link.flush();
+        }
+        // RRD files are written outside the lock: rrdcached may be slow.
+        if let Some(rrd) = &self.rrd {
+            for (key, value) in samples {
+                rrd.write(&key, &value, now() as i64);
+            }
+        }
+        response
     }
 }
 

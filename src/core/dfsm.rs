@@ -212,6 +212,12 @@ impl<A: App> Dfsm<A> {
         }
     }
 
+    /// Our identity, known once corosync is connected (nodeid) and for
+    /// this process (pid).
+    pub fn set_me(&mut self, me: Member) {
+        self.me = me;
+    }
+
     pub fn mode(&self) -> Mode {
         self.mode
     }

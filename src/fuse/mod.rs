@@ -169,12 +169,12 @@ impl PveFs {
 
     fn special_content(&self, s: &NodeState, special: Special) -> Vec<u8> {
         match special {
-            Special::Version => {
-                s.kv().status
-                    .version_json(&s.memdb().vmlist, &s.memdb().changes)
-                    .into_bytes()
-            }
-            Special::Members => s.kv().status.members_json().into_bytes(),
+            Special::Version => s
+                .kv()
+                .status
+                .version_json(&s.memdb().vmlist, &s.memdb().changes)
+                .into_bytes(),
+            Special::Members => s.kv().members_json().into_bytes(),
             Special::Vmlist => {
                 crate::core::status::Status::vmlist_json(&s.memdb().vmlist).into_bytes()
             }

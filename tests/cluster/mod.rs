@@ -1,0 +1,360 @@
+//! A cluster of N nodes on one machine for tests: each node has its own
+//! network, mount and UTS namespace (a holder process keeps them), with
+//! /etc and /var/lib overlaid on the host's and a private /run, a real
+//! corosync, and a pmxcfs on the default paths (/etc/pve,
+//! /var/lib/pve-cluster, /etc/corosync/corosync.conf, /run/pve-cluster).
+//!
+//! The daemon's command per node comes from `PMXCFS_NODE<N>_CMD` (default:
+//! this project's binary), and only `-f` and the default paths are assumed,
+//! so the same scenarios can run with some nodes on another pmxcfs.
+//! Namespaces and state directories carry a unique prefix per cluster; only
+//! processes started here are stopped, by their PID.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct ClusterNode {
+    pub id: u32,
+    pub dir: PathBuf,
+    holder: Child,
+    corosync: Option<Child>,
+    pmxcfs: Option<Child>,
+}
+
+pub struct Cluster {
+    pub prefix: String,
+    pub base: PathBuf,
+    pub nodes: Vec<ClusterNode>,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn hostname(id: u32) -> String {
+    format!("testnode{id}")
+}
+
+fn addr(id: u32) -> String {
+    format!("10.99.0.{id}")
+}
+
+fn corosync_conf(n: u32, cluster: &str) -> String {
+    let mut nodes = String::new();
+    for i in 1..=n {
+        nodes.push_str(&format!(
+            "  node {{\n    name: {}\n    nodeid: {i}\n    quorum_votes: 1\n    ring0_addr: {}\n  }}\n",
+            hostname(i),
+            addr(i)
+        ));
+    }
+    format!(
+        "logging {{\n  debug: off\n  to_stderr: no\n  to_syslog: no\n  to_logfile: yes\n  logfile: /run/corosync.log\n}}\n\n\
+         nodelist {{\n{nodes}}}\n\n\
+         quorum {{\n  provider: corosync_votequorum\n}}\n\n\
+         system {{\n  move_to_root_cgroup: no\n  sched_rr: no\n  state_dir: /run\n}}\n\n\
+         totem {{\n  cluster_name: {cluster}\n  config_version: 1\n  crypto_cipher: none\n  crypto_hash: none\n  interface {{\n    linknumber: 0\n  }}\n  ip_version: ipv4\n  link_mode: passive\n  token: 1000\n  transport: knet\n  version: 2\n}}\n"
+    )
+}
+
+impl Cluster {
+    /// Build the network and the nodes' namespaces, write the configs; no
+    /// process of the cluster runs yet.
+    pub fn new(tag: &str, n: u32) -> Cluster {
+        let prefix = format!("px{}{}", tag, std::process::id() % 100_000);
+        let base = std::env::temp_dir().join(format!("pmxcfs-cluster-{prefix}"));
+        let _ = fs::remove_dir_all(&base);
+        fs::create_dir_all(&base).unwrap();
+        let br = format!("{prefix}br");
+        ip(&["netns", "add", &br]);
+        ip(&["-n", &br, "link", "set", "lo", "up"]);
+        ip(&["-n", &br, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &br, "link", "set", "br0", "up"]);
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            let ns = format!("{prefix}n{id}");
+            ip(&["netns", "add", &ns]);
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+            ip(&[
+                "link",
+                "add",
+                &format!("v{id}"),
+                "netns",
+                &br,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &ns,
+            ]);
+            ip(&[
+                "-n",
+                &br,
+                "link",
+                "set",
+                &format!("v{id}"),
+                "master",
+                "br0",
+                "up",
+            ]);
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", addr(id)),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+            let dir = base.join(format!("n{id}"));
+            for d in ["etc/corosync", "etcwork", "varlib", "varlibwork"] {
+                fs::create_dir_all(dir.join(d)).unwrap();
+            }
+            let mut hosts = String::from("127.0.0.1 localhost\n");
+            for i in 1..=n {
+                hosts.push_str(&format!("{} {}\n", addr(i), hostname(i)));
+            }
+            fs::write(dir.join("etc/hosts"), hosts).unwrap();
+            fs::write(dir.join("etc/hostname"), format!("{}\n", hostname(id))).unwrap();
+            fs::write(
+                dir.join("etc/corosync/corosync.conf"),
+                corosync_conf(n, &prefix),
+            )
+            .unwrap();
+            let setup = format!(
+                "set -e; mount -t overlay overlay -o lowerdir=/etc,upperdir={d}/etc,workdir={d}/etcwork /etc; \
+                 mount -t overlay overlay -o lowerdir=/var/lib,upperdir={d}/varlib,workdir={d}/varlibwork /var/lib; \
+                 mount -t tmpfs tmpfs /run; hostname {h}; echo ready; exec sleep infinity",
+                d = dir.display(),
+                h = hostname(id)
+            );
+            let mut holder = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "unshare",
+                    "-m",
+                    "-u",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    &setup,
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            // Wait for the mounts.
+            let mut out = holder.stdout.take().unwrap();
+            let mut buf = [0u8; 6];
+            use std::io::Read;
+            out.read_exact(&mut buf).expect("holder set up");
+            nodes.push(ClusterNode {
+                id,
+                dir,
+                holder,
+                corosync: None,
+                pmxcfs: None,
+            });
+        }
+        Cluster {
+            prefix,
+            base,
+            nodes,
+        }
+    }
+
+    fn node(&self, id: u32) -> &ClusterNode {
+        &self.nodes[id as usize - 1]
+    }
+
+    fn node_mut(&mut self, id: u32) -> &mut ClusterNode {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    /// A command inside node `id`'s namespaces.
+    pub fn command(&self, id: u32, program: &str) -> Command {
+        let holder = self.holder_pid(id);
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &holder.to_string(), "-m", "-u", "-n", "--", program]);
+        c
+    }
+
+    /// The `sleep` inside the holder's shell (the shell `exec`s it).
+    fn holder_pid(&self, id: u32) -> u32 {
+        self.node(id).holder.id()
+    }
+
+    /// Run a shell command on a node.
+    pub fn sh(&self, id: u32, script: &str) -> Output {
+        self.command(id, "sh")
+            .args(["-c", script])
+            .output()
+            .unwrap()
+    }
+
+    pub fn start_corosync(&mut self, id: u32) {
+        let child = self
+            .command(id, "corosync")
+            .arg("-f")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.node_mut(id).corosync = Some(child);
+    }
+
+    pub fn start_pmxcfs(&mut self, id: u32) {
+        let cmd = std::env::var(format!("PMXCFS_NODE{id}_CMD"))
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_pmxcfs").to_string());
+        let log = fs::File::create(self.node(id).dir.join("pmxcfs.log")).unwrap();
+        let child = self
+            .command(id, &cmd)
+            .arg("-f")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.node_mut(id).pmxcfs = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.sh(id, "test -e /etc/pve/.version").status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "pmxcfs on node {id} did not mount: {}",
+                self.log(id)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self, id: u32) -> String {
+        fs::read_to_string(self.node(id).dir.join("pmxcfs.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM the node's pmxcfs and wait.
+    pub fn stop_pmxcfs(&mut self, id: u32) {
+        if let Some(mut c) = self.node_mut(id).pmxcfs.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while c.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.wait();
+        }
+    }
+
+    /// Wait until `cond` holds on node `id` (a shell test), or fail.
+    pub fn wait_for(&self, id: u32, what: &str, script: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if self.sh(id, script).status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id}: {what} not reached in {secs} s\n{}",
+                self.log(id)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Start corosync everywhere, wait for quorum, then pmxcfs everywhere.
+    pub fn start_all(&mut self) {
+        let n = self.nodes.len() as u32;
+        for id in 1..=n {
+            self.start_corosync(id);
+        }
+        for id in 1..=n {
+            self.wait_for(
+                id,
+                "corosync quorate",
+                "corosync-quorumtool -s >/dev/null 2>&1",
+                60,
+            );
+        }
+        for id in 1..=n {
+            self.start_pmxcfs(id);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let ids: Vec<u32> = self.nodes.iter().map(|n| n.id).collect();
+        for id in &ids {
+            self.stop_pmxcfs(*id);
+        }
+        for node in &mut self.nodes {
+            if let Some(mut c) = node.corosync.take() {
+                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = node.holder.kill();
+            let _ = node.holder.wait();
+        }
+        for id in &ids {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &format!("{}n{id}", self.prefix)])
+                .status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &format!("{}br", self.prefix)])
+            .status();
+        let _ = fs::remove_dir_all(&self.base);
+    }
+}
+
+pub fn read(c: &Cluster, id: u32, path: &str) -> Option<String> {
+    let out = c.sh(id, &format!("cat '/etc/pve/{path}'"));
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn write(c: &Cluster, id: u32, path: &str, content: &str) -> Result<(), String> {
+    let out = c
+        .command(id, "sh")
+        .args(["-c", &format!("cat > '/etc/pve/{path}'")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(content.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+pub fn base_of(c: &Cluster) -> &Path {
+    &c.base
+}
