@@ -5,6 +5,9 @@ mod cluster;
 
 use cluster::{read, write, Cluster};
 
+/// Clusters of one test binary run one at a time: the machine has 2 cores.
+static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn require_root() {
     assert!(
         unsafe { libc::geteuid() } == 0,
@@ -15,6 +18,7 @@ fn require_root() {
 #[test]
 fn three_nodes_form_and_replicate_writes() {
     require_root();
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let mut c = Cluster::new("f", 3);
     c.start_all();
     for id in 1..=3 {
@@ -69,4 +73,114 @@ fn three_nodes_form_and_replicate_writes() {
     assert!(d1.contains("storage.cfg"));
     assert_eq!(dump(2), d1);
     assert_eq!(dump(3), d1);
+}
+
+fn formed(tag: &str) -> Cluster {
+    let mut c = Cluster::new(tag, 3);
+    c.start_all();
+    for id in 1..=3 {
+        c.wait_for(
+            id,
+            "3 members online",
+            "test $(grep -c '\"online\": 1' /etc/pve/.members) -eq 3",
+            60,
+        );
+    }
+    c
+}
+
+const QUORATE: &str = "grep -q '\"quorate\": 1' /etc/pve/.members";
+const NOT_QUORATE: &str = "grep -q '\"quorate\": 0' /etc/pve/.members";
+
+#[test]
+fn partition_minority_is_read_only_and_heal_converges() {
+    require_root();
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let c = formed("p");
+    write(&c, 1, "before.cfg", "before\n").unwrap();
+    c.wait_for(3, "the first write", "test -e /etc/pve/before.cfg", 20);
+    c.cut(3);
+    c.wait_for(3, "losing quorum", NOT_QUORATE, 60);
+    c.wait_for(1, "keeping quorum", QUORATE, 60);
+    // The minority refuses writes (EACCES) and shows read-only modes.
+    let err = write(&c, 3, "minority.cfg", "x\n").unwrap_err();
+    assert!(err.contains("Permission denied"), "{err}");
+    let mode = String::from_utf8_lossy(&c.sh(3, "stat -c %a /etc/pve/before.cfg").stdout)
+        .trim()
+        .to_string();
+    assert_eq!(mode, "440");
+    // The majority still writes.
+    write(&c, 1, "majority.cfg", "y\n").unwrap();
+    c.wait_for(
+        2,
+        "the majority's write",
+        "test -e /etc/pve/majority.cfg",
+        20,
+    );
+    c.heal(3);
+    c.wait_for(3, "quorum again", QUORATE, 60);
+    c.wait_for(3, "catching up", "grep -q y /etc/pve/majority.cfg", 60);
+    assert!(read(&c, 1, "minority.cfg").is_none());
+    write(&c, 3, "after.cfg", "z\n").unwrap();
+    c.wait_for(
+        1,
+        "writes from the healed node",
+        "test -e /etc/pve/after.cfg",
+        20,
+    );
+}
+
+#[test]
+fn a_stopped_node_catches_up_and_a_killed_writer_loses_nothing() {
+    require_root();
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = formed("k");
+    // Stopped node misses changes, then catches up as follower.
+    c.stop_pmxcfs(3);
+    write(&c, 1, "while-down.cfg", "missed\n").unwrap();
+    c.start_pmxcfs(3);
+    c.wait_for(
+        3,
+        "catch-up after restart",
+        "grep -q missed /etc/pve/while-down.cfg",
+        60,
+    );
+
+    // kill -9 of a daemon during a write storm on it: every write that
+    // returned success is on every node, and on the killed node after it
+    // restarts.
+    let storm = c
+        .command(2, "sh")
+        .args(["-c", "for i in $(seq 1 400); do echo $i > /etc/pve/storm$i || exit 0; echo $i >> /run/acked; done"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    c.kill_pmxcfs(2);
+    let _ = storm.wait_with_output();
+    let acked: Vec<String> = String::from_utf8_lossy(&c.sh(2, "cat /run/acked").stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert!(
+        acked.len() > 5,
+        "too few writes before the kill: {}",
+        acked.len()
+    );
+    c.start_pmxcfs(2);
+    for id in 1..=3 {
+        c.wait_for(
+            id,
+            "synced after the restart",
+            "test $(grep -c '\"online\": 1' /etc/pve/.members) -eq 3",
+            60,
+        );
+        for i in &acked {
+            c.wait_for(
+                id,
+                &format!("acknowledged storm{i}"),
+                &format!("grep -qx {i} /etc/pve/storm{i}"),
+                30,
+            );
+        }
+    }
 }

@@ -260,6 +260,51 @@ impl Cluster {
         }
     }
 
+    /// SIGKILL the node's pmxcfs (no clean-up), and clear its dead mount.
+    pub fn kill_pmxcfs(&mut self, id: u32) {
+        if let Some(mut c) = self.node_mut(id).pmxcfs.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self.sh(id, "umount -l /etc/pve");
+    }
+
+    pub fn stop_corosync(&mut self, id: u32) {
+        if let Some(mut c) = self.node_mut(id).corosync.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while c.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Cut node `id` off the network (its link on the bridge goes down).
+    pub fn cut(&self, id: u32) {
+        ip(&[
+            "-n",
+            &format!("{}br", self.prefix),
+            "link",
+            "set",
+            &format!("v{id}"),
+            "down",
+        ]);
+    }
+
+    pub fn heal(&self, id: u32) {
+        ip(&[
+            "-n",
+            &format!("{}br", self.prefix),
+            "link",
+            "set",
+            &format!("v{id}"),
+            "up",
+        ]);
+    }
+
     /// Wait until `cond` holds on node `id` (a shell test), or fail.
     pub fn wait_for(&self, id: u32, what: &str, script: &str, secs: u64) {
         let deadline = Instant::now() + Duration::from_secs(secs);
