@@ -9,12 +9,14 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rust_corosync::{cmap, cpg, quorum, CsError, DispatchFlags, NodeId, TrackFlags};
 
+use crate::core::corosync_conf::{decide, Decision};
 use crate::core::dfsm::{Member, Mode, Output};
 use crate::core::memdb::Errno;
 use crate::log;
@@ -176,6 +178,10 @@ struct Driver {
     waiters: BTreeMap<u64, Sender<i32>>,
     last_verify: u32,
     rejoin: Vec<Group>,
+    /// corosync.conf syncs asked for (with reload allowed or not).
+    conf_syncs: Vec<bool>,
+    /// The host's corosync.conf.
+    host_conf: PathBuf,
 }
 
 fn read_cmap(s: &mut NodeState) -> Result<(), CsError> {
@@ -392,9 +398,8 @@ impl Driver {
         }
         let _ = s.persist();
         for effect in s.dcdb.app.take_effects() {
-            log::debug(&format!(
-                "dcdb effect {effect:?} (corosync.conf sync is not implemented yet)"
-            ));
+            let crate::core::dcdb::Effect::SyncCorosyncConf { reload } = effect;
+            self.conf_syncs.push(reload);
         }
         // RRD samples of other nodes: written like ours.
         let samples = std::mem::take(&mut s.kv_mut().rrd_samples);
@@ -422,6 +427,52 @@ impl Driver {
                 }
             }
             let _ = retry(|| cpg::join(handle, name));
+        }
+    }
+
+    /// Bring the host's corosync.conf up to date (outside the node lock: it
+    /// writes a file, may sleep 1 s and run corosync-cfgtool).
+    fn sync_corosync_conf(&mut self) {
+        let requests = std::mem::take(&mut self.conf_syncs);
+        if requests.is_empty() {
+            return;
+        }
+        let reload = requests.iter().any(|r| *r);
+        let new = {
+            let s = self.node.lock();
+            s.memdb()
+                .lookup(b"corosync.conf")
+                .filter(|e| !e.is_dir())
+                .map(|e| e.data().to_vec())
+        };
+        let old = std::fs::read(&self.host_conf).ok();
+        match decide(new.as_deref(), old.as_deref(), reload) {
+            Decision::Keep(why) => log::debug(&format!("corosync.conf: {why}")),
+            Decision::Write { reload } => {
+                if let Err(e) =
+                    write_atomically(&self.host_conf, new.as_deref().unwrap_or_default())
+                {
+                    log::error(&format!("cannot update {}: {e}", self.host_conf.display()));
+                    return;
+                }
+                log::notice(&format!(
+                    "wrote new corosync config '{}'",
+                    self.host_conf.display()
+                ));
+                if reload {
+                    std::thread::sleep(Duration::from_secs(1));
+                    match std::process::Command::new("corosync-cfgtool")
+                        .arg("-R")
+                        .output()
+                    {
+                        Ok(o) if o.status.success() => {
+                            log::notice("corosync configuration reloaded")
+                        }
+                        Ok(o) => log::error(&format!("corosync-cfgtool -R failed: {}", o.status)),
+                        Err(e) => log::error(&format!("cannot run corosync-cfgtool: {e}")),
+                    }
+                }
+            }
         }
     }
 
@@ -496,6 +547,7 @@ impl Driver {
                 self.flush_locked(&mut s);
             }
             self.rejoin_groups();
+            self.sync_corosync_conf();
             self.tick();
         }
     }
@@ -517,8 +569,29 @@ fn retry(mut f: impl FnMut() -> Result<(), CsError>) -> Result<(), CsError> {
     Err(CsError::CsErrTryAgain)
 }
 
-/// Start the corosync edge for `node`.
-pub fn start(node: Arc<Node>) -> Result<ClusterLink, Errno> {
+/// Write a file as C does: a temporary file beside it (root:root, 0644),
+/// then a rename over the target.
+fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let tmp = path.with_extension(format!("conf.{}", std::process::id()));
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Start the corosync edge for `node`; `host_conf` is the host's
+/// corosync.conf, synced from /etc/pve (first with reload allowed).
+pub fn start(node: Arc<Node>, host_conf: &Path) -> Result<ClusterLink, Errno> {
     // SAFETY: a plain eventfd for waking the thread.
     let wake = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if wake < 0 {
@@ -532,6 +605,8 @@ pub fn start(node: Arc<Node>) -> Result<ClusterLink, Errno> {
         waiters: BTreeMap::new(),
         last_verify: now(),
         rejoin: Vec::new(),
+        conf_syncs: vec![true],
+        host_conf: host_conf.to_path_buf(),
     };
     std::thread::Builder::new()
         .name("corosync".into())

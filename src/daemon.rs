@@ -429,7 +429,7 @@ fn serve(options: &Options, ready_pipe: Option<File>) -> Result<(), String> {
     let ipc = IpcServer::start(node.clone(), gid)?;
     if cluster_mode {
         node.set_cluster(
-            crate::cluster::start(node.clone())
+            crate::cluster::start(node.clone(), &paths.corosync_conf)
                 .map_err(|e| format!("cannot start the corosync thread: errno {e}"))?,
         );
     }

@@ -68,7 +68,36 @@ fn three_nodes_form_and_replicate_writes() {
         let out = c.sh(id, "sqlite3 /var/lib/pve-cluster/config.db 'select inode,parent,version,writer,mtime,type,name,hex(data) from tree where inode != 0 order by inode'");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    c.wait_for(2, "settled", "true", 1);
+    // A corosync.conf change (as PVE makes it: write .new, rename) reaches
+    // every host's /etc/corosync, and the originating node reloads corosync.
+    let conf = read(&c, 1, "corosync.conf").unwrap();
+    let bumped = conf
+        .replace("config_version: 1", "config_version: 2")
+        .replace("token: 1000", "token: 1100");
+    write(&c, 1, "corosync.conf.new", &bumped).unwrap();
+    assert!(c
+        .sh(1, "mv /etc/pve/corosync.conf.new /etc/pve/corosync.conf")
+        .status
+        .success());
+    for id in 1..=3 {
+        c.wait_for(
+            id,
+            "the new corosync.conf in /etc/corosync",
+            "grep -q 'config_version: 2' /etc/corosync/corosync.conf",
+            30,
+        );
+        let mode =
+            String::from_utf8_lossy(&c.sh(id, "stat -c %a /etc/corosync/corosync.conf").stdout)
+                .trim()
+                .to_string();
+        assert_eq!(mode, "644");
+    }
+    c.wait_for(
+        1,
+        "corosync reloaded",
+        "corosync-cmapctl -g totem.token | grep -q 1100",
+        30,
+    );
     let d1 = dump(1);
     assert!(d1.contains("storage.cfg"));
     assert_eq!(dump(2), d1);
@@ -196,7 +225,12 @@ fn corosync_restart_and_daemon_started_before_corosync() {
     c.start_corosync(1);
     c.start_corosync(2);
     for id in 1..=2 {
-        c.wait_for(id, "corosync quorate", "corosync-quorumtool -s >/dev/null 2>&1", 60);
+        c.wait_for(
+            id,
+            "corosync quorate",
+            "corosync-quorumtool -s >/dev/null 2>&1",
+            60,
+        );
     }
     c.start_pmxcfs(1);
     c.start_pmxcfs(2);
@@ -204,7 +238,12 @@ fn corosync_restart_and_daemon_started_before_corosync() {
     c.wait_for(3, "read-only without corosync", READ_ONLY, 20);
     c.start_corosync(3);
     for id in 1..=3 {
-        c.wait_for(id, "3 members online", "test $(grep -c '\"online\": 1' /etc/pve/.members) -eq 3", 60);
+        c.wait_for(
+            id,
+            "3 members online",
+            "test $(grep -c '\"online\": 1' /etc/pve/.members) -eq 3",
+            60,
+        );
     }
     write(&c, 3, "late.cfg", "late\n").unwrap();
     c.wait_for(1, "the late node's write", "test -e /etc/pve/late.cfg", 20);

@@ -3,6 +3,7 @@
 //! changes to persist. No sockets, files, threads or clocks in here.
 
 pub mod clog;
+pub mod corosync_conf;
 pub mod dcdb;
 pub mod dfsm;
 pub mod ipc;
