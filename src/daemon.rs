@@ -36,7 +36,8 @@ pub const USAGE: &str = "Usage: pmxcfs [-d] [-f] [-l] [--mountpoint DIR] [--stat
   --rundir DIR       runtime files, restart flag (default /run/pve-cluster)
   --pidfile FILE     pid file when daemonized (default /var/run/pve-cluster.pid)
   --rrd-dir DIR      RRD files (default /var/lib/rrdcached/db)
-  --rrdcached-socket PATH  rrdcached's socket (default /var/run/rrdcached.sock)";
+  --rrdcached-socket PATH  rrdcached's socket (default /var/run/rrdcached.sock)
+  --test-lock-timeout SECONDS  for tests only: expire abandoned locks sooner than 120 s";
 
 /// Where everything lives. The defaults are those of the C daemon.
 #[derive(Clone, Debug)]
@@ -82,6 +83,8 @@ pub struct Options {
     pub foreground: bool,
     pub local: bool,
     pub paths: Paths,
+    /// Test option only: lock expiry in seconds instead of C's 120.
+    pub test_lock_timeout: Option<u32>,
 }
 
 /// Parse the command line (without the program name).
@@ -103,6 +106,13 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
             "--rundir" => o.paths.rundir = value(a)?.into(),
             "--pidfile" => o.paths.pidfile = value(a)?.into(),
             "--rrd-dir" => o.paths.rrd_dir = value(a)?.into(),
+            "--test-lock-timeout" => {
+                o.test_lock_timeout = Some(
+                    value(a)?
+                        .parse()
+                        .map_err(|_| "--test-lock-timeout needs seconds".to_string())?,
+                )
+            }
             "--rrdcached-socket" => o.paths.rrdcached_socket = value(a)?.into(),
             s if s.starts_with('-') && s.len() > 2 && !s.starts_with("--") => {
                 // Combined short flags, e.g. -fl.
@@ -407,6 +417,12 @@ fn serve(options: &Options, ready_pipe: Option<File>) -> Result<(), String> {
         nodeid: 0,
         pid: std::process::id(),
     };
+    if let Some(secs) = options.test_lock_timeout {
+        log::notice(&format!(
+            "TEST OPTION: locks expire after {secs} s instead of 120 s"
+        ));
+        memdb.locks.set_timeout(secs);
+    }
     let mut dcdb = Dcdb::new(memdb);
     // Local mode counts as quorate; cluster mode waits for corosync's word.
     dcdb.quorate = !cluster_mode;

@@ -259,3 +259,62 @@ fn corosync_restart_and_daemon_started_before_corosync() {
     c.wait_for(3, "writes again", "test -e /etc/pve/after-outage.cfg", 20);
     assert!(c.log(2).contains("lost corosync"), "{}", c.log(2));
 }
+
+#[test]
+fn locks_are_exclusive_and_abandoned_ones_expire() {
+    require_root();
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = Cluster::new("l", 3);
+    // The test option only shortens C's 120 s; the rule is the same.
+    c.extra_args = vec!["--test-lock-timeout".into(), "4".into()];
+    c.start_all();
+    for id in 1..=3 {
+        c.wait_for(
+            id,
+            "3 members online",
+            "test $(grep -c '\"online\": 1' /etc/pve/.members) -eq 3",
+            60,
+        );
+    }
+    assert!(c.sh(1, "mkdir -p /etc/pve/priv/lock").status.success());
+    c.wait_for(3, "priv/lock", "test -d /etc/pve/priv/lock", 20);
+    // Exclusive: one mkdir wins, the others get EEXIST.
+    assert!(c
+        .sh(2, "mkdir /etc/pve/priv/lock/abandoned")
+        .status
+        .success());
+    let other = c.sh(3, "mkdir /etc/pve/priv/lock/abandoned");
+    assert!(String::from_utf8_lossy(&other.stderr).contains("File exists"));
+    // A lock is refreshed only by its owner, forward.
+    assert!(!c
+        .sh(3, "touch /etc/pve/priv/lock/abandoned")
+        .status
+        .success());
+    // Node 3 waits the way PVE's cfs_lock does (utime 0,0, then mkdir);
+    // the lowest node (1) releases the lock once it is older than the
+    // timeout on its clock, and node 3 gets it.
+    let waiter = "for i in $(seq 1 40); do \
+        python3 -c 'import os; os.utime(\"/etc/pve/priv/lock/abandoned\", (0, 0))' 2>/dev/null; \
+        mkdir /etc/pve/priv/lock/abandoned 2>/dev/null && exit 0; sleep 0.5; done; exit 1";
+    let t = std::time::Instant::now();
+    assert!(
+        c.sh(3, waiter).status.success(),
+        "node 3 never got the lock\n{}",
+        c.log(1)
+    );
+    assert!(
+        t.elapsed() >= std::time::Duration::from_secs(3),
+        "released too early: {:?}",
+        t.elapsed()
+    );
+    assert!(c.log(1).contains("TEST OPTION"));
+    // Released: node 3 holds it now, node 2 cannot take it.
+    assert!(!c
+        .sh(2, "mkdir /etc/pve/priv/lock/abandoned")
+        .status
+        .success());
+    assert!(c
+        .sh(3, "rmdir /etc/pve/priv/lock/abandoned")
+        .status
+        .success());
+}

@@ -29,6 +29,9 @@ pub struct Cluster {
     pub prefix: String,
     pub base: PathBuf,
     pub nodes: Vec<ClusterNode>,
+    /// Extra arguments for this project's daemon (test options); not given
+    /// to a daemon from `PMXCFS_NODE<N>_CMD`.
+    pub extra_args: Vec<String>,
 }
 
 fn ip(args: &[&str]) {
@@ -175,6 +178,7 @@ impl Cluster {
             prefix,
             base,
             nodes,
+            extra_args: Vec::new(),
         }
     }
 
@@ -219,12 +223,18 @@ impl Cluster {
     }
 
     pub fn start_pmxcfs(&mut self, id: u32) {
-        let cmd = std::env::var(format!("PMXCFS_NODE{id}_CMD"))
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_pmxcfs").to_string());
+        let (cmd, extra) = match std::env::var(format!("PMXCFS_NODE{id}_CMD")) {
+            Ok(cmd) => (cmd, Vec::new()),
+            Err(_) => (
+                env!("CARGO_BIN_EXE_pmxcfs").to_string(),
+                self.extra_args.clone(),
+            ),
+        };
         let log = fs::File::create(self.node(id).dir.join("pmxcfs.log")).unwrap();
         let child = self
             .command(id, &cmd)
             .arg("-f")
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
