@@ -8,6 +8,7 @@
 //! [`WireError`] naming the message, the field and the byte offset; the
 //! length checks are those the receiving C node makes.
 
+pub mod capture;
 pub mod clog;
 pub mod codec;
 pub mod dcdb;
