@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rust_corosync::{cmap, cpg, quorum, CsError, DispatchFlags, NodeId, TrackFlags};
 
@@ -21,6 +21,9 @@ use crate::core::dfsm::{Member, Mode, Output};
 use crate::core::memdb::Errno;
 use crate::log;
 use crate::node::{now, Node, NodeState};
+use pmxcfs_wire::capture::{
+    pcap_file_header, pcap_record, CpgAddress, Event, EventBody, EventKind,
+};
 
 /// The group names as C joins them: the NUL is part of the name.
 const DCDB_GROUP: &str = "pve_dcdb_v1\0";
@@ -48,26 +51,24 @@ fn group_of(name: &str) -> Option<Group> {
 enum Incoming {
     Confchg {
         group: Group,
-        members: Vec<Member>,
-        joined_any: bool,
+        members: Vec<CpgAddress>,
+        left: Vec<CpgAddress>,
+        joined: Vec<CpgAddress>,
     },
     Deliver {
         group: Group,
         from: Member,
         msg: Vec<u8>,
     },
-    Quorum(bool),
+    Quorum {
+        quorate: bool,
+        ring_seq: u64,
+        nodes: Vec<u32>,
+    },
 }
 
 thread_local! {
     static INCOMING: RefCell<Vec<Incoming>> = const { RefCell::new(Vec::new()) };
-}
-
-fn member(a: &cpg::Address) -> Member {
-    Member {
-        nodeid: u32::from(a.nodeid),
-        pid: a.pid,
-    }
 }
 
 fn on_deliver(_h: &cpg::Handle, group: String, nodeid: NodeId, pid: u32, msg: &[u8], _len: usize) {
@@ -86,27 +87,41 @@ fn on_deliver(_h: &cpg::Handle, group: String, nodeid: NodeId, pid: u32, msg: &[
     }
 }
 
+fn address(a: &cpg::Address) -> CpgAddress {
+    CpgAddress {
+        nodeid: u32::from(a.nodeid),
+        pid: a.pid,
+        reason: a.reason as u32,
+    }
+}
+
 fn on_confchg(
     _h: &cpg::Handle,
     group: &str,
     members: Vec<cpg::Address>,
-    _left: Vec<cpg::Address>,
+    left: Vec<cpg::Address>,
     joined: Vec<cpg::Address>,
 ) {
     if let Some(group) = group_of(group) {
-        let members = members.iter().map(member).collect();
         INCOMING.with(|q| {
             q.borrow_mut().push(Incoming::Confchg {
                 group,
-                members,
-                joined_any: !joined.is_empty(),
+                members: members.iter().map(address).collect(),
+                left: left.iter().map(address).collect(),
+                joined: joined.iter().map(address).collect(),
             })
         });
     }
 }
 
-fn on_quorum(_h: &quorum::Handle, quorate: bool, _ring: quorum::RingId, _members: Vec<NodeId>) {
-    INCOMING.with(|q| q.borrow_mut().push(Incoming::Quorum(quorate)));
+fn on_quorum(_h: &quorum::Handle, quorate: bool, ring: quorum::RingId, members: Vec<NodeId>) {
+    INCOMING.with(|q| {
+        q.borrow_mut().push(Incoming::Quorum {
+            quorate,
+            ring_seq: ring.seq,
+            nodes: members.into_iter().map(u32::from).collect(),
+        })
+    });
 }
 
 /// A local request for the cluster thread.
@@ -165,6 +180,62 @@ impl ClusterLink {
     }
 }
 
+/// Writes what this node's CPG clients see and send to a capture file
+/// (`captures/FORMAT.md`), as the recorder of the C captures did.
+pub struct Recorder {
+    out: std::io::BufWriter<std::fs::File>,
+    me: Member,
+}
+
+impl Recorder {
+    pub fn create(path: &Path) -> std::io::Result<Recorder> {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        out.write_all(&pcap_file_header())?;
+        out.flush()?;
+        Ok(Recorder {
+            out,
+            me: Member {
+                nodeid: 0,
+                pid: std::process::id(),
+            },
+        })
+    }
+
+    fn record(&mut self, at: SystemTime, group: &[u8], kind: EventKind, body: EventBody) {
+        use pmxcfs_wire::Codec;
+        use std::io::Write;
+        let event = Event::new(kind, self.me.nodeid, self.me.pid, group, body);
+        let t = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let record = pcap_record(t.as_secs() as u32, t.subsec_micros(), &event.to_bytes());
+        if self
+            .out
+            .write_all(&record)
+            .and_then(|_| self.out.flush())
+            .is_err()
+        {
+            log::error("cannot write the CPG recording");
+        }
+    }
+}
+
+fn group_name(g: Group) -> &'static [u8] {
+    match g {
+        Group::Dcdb => DCDB_GROUP.as_bytes(),
+        Group::Kvstore => KVSTORE_GROUP.as_bytes(),
+    }
+}
+
+/// cs_error_t of a failed call, for the recording.
+fn cs_error_code(e: &CsError) -> i32 {
+    match e {
+        CsError::CsErrTryAgain => 6,
+        CsError::CsErrLibrary => 2,
+        CsError::CsErrBadHandle => 9,
+        _ => 0,
+    }
+}
+
 struct Handles {
     dcdb: cpg::Handle,
     kv: cpg::Handle,
@@ -182,6 +253,11 @@ struct Driver {
     conf_syncs: Vec<bool>,
     /// The host's corosync.conf.
     host_conf: PathBuf,
+    /// Records our CPG events in the capture format, if asked to.
+    recorder: Option<Recorder>,
+    /// The instant of the input being processed: the core's clock, and the
+    /// timestamp of its records (so a recording replays exactly).
+    input_time: SystemTime,
 }
 
 fn read_cmap(s: &mut NodeState) -> Result<(), CsError> {
@@ -251,6 +327,14 @@ impl Driver {
         let (qh, _) = quorum::initialize(&qmodel, 0)?;
         quorum::trackstart(&qh, TrackFlags::Changes)?;
         let quorate = quorum::getquorate(&qh).unwrap_or(false);
+        // Recorded and applied like a notification, before any confchg.
+        INCOMING.with(|q| {
+            q.borrow_mut().push(Incoming::Quorum {
+                quorate,
+                ring_seq: 0,
+                nodes: Vec::new(),
+            })
+        });
         let dcdb = cpg::initialize(&model, 0)?;
         let kv = cpg::initialize(&model, 0)?;
         let nodeid = u32::from(cpg::local_get(&dcdb)?);
@@ -269,6 +353,9 @@ impl Driver {
             };
             s.dcdb.set_me(me);
             s.kvstore.set_me(me);
+            if let Some(rec) = self.recorder.as_mut() {
+                rec.me = me;
+            }
             s.dcdb.initialize();
             s.kvstore.initialize();
             set_quorate(&mut s, quorate);
@@ -300,26 +387,94 @@ impl Driver {
         }
     }
 
+    fn record_incoming(&mut self, e: &Incoming) {
+        let at = self.input_time;
+        let Some(rec) = self.recorder.as_mut() else {
+            return;
+        };
+        match e {
+            Incoming::Quorum {
+                quorate,
+                ring_seq,
+                nodes,
+            } => rec.record(
+                at,
+                b"",
+                EventKind::Quorum,
+                EventBody::Quorum {
+                    quorate: u32::from(*quorate),
+                    ring_seq: *ring_seq,
+                    nodes: nodes.clone(),
+                },
+            ),
+            Incoming::Confchg {
+                group,
+                members,
+                left,
+                joined,
+            } => rec.record(
+                at,
+                group_name(*group),
+                EventKind::Confchg,
+                EventBody::Confchg {
+                    members: members.clone(),
+                    left: left.clone(),
+                    joined: joined.clone(),
+                },
+            ),
+            Incoming::Deliver { group, from, msg } => rec.record(
+                at,
+                group_name(*group),
+                EventKind::Deliver,
+                EventBody::Deliver {
+                    sender_nodeid: from.nodeid,
+                    sender_pid: from.pid,
+                    msg: msg.clone(),
+                },
+            ),
+        }
+    }
+
+    /// Take the time of the input about to be processed.
+    fn stamp(&mut self) -> u32 {
+        self.input_time = SystemTime::now();
+        self.input_time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(0)
+    }
+
     /// Feed what corosync said to the core.
     fn process_incoming(&mut self) {
         let events = INCOMING.with(|q| std::mem::take(&mut *q.borrow_mut()));
         if events.is_empty() {
             return;
         }
-        let now = now();
         let node = self.node.clone();
         let mut s = node.lock();
         for e in events {
+            let now = self.stamp();
+            self.record_incoming(&e);
             match e {
-                Incoming::Quorum(q) => set_quorate(&mut s, q),
+                Incoming::Quorum { quorate, .. } => set_quorate(&mut s, quorate),
                 Incoming::Confchg {
                     group,
                     members,
-                    joined_any,
-                } => match group {
-                    Group::Dcdb => s.dcdb.confchg(&members, joined_any, now),
-                    Group::Kvstore => s.kvstore.confchg(&members, joined_any, now),
-                },
+                    joined,
+                    ..
+                } => {
+                    let members: Vec<Member> = members
+                        .iter()
+                        .map(|a| Member {
+                            nodeid: a.nodeid,
+                            pid: a.pid,
+                        })
+                        .collect();
+                    match group {
+                        Group::Dcdb => s.dcdb.confchg(&members, !joined.is_empty(), now),
+                        Group::Kvstore => s.kvstore.confchg(&members, !joined.is_empty(), now),
+                    }
+                }
                 Incoming::Deliver { group, from, msg } => match group {
                     Group::Dcdb => s.dcdb.deliver(from, &msg, now),
                     Group::Kvstore => s.kvstore.deliver(from, &msg, now),
@@ -330,6 +485,7 @@ impl Driver {
     }
 
     fn handle_request(&mut self, r: Request) {
+        let now = self.stamp();
         let node = self.node.clone();
         let mut s = node.lock();
         if let Request::Send {
@@ -344,7 +500,7 @@ impl Driver {
                 }
                 return;
             }
-            match s.dcdb.send_normal(subtype, &payload, now()) {
+            match s.dcdb.send_normal(subtype, &payload, now) {
                 Some(count) => {
                     if let Some(reply) = reply {
                         self.waiters.insert(count, reply);
@@ -372,9 +528,30 @@ impl Driver {
                     Output::Send(bytes) => {
                         if let Some(h) = &self.handles {
                             let handle = if group == Group::Dcdb { &h.dcdb } else { &h.kv };
-                            if let Err(e) = retry(|| {
-                                cpg::mcast_joined(handle, cpg::Guarantee::TypeAgreed, &bytes)
-                            }) {
+                            let recorder = &mut self.recorder;
+                            let at = self.input_time;
+                            let sent = retry(|| {
+                                let r =
+                                    cpg::mcast_joined(handle, cpg::Guarantee::TypeAgreed, &bytes);
+                                if let Some(rec) = recorder.as_mut() {
+                                    let result = match &r {
+                                        Ok(()) => 1,
+                                        Err(e) => cs_error_code(e),
+                                    };
+                                    rec.record(
+                                        at,
+                                        group_name(group),
+                                        EventKind::Mcast,
+                                        EventBody::Mcast {
+                                            guarantee: 2,
+                                            result,
+                                            msg: bytes.clone(),
+                                        },
+                                    );
+                                }
+                                r
+                            });
+                            if let Err(e) = sent {
                                 log::error(&format!("cpg send failed: {e}"));
                             }
                         }
@@ -477,7 +654,7 @@ impl Driver {
     }
 
     fn tick(&mut self) {
-        let now = now();
+        let now = self.stamp();
         if now.saturating_sub(self.last_verify) >= VERIFY_PERIOD {
             self.last_verify = now;
             let node = self.node.clone();
@@ -591,7 +768,11 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 /// Start the corosync edge for `node`; `host_conf` is the host's
 /// corosync.conf, synced from /etc/pve (first with reload allowed).
-pub fn start(node: Arc<Node>, host_conf: &Path) -> Result<ClusterLink, Errno> {
+pub fn start(
+    node: Arc<Node>,
+    host_conf: &Path,
+    recorder: Option<Recorder>,
+) -> Result<ClusterLink, Errno> {
     // SAFETY: a plain eventfd for waking the thread.
     let wake = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if wake < 0 {
@@ -607,6 +788,8 @@ pub fn start(node: Arc<Node>, host_conf: &Path) -> Result<ClusterLink, Errno> {
         rejoin: Vec::new(),
         conf_syncs: vec![true],
         host_conf: host_conf.to_path_buf(),
+        recorder,
+        input_time: SystemTime::now(),
     };
     std::thread::Builder::new()
         .name("corosync".into())

@@ -37,6 +37,8 @@ pub const USAGE: &str = "Usage: pmxcfs [-d] [-f] [-l] [--mountpoint DIR] [--stat
   --pidfile FILE     pid file when daemonized (default /var/run/pve-cluster.pid)
   --rrd-dir DIR      RRD files (default /var/lib/rrdcached/db)
   --rrdcached-socket PATH  rrdcached's socket (default /var/run/rrdcached.sock)
+  --record FILE      record this node's CPG events to FILE (the capture format
+                     of pmxcfs-replay)
   --test-lock-timeout SECONDS  for tests only: expire abandoned locks sooner than 120 s";
 
 /// Where everything lives. The defaults are those of the C daemon.
@@ -85,6 +87,8 @@ pub struct Options {
     pub paths: Paths,
     /// Test option only: lock expiry in seconds instead of C's 120.
     pub test_lock_timeout: Option<u32>,
+    /// Record our CPG events to this capture file (cluster mode).
+    pub record: Option<PathBuf>,
 }
 
 /// Parse the command line (without the program name).
@@ -106,6 +110,7 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
             "--rundir" => o.paths.rundir = value(a)?.into(),
             "--pidfile" => o.paths.pidfile = value(a)?.into(),
             "--rrd-dir" => o.paths.rrd_dir = value(a)?.into(),
+            "--record" => o.record = Some(value(a)?.into()),
             "--test-lock-timeout" => {
                 o.test_lock_timeout = Some(
                     value(a)?
@@ -444,8 +449,15 @@ fn serve(options: &Options, ready_pipe: Option<File>) -> Result<(), String> {
         .map_err(|e| format!("fuse mount on '{}' failed: {e}", paths.mountpoint.display()))?;
     let ipc = IpcServer::start(node.clone(), gid)?;
     if cluster_mode {
+        let recorder = match &options.record {
+            Some(path) => Some(
+                crate::cluster::Recorder::create(path)
+                    .map_err(|e| format!("cannot record to '{}': {e}", path.display()))?,
+            ),
+            None => None,
+        };
         node.set_cluster(
-            crate::cluster::start(node.clone(), &paths.corosync_conf)
+            crate::cluster::start(node.clone(), &paths.corosync_conf, recorder)
                 .map_err(|e| format!("cannot start the corosync thread: errno {e}"))?,
         );
     }

@@ -51,7 +51,7 @@ fn addr(id: u32) -> String {
     format!("10.99.0.{id}")
 }
 
-fn corosync_conf(n: u32, cluster: &str) -> String {
+pub fn corosync_conf(n: u32, cluster: &str) -> String {
     let mut nodes = String::new();
     for i in 1..=n {
         nodes.push_str(&format!(
@@ -412,4 +412,28 @@ pub fn write(c: &Cluster, id: u32, path: &str, content: &str) -> Result<(), Stri
 
 pub fn base_of(c: &Cluster) -> &Path {
     &c.base
+}
+
+/// Collect a scenario folder in the capture format from a cluster whose
+/// daemons ran with `--record /run/pmxcfs.pcap` and have stopped:
+/// `nodeN.pcap`, the initial `corosync.conf`, `expected/nodeN.config.sql`.
+pub fn collect_scenario(c: &Cluster, dir: &Path) {
+    fs::create_dir_all(dir.join("expected")).unwrap();
+    let n = c.nodes.len() as u32;
+    fs::write(dir.join("corosync.conf"), corosync_conf(n, &c.prefix)).unwrap();
+    for id in 1..=n {
+        let pcap = c.sh(id, "cat /run/pmxcfs.pcap");
+        assert!(
+            pcap.status.success() && !pcap.stdout.is_empty(),
+            "node {id} recorded nothing"
+        );
+        fs::write(dir.join(format!("node{id}.pcap")), pcap.stdout).unwrap();
+        let dump = c.sh(id, "sqlite3 /var/lib/pve-cluster/config.db .dump");
+        assert!(dump.status.success());
+        fs::write(
+            dir.join(format!("expected/node{id}.config.sql")),
+            dump.stdout,
+        )
+        .unwrap();
+    }
 }
