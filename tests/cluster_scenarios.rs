@@ -199,6 +199,22 @@ fn a_stopped_node_catches_up_and_a_killed_writer_loses_nothing() {
         60,
     );
 
+    // A node with a newer version rejoins: its tree wins. Nodes 2 and 3
+    // stop; node 1 (still quorate: the corosyncs run) writes; it stops;
+    // 2 and 3 come back together, older; then node 1 rejoins and leads.
+    c.stop_pmxcfs(2);
+    c.stop_pmxcfs(3);
+    write(&c, 1, "newer.cfg", "from the newer node\n").unwrap();
+    c.stop_pmxcfs(1);
+    c.start_pmxcfs(2);
+    c.start_pmxcfs(3);
+    c.wait_for(3, "2 and 3 synced", "test $(grep -c '\"online\": 1' /etc/pve/.members) -eq 2", 60);
+    assert!(read(&c, 3, "newer.cfg").is_none());
+    c.start_pmxcfs(1);
+    for id in [2, 3] {
+        c.wait_for(id, "the newer node's tree", "grep -q 'from the newer node' /etc/pve/newer.cfg", 60);
+    }
+
     // kill -9 of a daemon during a write storm on it: every write that
     // returned success is on every node, and on the killed node after it
     // restarts.
