@@ -25,6 +25,15 @@ fn three_nodes_form_and_replicate_writes() {
     for id in 1..=3 {
         c.wait_for(id, "quorate with 3 members online", "grep -q '\"quorate\": 1' /etc/pve/.members && test $(grep -c '\"online\": 1' /etc/pve/.members) -eq 3", 60);
     }
+    // Addresses travel through the kvstore (`nodeip`), names through cmap.
+    for id in 1..=3 {
+        c.wait_for(
+            id,
+            "every node's address in .members",
+            "grep -q '\"testnode2\": { \"id\": 2, \"online\": 1, \"ip\": \"10.99.0.2\"}' /etc/pve/.members",
+            30,
+        );
+    }
     // corosync.conf was imported and is the same everywhere.
     for id in 1..=3 {
         assert!(read(&c, id, "corosync.conf")
@@ -208,11 +217,21 @@ fn a_stopped_node_catches_up_and_a_killed_writer_loses_nothing() {
     c.stop_pmxcfs(1);
     c.start_pmxcfs(2);
     c.start_pmxcfs(3);
-    c.wait_for(3, "2 and 3 synced", "test $(grep -c '\"online\": 1' /etc/pve/.members) -eq 2", 60);
+    c.wait_for(
+        3,
+        "2 and 3 synced",
+        "test $(grep -c '\"online\": 1' /etc/pve/.members) -eq 2",
+        60,
+    );
     assert!(read(&c, 3, "newer.cfg").is_none());
     c.start_pmxcfs(1);
     for id in [2, 3] {
-        c.wait_for(id, "the newer node's tree", "grep -q 'from the newer node' /etc/pve/newer.cfg", 60);
+        c.wait_for(
+            id,
+            "the newer node's tree",
+            "grep -q 'from the newer node' /etc/pve/newer.cfg",
+            60,
+        );
     }
 
     // kill -9 of a daemon during a write storm on it: every write that
