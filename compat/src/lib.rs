@@ -5,4 +5,6 @@ pub mod capture;
 pub mod check;
 pub mod decode;
 pub mod describe;
+pub mod knet;
+pub mod wire_check;
 pub mod sqldump;

@@ -1,0 +1,147 @@
+//! Layer 3: the knet header (big-endian), knet defragmentation and
+//! decompression (knet-wire.md §4).
+
+use std::collections::HashMap;
+use std::io::Read;
+
+pub const TYPE_DATA: u8 = 0x00;
+pub const TYPE_PING: u8 = 0x81;
+pub const TYPE_PONG: u8 = 0x82;
+pub const TYPE_PMTUD: u8 = 0x83;
+pub const TYPE_PMTUD_REPLY: u8 = 0x84;
+
+/// A knet DATA header: the 14 bytes before one fragment's user data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataHeader {
+    pub node: u16,
+    pub seq: u16,
+    pub compress: u8,
+    pub bcast: u8,
+    pub frag_num: u8,
+    pub frag_seq: u8,
+    pub channel: i8,
+}
+
+/// A knet packet after decryption.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KnetPacket<'a> {
+    Data(DataHeader, &'a [u8]),
+    /// PING, PONG, PMTUD, PMTUD_REPLY: link-level, no corosync payload.
+    Link { kind: u8, node: u16 },
+    /// A version or type this decoder does not know.
+    Unknown { version: u8, kind: u8 },
+}
+
+pub fn parse(p: &[u8]) -> Option<KnetPacket<'_>> {
+    if p.len() < 6 {
+        return None;
+    }
+    let (version, kind) = (p[0], p[1]);
+    let node = u16::from_be_bytes([p[2], p[3]]);
+    if version != 1 {
+        return Some(KnetPacket::Unknown { version, kind });
+    }
+    match kind {
+        TYPE_DATA => {
+            if p.len() < 14 {
+                return None;
+            }
+            Some(KnetPacket::Data(
+                DataHeader {
+                    node,
+                    seq: u16::from_be_bytes([p[6], p[7]]),
+                    compress: p[8],
+                    bcast: p[10],
+                    frag_num: p[11],
+                    frag_seq: p[12],
+                    channel: p[13] as i8,
+                },
+                &p[14..],
+            ))
+        }
+        TYPE_PING | TYPE_PONG | TYPE_PMTUD | TYPE_PMTUD_REPLY => Some(KnetPacket::Link { kind, node }),
+        _ => Some(KnetPacket::Unknown { version, kind }),
+    }
+}
+
+/// Decompresses a reassembled knet packet. `Err` names what failed.
+pub fn decompress(model: u8, data: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let r = match model {
+        0 => return Ok(data.to_vec()),
+        1 => flate2::read::ZlibDecoder::new(data).read_to_end(&mut out).map(|_| ()),
+        2 | 3 => {
+            // A raw LZ4 block has no size: grow the buffer until it fits.
+            let mut cap = (data.len() * 4).max(4096);
+            loop {
+                match lz4_flex::block::decompress(data, cap) {
+                    Ok(v) => return Ok(v),
+                    Err(_) if cap < 16 << 20 => cap *= 4,
+                    Err(e) => return Err(format!("lz4: {e}")),
+                }
+            }
+        }
+        4 => return Err("lzo2 compression is not supported".into()),
+        5 => {
+            let mut input = data;
+            return lzma_rs::xz_decompress(&mut input, &mut out)
+                .map(|_| out)
+                .map_err(|e| format!("lzma: {e:?}"));
+        }
+        6 => bzip2::read::BzDecoder::new(data).read_to_end(&mut out).map(|_| ()),
+        7 => {
+            let mut input = data;
+            match ruzstd::decoding::StreamingDecoder::new(&mut input) {
+                Ok(mut d) => d.read_to_end(&mut out).map(|_| ()),
+                Err(e) => return Err(format!("zstd: {e}")),
+            }
+        }
+        m => return Err(format!("unknown compression model {m}")),
+    };
+    r.map(|_| out).map_err(|e| format!("compression model {model}: {e}"))
+}
+
+/// Key of one copy of one knet packet: the copy's addresses, the knet
+/// sender and its seq. Copies to several hosts are reassembled separately
+/// and deduplicated later (they carry the same totem message).
+pub type CopyKey = (String, String, u16, u16);
+
+#[derive(Default)]
+pub struct Defragmenter {
+    pending: HashMap<CopyKey, (u8, u8, Vec<Option<Vec<u8>>>)>,
+    pub reassembled: u64,
+}
+
+impl Defragmenter {
+    /// Adds one fragment; returns the whole (still compressed) packet
+    /// when it is complete.
+    pub fn add(&mut self, key: CopyKey, h: &DataHeader, data: &[u8]) -> Option<Vec<u8>> {
+        if h.frag_num <= 1 {
+            return Some(data.to_vec());
+        }
+        if h.frag_seq == 0 || h.frag_seq > h.frag_num {
+            return None;
+        }
+        let entry = self
+            .pending
+            .entry(key.clone())
+            .or_insert_with(|| (h.frag_num, h.compress, vec![None; h.frag_num as usize]));
+        if entry.0 != h.frag_num {
+            // The seq was reused by a restarted sender: start again.
+            *entry = (h.frag_num, h.compress, vec![None; h.frag_num as usize]);
+        }
+        entry.2[(h.frag_seq - 1) as usize] = Some(data.to_vec());
+        if entry.2.iter().all(|s| s.is_some()) {
+            let (_, _, slices) = self.pending.remove(&key)?;
+            self.reassembled += 1;
+            Some(slices.into_iter().flatten().flatten().collect())
+        } else {
+            None
+        }
+    }
+
+    /// Fragments still waiting for their siblings (capture gaps).
+    pub fn unfinished(&self) -> usize {
+        self.pending.len()
+    }
+}

@@ -1,0 +1,389 @@
+//! Layer 1: packet capture files (pcap, pcapng) down to UDP datagrams.
+//!
+//! Pure functions over the bytes of a capture file. Frames that are not UDP
+//! on the knet ports are counted, never an error: a capture taken with
+//! `-i any` holds plenty of foreign traffic.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// One UDP datagram found in a capture.
+#[derive(Clone, Debug)]
+pub struct Datagram {
+    /// Seconds since the epoch (fractional).
+    pub time: f64,
+    pub src: (IpAddr, u16),
+    pub dst: (IpAddr, u16),
+    pub payload: Vec<u8>,
+}
+
+/// What reading a capture found besides the datagrams.
+#[derive(Clone, Debug, Default)]
+pub struct ReadStats {
+    pub frames: u64,
+    pub udp_on_ports: u64,
+    pub foreign: u64,
+    pub unknown_link_type: u64,
+    pub malformed: u64,
+    pub ip_fragments: u64,
+    /// The file ended inside a record (a capture cut short).
+    pub truncated: bool,
+}
+
+#[derive(Debug)]
+pub enum CaptureFileError {
+    NotACapture,
+}
+
+impl std::fmt::Display for CaptureFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not a pcap or pcapng file (unknown magic number)")
+    }
+}
+
+/// Reads every UDP datagram whose source or destination port lies in `ports`.
+pub fn read_datagrams(
+    file: &[u8],
+    ports: std::ops::RangeInclusive<u16>,
+) -> Result<(Vec<Datagram>, ReadStats), CaptureFileError> {
+    let mut stats = ReadStats::default();
+    let mut out = Vec::new();
+    let mut frags = IpReassembly::default();
+    let mut on_frame = |link: u32, time: f64, frame: &[u8], stats: &mut ReadStats| {
+        stats.frames += 1;
+        match link_payload(link, frame) {
+            Err(()) => stats.unknown_link_type += 1,
+            Ok(None) => stats.foreign += 1,
+            Ok(Some(ip)) => match ip_to_udp(ip, &mut frags, stats) {
+                Some((src, dst, payload)) => {
+                    if ports.contains(&src.1) || ports.contains(&dst.1) {
+                        stats.udp_on_ports += 1;
+                        out.push(Datagram {
+                            time,
+                            src,
+                            dst,
+                            payload,
+                        });
+                    } else {
+                        stats.foreign += 1;
+                    }
+                }
+                None => stats.foreign += 1,
+            },
+        }
+    };
+    if file.len() < 4 {
+        return Err(CaptureFileError::NotACapture);
+    }
+    let magic = u32::from_le_bytes(file[0..4].try_into().unwrap());
+    match magic {
+        0x0a0d0d0a => read_pcapng(file, &mut stats, &mut on_frame),
+        _ => read_pcap(file, &mut stats, &mut on_frame)?,
+    }
+    Ok((out, stats))
+}
+
+type OnFrame<'a> = dyn FnMut(u32, f64, &[u8], &mut ReadStats) + 'a;
+
+fn read_pcap(
+    file: &[u8],
+    stats: &mut ReadStats,
+    on_frame: &mut OnFrame<'_>,
+) -> Result<(), CaptureFileError> {
+    if file.len() < 24 {
+        return Err(CaptureFileError::NotACapture);
+    }
+    let magic_le = u32::from_le_bytes(file[0..4].try_into().unwrap());
+    let (big_endian, nanos) = match magic_le {
+        0xa1b2c3d4 => (false, false),
+        0xa1b23c4d => (false, true),
+        0xd4c3b2a1 => (true, false),
+        0x4d3cb2a1 => (true, true),
+        _ => return Err(CaptureFileError::NotACapture),
+    };
+    let rd = |b: &[u8]| -> u32 {
+        let a: [u8; 4] = b.try_into().unwrap();
+        if big_endian {
+            u32::from_be_bytes(a)
+        } else {
+            u32::from_le_bytes(a)
+        }
+    };
+    let link = rd(&file[20..24]) & 0x0fff_ffff;
+    let mut pos = 24;
+    while pos < file.len() {
+        if file.len() - pos < 16 {
+            stats.truncated = true;
+            break;
+        }
+        let sec = rd(&file[pos..pos + 4]) as f64;
+        let frac = rd(&file[pos + 4..pos + 8]) as f64;
+        let incl = rd(&file[pos + 8..pos + 12]) as usize;
+        pos += 16;
+        if file.len() - pos < incl {
+            stats.truncated = true;
+            break;
+        }
+        let time = sec + if nanos { frac / 1e9 } else { frac / 1e6 };
+        on_frame(link, time, &file[pos..pos + incl], stats);
+        pos += incl;
+    }
+    Ok(())
+}
+
+fn read_pcapng(file: &[u8], stats: &mut ReadStats, on_frame: &mut OnFrame<'_>) {
+    // Per section: byte order and the interfaces (link type, ts resolution).
+    let mut big_endian = false;
+    let mut interfaces: Vec<(u32, f64)> = Vec::new();
+    let mut pos = 0;
+    while pos < file.len() {
+        if file.len() - pos < 12 {
+            stats.truncated = true;
+            break;
+        }
+        let block_type = u32::from_le_bytes(file[pos..pos + 4].try_into().unwrap());
+        if block_type == 0x0a0d0d0a {
+            let bom = &file[pos + 8..pos + 12];
+            big_endian = bom == [0x1a, 0x2b, 0x3c, 0x4d];
+            interfaces.clear();
+        }
+        let rd = |b: &[u8]| -> u32 {
+            let a: [u8; 4] = b[..4].try_into().unwrap();
+            if big_endian {
+                u32::from_be_bytes(a)
+            } else {
+                u32::from_le_bytes(a)
+            }
+        };
+        let rd16 = |b: &[u8]| -> u16 {
+            let a: [u8; 2] = b[..2].try_into().unwrap();
+            if big_endian {
+                u16::from_be_bytes(a)
+            } else {
+                u16::from_le_bytes(a)
+            }
+        };
+        let block_type = rd(&file[pos..]);
+        let len = rd(&file[pos + 4..]) as usize;
+        if len < 12 || len % 4 != 0 || file.len() - pos < len {
+            stats.truncated = true;
+            break;
+        }
+        let body = &file[pos + 8..pos + len - 4];
+        match block_type {
+            // Interface Description Block: link type, then options.
+            1 if body.len() >= 8 => {
+                let link = rd16(body) as u32;
+                let mut resolution = 1e-6;
+                let mut opts = &body[8..];
+                while opts.len() >= 4 {
+                    let code = rd16(opts);
+                    let olen = rd16(&opts[2..]) as usize;
+                    if code == 0 || opts.len() < 4 + olen {
+                        break;
+                    }
+                    if code == 9 && olen >= 1 {
+                        // if_tsresol: bit 7 = power of two, else power of ten.
+                        let v = opts[4];
+                        resolution = if v & 0x80 != 0 {
+                            2f64.powi(-((v & 0x7f) as i32))
+                        } else {
+                            10f64.powi(-(v as i32))
+                        };
+                    }
+                    opts = &opts[4 + ((olen + 3) & !3)..];
+                }
+                interfaces.push((link, resolution));
+            }
+            // Enhanced Packet Block.
+            6 if body.len() >= 20 => {
+                let iface = rd(body) as usize;
+                let ts = ((rd(&body[4..]) as u64) << 32) | rd(&body[8..]) as u64;
+                let caplen = rd(&body[12..]) as usize;
+                match interfaces.get(iface) {
+                    Some(&(link, res)) if body.len() - 20 >= caplen => {
+                        on_frame(link, ts as f64 * res, &body[20..20 + caplen], stats)
+                    }
+                    _ => stats.malformed += 1,
+                }
+            }
+            // Simple Packet Block: interface 0, no timestamp.
+            3 if body.len() >= 4 => match interfaces.first() {
+                Some(&(link, _)) => on_frame(link, 0.0, &body[4..], stats),
+                None => stats.malformed += 1,
+            },
+            _ => {}
+        }
+        pos += len;
+    }
+}
+
+/// The IP packet inside a link-layer frame: `Err` for a link type this
+/// reader does not know, `Ok(None)` for a frame that is not IP (ARP...).
+fn link_payload(link: u32, frame: &[u8]) -> Result<Option<&[u8]>, ()> {
+    if !matches!(link, 1 | 113 | 276 | 101 | 12 | 14 | 0 | 108) {
+        return Err(());
+    }
+    Ok(ip_in_frame(link, frame))
+}
+
+fn ip_in_frame(link: u32, frame: &[u8]) -> Option<&[u8]> {
+    let (ethertype, rest) = match link {
+        // Ethernet, with any number of VLAN tags.
+        1 => {
+            let mut off = 12;
+            loop {
+                let et = u16::from_be_bytes(frame.get(off..off + 2)?.try_into().ok()?);
+                if et == 0x8100 || et == 0x88a8 {
+                    off += 4;
+                    continue;
+                }
+                break (et, frame.get(off + 2..)?);
+            }
+        }
+        // Linux cooked v1: protocol at 14, 16-byte header.
+        113 => (
+            u16::from_be_bytes(frame.get(14..16)?.try_into().ok()?),
+            frame.get(16..)?,
+        ),
+        // Linux cooked v2: protocol first, 20-byte header.
+        276 => (
+            u16::from_be_bytes(frame.get(0..2)?.try_into().ok()?),
+            frame.get(20..)?,
+        ),
+        // Raw IP.
+        101 | 12 | 14 => return Some(frame),
+        // BSD loopback / null: 4-byte family.
+        0 | 108 => return frame.get(4..),
+        _ => return None,
+    };
+    match ethertype {
+        0x0800 | 0x86dd => Some(rest),
+        _ => None,
+    }
+}
+
+type Endpoint = (IpAddr, u16);
+
+/// IPv4/IPv6 fragments, keyed by (src, dst, id, proto).
+#[derive(Default)]
+struct IpReassembly {
+    pending: HashMap<(IpAddr, IpAddr, u32), Vec<(usize, Vec<u8>, bool)>>,
+}
+
+impl IpReassembly {
+    fn add(
+        &mut self,
+        key: (IpAddr, IpAddr, u32),
+        offset: usize,
+        data: &[u8],
+        more: bool,
+    ) -> Option<Vec<u8>> {
+        let parts = self.pending.entry(key).or_default();
+        parts.push((offset, data.to_vec(), more));
+        parts.sort_by_key(|p| p.0);
+        // Complete when contiguous from 0 and the last one has more=false.
+        let mut next = 0;
+        for (off, d, more) in parts.iter() {
+            if *off > next {
+                return None;
+            }
+            next = next.max(off + d.len());
+            if !more {
+                let mut whole = vec![0u8; next];
+                for (o, d, _) in parts.iter() {
+                    whole[*o..o + d.len()].copy_from_slice(d);
+                }
+                self.pending.remove(&key);
+                return Some(whole);
+            }
+        }
+        None
+    }
+}
+
+fn ip_to_udp(
+    ip: &[u8],
+    frags: &mut IpReassembly,
+    stats: &mut ReadStats,
+) -> Option<(Endpoint, Endpoint, Vec<u8>)> {
+    let version = ip.first()? >> 4;
+    let (src, dst, proto, l4): (IpAddr, IpAddr, u8, std::borrow::Cow<[u8]>) = match version {
+        4 => {
+            let ihl = ((ip[0] & 0x0f) as usize) * 4;
+            let total = u16::from_be_bytes(ip.get(2..4)?.try_into().ok()?) as usize;
+            if ihl < 20 || total < ihl || ip.len() < ihl {
+                stats.malformed += 1;
+                return None;
+            }
+            let end = total.min(ip.len());
+            let src = IpAddr::from(<[u8; 4]>::try_from(&ip[12..16]).ok()?);
+            let dst = IpAddr::from(<[u8; 4]>::try_from(&ip[16..20]).ok()?);
+            let proto = ip[9];
+            let flags_off = u16::from_be_bytes(ip[6..8].try_into().ok()?);
+            let more = flags_off & 0x2000 != 0;
+            let offset = ((flags_off & 0x1fff) as usize) * 8;
+            let data = &ip[ihl..end];
+            if more || offset > 0 {
+                stats.ip_fragments += 1;
+                let id = u16::from_be_bytes(ip[4..6].try_into().ok()?) as u32 | (proto as u32) << 16;
+                let whole = frags.add((src, dst, id), offset, data, more)?;
+                (src, dst, proto, std::borrow::Cow::Owned(whole))
+            } else {
+                (src, dst, proto, std::borrow::Cow::Borrowed(data))
+            }
+        }
+        6 => {
+            if ip.len() < 40 {
+                stats.malformed += 1;
+                return None;
+            }
+            let plen = u16::from_be_bytes(ip[4..6].try_into().ok()?) as usize;
+            let src = IpAddr::from(<[u8; 16]>::try_from(&ip[8..24]).ok()?);
+            let dst = IpAddr::from(<[u8; 16]>::try_from(&ip[24..40]).ok()?);
+            let mut next = ip[6];
+            let mut rest = &ip[40..(40 + plen).min(ip.len())];
+            let mut fragment: Option<(usize, bool, u32)> = None;
+            // Skip extension headers: hop-by-hop, routing, destination, fragment.
+            loop {
+                match next {
+                    0 | 43 | 60 => {
+                        let hlen = (*rest.get(1)? as usize + 1) * 8;
+                        next = rest[0];
+                        rest = rest.get(hlen..)?;
+                    }
+                    44 => {
+                        let h = rest.get(0..8)?;
+                        next = h[0];
+                        let off_flags = u16::from_be_bytes([h[2], h[3]]);
+                        let id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+                        fragment = Some(((off_flags >> 3) as usize * 8, off_flags & 1 != 0, id));
+                        rest = &rest[8..];
+                    }
+                    _ => break,
+                }
+            }
+            match fragment {
+                Some((offset, more, id)) if more || offset > 0 => {
+                    stats.ip_fragments += 1;
+                    let whole = frags.add((src, dst, id), offset, rest, more)?;
+                    (src, dst, next, std::borrow::Cow::Owned(whole))
+                }
+                _ => (src, dst, next, std::borrow::Cow::Borrowed(rest)),
+            }
+        }
+        _ => return None,
+    };
+    if proto != 17 {
+        return None;
+    }
+    if l4.len() < 8 {
+        stats.malformed += 1;
+        return None;
+    }
+    let sport = u16::from_be_bytes([l4[0], l4[1]]);
+    let dport = u16::from_be_bytes([l4[2], l4[3]]);
+    let ulen = u16::from_be_bytes([l4[4], l4[5]]) as usize;
+    let end = if ulen >= 8 { ulen.min(l4.len()) } else { l4.len() };
+    Some(((src, sport), (dst, dport), l4[8..end].to_vec()))
+}

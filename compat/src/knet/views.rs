@@ -1,0 +1,285 @@
+//! Layer 7: what each node's CPG clients were handed (knet-wire.md §9).
+//!
+//! Every node that is a member of a ring processes that ring's CPG messages
+//! in the agreed order. Between syncs, procjoin/procleave/mcast change and
+//! use the group membership; at the CPG activation of a new ring
+//! (the barrier after every member's joinlist) each node applies its own
+//! downlist and the joinlists, exactly as corosync does for its clients.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use pmxcfs_wire::capture::{CpgAddress, Event, EventBody, EventKind};
+
+use super::order::{Ring, Totem};
+use super::totem::RingId;
+use super::totempg::{self, Assembler, ServiceMessage};
+
+pub const REASON_JOIN: u32 = 1;
+pub const REASON_NODEDOWN: u32 = 3;
+pub const REASON_NODEUP: u32 = 4;
+pub const REASON_PROCDOWN: u32 = 5;
+
+/// One callback a client was handed, with the capture time it stems from.
+#[derive(Clone, Debug)]
+pub struct ViewEvent {
+    pub time: f64,
+    pub ring: RingId,
+    pub event: Event,
+    /// The confchg of a process's own leave: corosync hands it over, but a
+    /// pmxcfs that is shutting down no longer dispatches it.
+    pub own_leave: bool,
+}
+
+/// One CPG message in the agreed order (for reports).
+#[derive(Clone, Debug)]
+pub struct CpgMessage {
+    pub time: f64,
+    pub ring: RingId,
+    pub seq: u32,
+    pub sender: u32,
+    pub delivered: bool,
+    pub message: ServiceMessage,
+}
+
+type Proc = (u32, u32); // (nodeid, pid)
+
+#[derive(Default)]
+struct NodeView {
+    /// The node's picture of every group's members.
+    groups: BTreeMap<Vec<u8>, BTreeSet<Proc>>,
+    old_ring: Option<RingId>,
+    transitional: BTreeSet<u32>,
+    joinlists: BTreeMap<u32, Vec<(u32, Vec<u8>)>>,
+    barrier_after_joinlist: BTreeSet<u32>,
+    synced: bool,
+    members: Vec<u32>,
+    partial: HashMap<(u32, u32, Vec<u8>), Vec<u8>>,
+}
+
+pub struct Views {
+    pub per_node: BTreeMap<u32, Vec<ViewEvent>>,
+    pub messages: Vec<CpgMessage>,
+    pub totempg_orphans: u64,
+    pub totempg_unfinished: u64,
+}
+
+fn confchg(node: u32, pid: u32, group: &[u8], members: &BTreeSet<Proc>, left: Vec<CpgAddress>, joined: Vec<CpgAddress>) -> Event {
+    let members = members.iter().map(|&(nodeid, pid)| CpgAddress { nodeid, pid, reason: 0 }).collect();
+    Event::new(EventKind::Confchg, node, pid, group, EventBody::Confchg { members, left, joined })
+}
+
+impl NodeView {
+    fn local(&self, node: u32, group: &[u8]) -> Vec<u32> {
+        self.groups
+            .get(group)
+            .map(|m| m.iter().filter(|p| p.0 == node).map(|p| p.1).collect())
+            .unwrap_or_default()
+    }
+
+    /// A membership change of one group, handed to the node's local members.
+    fn change(&mut self, node: u32, group: &[u8], left: Vec<CpgAddress>, joined: Vec<CpgAddress>, ctx: (f64, RingId), out: &mut Vec<ViewEvent>) {
+        let members = self.groups.entry(group.to_vec()).or_default();
+        for a in &left {
+            members.remove(&(a.nodeid, a.pid));
+        }
+        for a in &joined {
+            members.insert((a.nodeid, a.pid));
+        }
+        let members = members.clone();
+        let mut receivers: Vec<(u32, bool)> = members.iter().filter(|p| p.0 == node).map(|p| (p.1, false)).collect();
+        // A leaving local process still receives the confchg of its leave.
+        for a in &left {
+            if a.nodeid == node && a.reason != REASON_NODEDOWN {
+                receivers.push((a.pid, true));
+            }
+        }
+        receivers.sort();
+        for (pid, own_leave) in receivers {
+            out.push(ViewEvent {
+                time: ctx.0,
+                ring: ctx.1,
+                event: confchg(node, pid, group, &members, left.clone(), joined.clone()),
+                own_leave,
+            });
+        }
+    }
+
+    /// CPG activation after the sync of a new ring.
+    fn activate(&mut self, node: u32, ctx: (f64, RingId), out: &mut Vec<ViewEvent>) {
+        self.synced = true;
+        // The node's own joinlist names its local processes: bootstrap a
+        // view that started before the capture, without callbacks.
+        if let Some(own) = self.joinlists.get(&node).cloned() {
+            for (pid, group) in own {
+                self.groups.entry(group).or_default().insert((node, pid));
+            }
+        }
+        // 1. downlist: processes of nodes outside the transitional membership.
+        let groups: Vec<Vec<u8>> = self.groups.keys().cloned().collect();
+        for g in &groups {
+            let left: Vec<CpgAddress> = self.groups[g]
+                .iter()
+                .filter(|p| p.0 != node && !self.transitional.contains(&p.0))
+                .map(|&(nodeid, pid)| CpgAddress { nodeid, pid, reason: REASON_NODEDOWN })
+                .collect();
+            if !left.is_empty() {
+                self.change(node, g, left, Vec::new(), ctx, out);
+            }
+        }
+        // 2. joinlists of the others: processes this node did not know.
+        let mut joined: BTreeMap<Vec<u8>, Vec<CpgAddress>> = BTreeMap::new();
+        let mut mentioned: BTreeSet<(Vec<u8>, Proc)> = BTreeSet::new();
+        for (&from, entries) in &self.joinlists {
+            for (pid, group) in entries {
+                mentioned.insert((group.clone(), (from, *pid)));
+                if from == node {
+                    continue;
+                }
+                let known = self.groups.get(group).is_some_and(|m| m.contains(&(from, *pid)));
+                if !known {
+                    joined.entry(group.clone()).or_default().push(CpgAddress { nodeid: from, pid: *pid, reason: REASON_NODEUP });
+                }
+            }
+        }
+        for (g, list) in joined {
+            self.change(node, &g, Vec::new(), list, ctx, out);
+        }
+        // 3. known remote processes that no joinlist mentioned.
+        let groups: Vec<Vec<u8>> = self.groups.keys().cloned().collect();
+        for g in &groups {
+            let left: Vec<CpgAddress> = self.groups[g]
+                .iter()
+                .filter(|p| p.0 != node && self.joinlists.contains_key(&p.0) && !mentioned.contains(&(g.clone(), **p)))
+                .map(|&(nodeid, pid)| CpgAddress { nodeid, pid, reason: REASON_PROCDOWN })
+                .collect();
+            if !left.is_empty() {
+                self.change(node, g, left, Vec::new(), ctx, out);
+            }
+        }
+    }
+
+    fn handle(&mut self, node: u32, sender: u32, msg: &ServiceMessage, ctx: (f64, RingId), out: &mut Vec<ViewEvent>) {
+        match msg {
+            ServiceMessage::CpgJoinList { entries } => {
+                self.joinlists.insert(sender, entries.clone());
+            }
+            ServiceMessage::SyncBarrier { ring } if *ring == ctx.1 => {
+                if self.joinlists.contains_key(&sender) && !self.synced {
+                    self.barrier_after_joinlist.insert(sender);
+                    if self.members.iter().all(|m| self.barrier_after_joinlist.contains(m)) {
+                        self.activate(node, ctx, out);
+                    }
+                }
+            }
+            ServiceMessage::CpgProcJoin { group, pid, reason } => {
+                let joined = vec![CpgAddress { nodeid: sender, pid: *pid, reason: *reason }];
+                self.change(node, group, Vec::new(), joined, ctx, out);
+            }
+            ServiceMessage::CpgProcLeave { group, pid, reason } => {
+                let known = self.groups.get(group).is_some_and(|m| m.contains(&(sender, *pid)));
+                if known {
+                    let left = vec![CpgAddress { nodeid: sender, pid: *pid, reason: *reason }];
+                    self.change(node, group, left, Vec::new(), ctx, out);
+                }
+            }
+            ServiceMessage::CpgMcast { group, pid, msg, .. } => self.deliver(node, sender, *pid, group, msg, ctx, out),
+            ServiceMessage::CpgPartialMcast { group, pid, kind, fragment, .. } => {
+                let key = (sender, *pid, group.clone());
+                let buf = self.partial.entry(key.clone()).or_default();
+                if *kind == 1 {
+                    buf.clear();
+                }
+                buf.extend_from_slice(fragment);
+                if *kind == 3 {
+                    let whole = self.partial.remove(&key).unwrap_or_default();
+                    self.deliver(node, sender, *pid, group, &whole, ctx, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn deliver(&self, node: u32, sender: u32, pid: u32, group: &[u8], msg: &[u8], ctx: (f64, RingId), out: &mut Vec<ViewEvent>) {
+        let Some(members) = self.groups.get(group) else { return };
+        // corosync hands a group's mcast only from nodes with a member in it.
+        if !members.iter().any(|p| p.0 == sender) {
+            return;
+        }
+        for local in self.local(node, group) {
+            out.push(ViewEvent {
+                time: ctx.0,
+                ring: ctx.1,
+                event: Event::new(
+                    EventKind::Deliver,
+                    node,
+                    local,
+                    group,
+                    EventBody::Deliver { sender_nodeid: sender, sender_pid: pid, msg: msg.to_vec() },
+                ),
+                own_leave: false,
+            });
+        }
+    }
+}
+
+/// Emulates every node's CPG clients over the ordered rings.
+pub fn emulate(totem: &Totem) -> Views {
+    let mut nodes: BTreeMap<u32, NodeView> = BTreeMap::new();
+    let mut per_node: BTreeMap<u32, Vec<ViewEvent>> = BTreeMap::new();
+    let mut messages = Vec::new();
+    let mut orphans = 0;
+    let mut unfinished = 0;
+    // Rings each node has been seen in, to tell a restart from a partition.
+    for ring in &totem.rings {
+        let Some(id) = ring.id else { continue };
+        let members = ring.members();
+        start_ring(ring, id, &members, &mut nodes);
+        let mut assembler = Assembler::default();
+        for (seq, om) in &ring.mcasts {
+            let Some(pieces) = assembler.feed(om.mcast.nodeid, &om.mcast.payload, om.big_endian) else { continue };
+            for piece in pieces {
+                let Some(msg) = totempg::decode(&piece, om.big_endian) else { continue };
+                let interesting = !matches!(msg, ServiceMessage::Other { .. });
+                if interesting {
+                    messages.push(CpgMessage { time: om.time, ring: id, seq: *seq, sender: om.mcast.nodeid, delivered: om.delivered, message: msg.clone() });
+                }
+                if !om.delivered || !interesting {
+                    continue;
+                }
+                for &node in &members {
+                    let view = nodes.entry(node).or_default();
+                    let out = per_node.entry(node).or_default();
+                    view.handle(node, om.mcast.nodeid, &msg, (om.time, id), out);
+                }
+            }
+        }
+        orphans += assembler.orphans;
+        unfinished += assembler.unfinished() as u64;
+    }
+    Views { per_node, messages, totempg_orphans: orphans, totempg_unfinished: unfinished }
+}
+
+fn start_ring(ring: &Ring, id: RingId, members: &[u32], nodes: &mut BTreeMap<u32, NodeView>) {
+    for &node in members {
+        let view = nodes.entry(node).or_default();
+        let old = ring.commit.as_ref().and_then(|c| c.members.iter().find(|m| m.nodeid == node)).map(|m| m.old_ring);
+        // A node whose old ring is one it was never seen in restarted (or
+        // was alone): its clients start from nothing.
+        if let (Some(old), Some(prev)) = (old, view.old_ring) {
+            if old != prev {
+                view.groups.clear();
+                view.partial.clear();
+            }
+        }
+        view.transitional = match &ring.commit {
+            Some(c) => c.members.iter().filter(|m| Some(m.old_ring) == old).map(|m| m.nodeid).collect(),
+            None => members.iter().copied().collect(),
+        };
+        view.old_ring = Some(id);
+        view.members = members.to_vec();
+        view.joinlists.clear();
+        view.barrier_after_joinlist.clear();
+        view.synced = false;
+    }
+}
