@@ -213,29 +213,29 @@ fn wire(args: &[String]) -> ExitCode {
             s => Err(format!("unexpected argument {s}")),
         };
         if let Err(e) = r {
-            eoutln!("pmxcfs-replay wire: {e}\n{USAGE}");
+            eprintln!("pmxcfs-replay wire: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     }
     let Some(capture) = capture else {
-        eoutln!("{USAGE}");
+        eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
     if keys.is_empty() {
-        eoutln!("pmxcfs-replay wire: --authkey is required (the cluster's /etc/corosync/authkey)");
+        eprintln!("pmxcfs-replay wire: --authkey is required (the cluster's /etc/corosync/authkey)");
         return ExitCode::from(2);
     }
     let bytes = match std::fs::read(&capture) {
         Ok(b) => b,
         Err(e) => {
-            eoutln!("pmxcfs-replay wire: {}: {e}", capture.display());
+            eprintln!("pmxcfs-replay wire: {}: {e}", capture.display());
             return ExitCode::from(2);
         }
     };
     let decoded = match pmxcfs_compat::knet::decode(&bytes, keys, ports) {
         Ok(d) => d,
         Err(e) => {
-            eoutln!("pmxcfs-replay wire: {}: {e}", capture.display());
+            eprintln!("pmxcfs-replay wire: {}: {e}", capture.display());
             return ExitCode::from(1);
         }
     };
@@ -244,7 +244,7 @@ fn wire(args: &[String]) -> ExitCode {
         match pmxcfs_compat::wire_check::write_views(&decoded, dir) {
             Ok(files) => outln!("wrote {} in {}", files.join(", "), dir.display()),
             Err(e) => {
-                eoutln!("pmxcfs-replay wire: {}: {e}", dir.display());
+                eprintln!("pmxcfs-replay wire: {}: {e}", dir.display());
                 return ExitCode::from(2);
             }
         }
@@ -255,7 +255,7 @@ fn wire(args: &[String]) -> ExitCode {
     let comparisons = match pmxcfs_compat::wire_check::compare(&decoded, &dir) {
         Ok(c) => c,
         Err(e) => {
-            eoutln!("pmxcfs-replay wire: {e}");
+            eprintln!("pmxcfs-replay wire: {e}");
             return ExitCode::from(2);
         }
     };
