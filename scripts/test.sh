@@ -31,6 +31,18 @@ cargo run -q --locked -p pmxcfs-compat --bin pmxcfs-replay -- check captures/*/ 
 }
 tail -n 1 target/replay-check.txt
 
+echo "== pmxcfs-replay wire: packet captures of C clusters against the nodes' own recordings"
+for capture in captures/*/wire.pcap captures/*/wire.pcapng; do
+    [ -e "$capture" ] || continue
+    dir=$(dirname "$capture")
+    cargo run -q --release --locked -p pmxcfs-compat --bin pmxcfs-replay -- \
+        wire --authkey "$dir/authkey" --expect "$dir" "$capture" > target/replay-wire.txt || {
+        cat target/replay-wire.txt
+        exit 1
+    }
+    echo "$dir: $(tail -n 1 target/replay-wire.txt)"
+done
+
 echo "== fuzz: every decoder over the seed corpus and its mutations (${FUZZ_SECONDS}s)"
 cargo run -q --release --locked -p pmxcfs-wire --example fuzz_mutate -- \
     --seconds "$FUZZ_SECONDS" fuzz/seeds target/fuzz-artifacts

@@ -6,5 +6,5 @@ pub mod check;
 pub mod decode;
 pub mod describe;
 pub mod knet;
-pub mod wire_check;
 pub mod sqldump;
+pub mod wire_check;

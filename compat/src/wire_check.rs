@@ -74,7 +74,14 @@ pub fn report(d: &Decoded) -> String {
         }
     }
     for m in d.views.messages.iter().filter(|m| !m.delivered) {
-        let _ = writeln!(s, "NOT DELIVERED: ring {} seq {} from node {}: {:?}", m.ring, m.seq, m.sender, short(&m.message));
+        let _ = writeln!(
+            s,
+            "NOT DELIVERED: ring {} seq {} from node {}: {:?}",
+            m.ring,
+            m.seq,
+            m.sender,
+            short(&m.message)
+        );
     }
     if d.views.totempg_orphans + d.views.totempg_unfinished > 0 {
         let _ = writeln!(
@@ -84,7 +91,10 @@ pub fn report(d: &Decoded) -> String {
         );
     }
     for (node, events) in &d.views.per_node {
-        let delivers = events.iter().filter(|e| e.event.kind == EventKind::Deliver).count();
+        let delivers = events
+            .iter()
+            .filter(|e| e.event.kind == EventKind::Deliver)
+            .count();
         let confchgs = events.len() - delivers;
         let _ = writeln!(s, "node{node}: {delivers} DELIVER, {confchgs} CONFCHG");
     }
@@ -137,7 +147,11 @@ impl NodeComparison {
 }
 
 fn same(a: &Event, b: &Event) -> bool {
-    a.kind == b.kind && a.local_nodeid == b.local_nodeid && a.local_pid == b.local_pid && a.group == b.group && a.body == b.body
+    a.kind == b.kind
+        && a.local_nodeid == b.local_nodeid
+        && a.local_pid == b.local_pid
+        && a.group == b.group
+        && a.body == b.body
 }
 
 pub fn describe(e: &Event) -> String {
@@ -151,7 +165,11 @@ pub fn compare(d: &Decoded, dir: &Path) -> Result<Vec<NodeComparison>, String> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(n) = name.strip_prefix("node").and_then(|r| r.strip_suffix(".pcap")).and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(n) = name
+            .strip_prefix("node")
+            .and_then(|r| r.strip_suffix(".pcap"))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         let records = read_capture(&entry.path()).map_err(|e| format!("{name}: {e}"))?;
@@ -168,19 +186,38 @@ pub fn compare(d: &Decoded, dir: &Path) -> Result<Vec<NodeComparison>, String> {
         return Err(format!("{}: no nodeN.pcap recordings", dir.display()));
     }
     let mut out = Vec::new();
-    let nodes: BTreeSet<u32> = expected_nodes.keys().copied().chain(d.views.per_node.keys().copied()).collect();
+    let nodes: BTreeSet<u32> = expected_nodes
+        .keys()
+        .copied()
+        .chain(d.views.per_node.keys().copied())
+        .collect();
     let empty = Vec::new();
     for node in nodes {
         let expected = expected_nodes.get(&node).unwrap_or(&empty);
-        let view: &[ViewEvent] = d.views.per_node.get(&node).map(|v| v.as_slice()).unwrap_or(&[]);
-        let mut cmp = NodeComparison { node, ..Default::default() };
-        let groups: BTreeSet<Vec<u8>> = expected.iter().map(|e| e.group.clone()).chain(view.iter().map(|v| v.event.group.clone())).collect();
+        let view: &[ViewEvent] = d
+            .views
+            .per_node
+            .get(&node)
+            .map(|v| v.as_slice())
+            .unwrap_or(&[]);
+        let mut cmp = NodeComparison {
+            node,
+            ..Default::default()
+        };
+        let groups: BTreeSet<Vec<u8>> = expected
+            .iter()
+            .map(|e| e.group.clone())
+            .chain(view.iter().map(|v| v.event.group.clone()))
+            .collect();
         for group in groups {
             let exp: Vec<&Event> = expected.iter().filter(|e| e.group == group).collect();
             let emu: Vec<&ViewEvent> = view.iter().filter(|v| v.event.group == group).collect();
             compare_stream(&exp, &emu, &mut cmp);
         }
-        cmp.delivers_expected = expected.iter().filter(|e| e.kind == EventKind::Deliver).count();
+        cmp.delivers_expected = expected
+            .iter()
+            .filter(|e| e.kind == EventKind::Deliver)
+            .count();
         cmp.confchgs_expected = expected.len() - cmp.delivers_expected;
         out.push(cmp);
     }
@@ -206,24 +243,38 @@ fn compare_stream(exp: &[&Event], emu: &[&ViewEvent], cmp: &mut NodeComparison) 
         }
         // Resynchronise: is the recorded event a little further on in the
         // decoder's view (extra events), or missing from it?
-        let ahead = if i < exp.len() { emu[j..].iter().take(64).position(|v| same(exp[i], &v.event)) } else { None };
+        let ahead = if i < exp.len() {
+            emu[j..]
+                .iter()
+                .take(64)
+                .position(|v| same(exp[i], &v.event))
+        } else {
+            None
+        };
         match ahead {
             Some(k) => {
                 for v in &emu[j..j + k] {
                     if v.own_leave {
                         cmp.own_leaves.push(describe(&v.event));
                     } else {
-                        cmp.differences.push(format!("only in the decoder's view: {}", describe(&v.event)));
+                        cmp.differences.push(format!(
+                            "only in the decoder's view: {}",
+                            describe(&v.event)
+                        ));
                     }
                 }
                 j += k;
             }
             None if i < exp.len() => {
-                cmp.differences.push(format!("only in the recording: {}", describe(exp[i])));
+                cmp.differences
+                    .push(format!("only in the recording: {}", describe(exp[i])));
                 i += 1;
             }
             None => {
-                cmp.differences.push(format!("only in the decoder's view: {}", describe(&emu[j].event)));
+                cmp.differences.push(format!(
+                    "only in the decoder's view: {}",
+                    describe(&emu[j].event)
+                ));
                 j += 1;
             }
         }

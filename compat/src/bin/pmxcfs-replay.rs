@@ -222,7 +222,9 @@ fn wire(args: &[String]) -> ExitCode {
         return ExitCode::from(2);
     };
     if keys.is_empty() {
-        eprintln!("pmxcfs-replay wire: --authkey is required (the cluster's /etc/corosync/authkey)");
+        eprintln!(
+            "pmxcfs-replay wire: --authkey is required (the cluster's /etc/corosync/authkey)"
+        );
         return ExitCode::from(2);
     }
     let bytes = match std::fs::read(&capture) {

@@ -27,9 +27,15 @@ pub struct DataHeader {
 pub enum KnetPacket<'a> {
     Data(DataHeader, &'a [u8]),
     /// PING, PONG, PMTUD, PMTUD_REPLY: link-level, no corosync payload.
-    Link { kind: u8, node: u16 },
+    Link {
+        kind: u8,
+        node: u16,
+    },
     /// A version or type this decoder does not know.
-    Unknown { version: u8, kind: u8 },
+    Unknown {
+        version: u8,
+        kind: u8,
+    },
 }
 
 pub fn parse(p: &[u8]) -> Option<KnetPacket<'_>> {
@@ -59,7 +65,9 @@ pub fn parse(p: &[u8]) -> Option<KnetPacket<'_>> {
                 &p[14..],
             ))
         }
-        TYPE_PING | TYPE_PONG | TYPE_PMTUD | TYPE_PMTUD_REPLY => Some(KnetPacket::Link { kind, node }),
+        TYPE_PING | TYPE_PONG | TYPE_PMTUD | TYPE_PMTUD_REPLY => {
+            Some(KnetPacket::Link { kind, node })
+        }
         _ => Some(KnetPacket::Unknown { version, kind }),
     }
 }
@@ -69,7 +77,9 @@ pub fn decompress(model: u8, data: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     let r = match model {
         0 => return Ok(data.to_vec()),
-        1 => flate2::read::ZlibDecoder::new(data).read_to_end(&mut out).map(|_| ()),
+        1 => flate2::read::ZlibDecoder::new(data)
+            .read_to_end(&mut out)
+            .map(|_| ()),
         2 | 3 => {
             // A raw LZ4 block has no size: grow the buffer until it fits.
             let mut cap = (data.len() * 4).max(4096);
@@ -88,7 +98,9 @@ pub fn decompress(model: u8, data: &[u8]) -> Result<Vec<u8>, String> {
                 .map(|_| out)
                 .map_err(|e| format!("lzma: {e:?}"));
         }
-        6 => bzip2::read::BzDecoder::new(data).read_to_end(&mut out).map(|_| ()),
+        6 => bzip2::read::BzDecoder::new(data)
+            .read_to_end(&mut out)
+            .map(|_| ()),
         7 => {
             let mut input = data;
             match ruzstd::decoding::StreamingDecoder::new(&mut input) {
@@ -98,7 +110,8 @@ pub fn decompress(model: u8, data: &[u8]) -> Result<Vec<u8>, String> {
         }
         m => return Err(format!("unknown compression model {m}")),
     };
-    r.map(|_| out).map_err(|e| format!("compression model {model}: {e}"))
+    r.map(|_| out)
+        .map_err(|e| format!("compression model {model}: {e}"))
 }
 
 /// Key of one copy of one knet packet: the copy's addresses, the knet

@@ -8,6 +8,7 @@
 //! views (what each node's CPG clients were handed).
 
 pub mod crypto;
+pub mod forge;
 pub mod link;
 pub mod order;
 pub mod packets;
@@ -39,7 +40,9 @@ impl std::fmt::Display for WireError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             WireError::File(e) => write!(f, "{e}"),
-            WireError::NoKnetTraffic => write!(f, "the capture holds no UDP traffic on the knet ports"),
+            WireError::NoKnetTraffic => {
+                write!(f, "the capture holds no UDP traffic on the knet ports")
+            }
             WireError::WrongKey { datagrams } => write!(
                 f,
                 "no packet authenticates with the given key ({datagrams} knet datagrams tried)"
@@ -49,7 +52,11 @@ impl std::fmt::Display for WireError {
 }
 
 /// Decodes a capture file's bytes with the given authkeys.
-pub fn decode(file: &[u8], keys: Vec<Vec<u8>>, ports: std::ops::RangeInclusive<u16>) -> Result<Decoded, WireError> {
+pub fn decode(
+    file: &[u8],
+    keys: Vec<Vec<u8>>,
+    ports: std::ops::RangeInclusive<u16>,
+) -> Result<Decoded, WireError> {
     let (mut datagrams, read) = packets::read_datagrams(file, ports).map_err(WireError::File)?;
     if datagrams.is_empty() {
         return Err(WireError::NoKnetTraffic);
@@ -58,7 +65,9 @@ pub fn decode(file: &[u8], keys: Vec<Vec<u8>>, ports: std::ops::RangeInclusive<u
     datagrams.sort_by(|a, b| a.time.total_cmp(&b.time));
     let totem = order::order(&datagrams, keys);
     if totem.stats.authenticated == 0 {
-        return Err(WireError::WrongKey { datagrams: totem.stats.datagrams });
+        return Err(WireError::WrongKey {
+            datagrams: totem.stats.datagrams,
+        });
     }
     let views = views::emulate(&totem);
     Ok(Decoded { read, totem, views })

@@ -90,9 +90,20 @@ pub fn order(datagrams: &[Datagram], keys: Vec<Vec<u8>>) -> Totem {
     let mut ring_order: Vec<RingId> = Vec::new();
     // Old-ring seqs that some survivor re-sent in recovery.
     let mut recovered: HashMap<RingId, BTreeSet<u32>> = HashMap::new();
-    let note_ring = |rings: &mut HashMap<RingId, Ring>, order: &mut Vec<RingId>, id: RingId, t: f64, before: Option<RingId>| {
+    let note_ring = |rings: &mut HashMap<RingId, Ring>,
+                     order: &mut Vec<RingId>,
+                     id: RingId,
+                     t: f64,
+                     before: Option<RingId>| {
         if !rings.contains_key(&id) {
-            rings.insert(id, Ring { id: Some(id), first_seen: t, ..Ring::default() });
+            rings.insert(
+                id,
+                Ring {
+                    id: Some(id),
+                    first_seen: t,
+                    ..Ring::default()
+                },
+            );
             match before.and_then(|b| order.iter().position(|r| *r == b)) {
                 Some(p) => order.insert(p, id),
                 None => order.push(id),
@@ -118,8 +129,15 @@ pub fn order(datagrams: &[Datagram], keys: Vec<Vec<u8>>) -> Totem {
             }
         };
         stats.knet_data += 1;
-        let key = (format!("{:?}", d.src), format!("{:?}", d.dst), header.node, header.seq);
-        let Some(whole) = defrag.add(key, &header, data) else { continue };
+        let key = (
+            format!("{:?}", d.src),
+            format!("{:?}", d.dst),
+            header.node,
+            header.seq,
+        );
+        let Some(whole) = defrag.add(key, &header, data) else {
+            continue;
+        };
         let packet = match link::decompress(header.compress, &whole) {
             Ok(p) => p,
             Err(e) => {
@@ -159,7 +177,15 @@ pub fn order(datagrams: &[Datagram], keys: Vec<Vec<u8>>) -> Totem {
                 if ring.mcasts.contains_key(&m.seq) {
                     stats.duplicate_mcasts += 1;
                 } else {
-                    ring.mcasts.insert(m.seq, OrderedMcast { time: d.time, mcast: m, big_endian: big, delivered: true });
+                    ring.mcasts.insert(
+                        m.seq,
+                        OrderedMcast {
+                            time: d.time,
+                            mcast: m,
+                            big_endian: big,
+                            delivered: true,
+                        },
+                    );
                 }
             }
             Some(TotemMessage::OrfToken { ring, rtr, .. }) => {

@@ -326,7 +326,8 @@ fn ip_to_udp(
             let data = &ip[ihl..end];
             if more || offset > 0 {
                 stats.ip_fragments += 1;
-                let id = u16::from_be_bytes(ip[4..6].try_into().ok()?) as u32 | (proto as u32) << 16;
+                let id =
+                    u16::from_be_bytes(ip[4..6].try_into().ok()?) as u32 | (proto as u32) << 16;
                 let whole = frags.add((src, dst, id), offset, data, more)?;
                 (src, dst, proto, std::borrow::Cow::Owned(whole))
             } else {
@@ -384,6 +385,10 @@ fn ip_to_udp(
     let sport = u16::from_be_bytes([l4[0], l4[1]]);
     let dport = u16::from_be_bytes([l4[2], l4[3]]);
     let ulen = u16::from_be_bytes([l4[4], l4[5]]) as usize;
-    let end = if ulen >= 8 { ulen.min(l4.len()) } else { l4.len() };
+    let end = if ulen >= 8 {
+        ulen.min(l4.len())
+    } else {
+        l4.len()
+    };
     Some(((src, sport), (dst, dport), l4[8..end].to_vec()))
 }

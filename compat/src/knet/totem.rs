@@ -43,13 +43,31 @@ pub struct CommitToken {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TotemMessage {
-    OrfToken { ring: RingId, seq: u32, aru: u32, rtr: Vec<(RingId, u32)> },
+    OrfToken {
+        ring: RingId,
+        seq: u32,
+        aru: u32,
+        rtr: Vec<(RingId, u32)>,
+    },
     Mcast(Mcast),
-    MergeDetect { from: u32, ring: RingId },
-    Join { nodeid: u32, from: u32, proc_list: Vec<u32>, failed_list: Vec<u32>, ring_seq: u64 },
+    MergeDetect {
+        from: u32,
+        ring: RingId,
+    },
+    Join {
+        nodeid: u32,
+        from: u32,
+        proc_list: Vec<u32>,
+        failed_list: Vec<u32>,
+        ring_seq: u64,
+    },
     Commit(CommitToken),
-    TokenHoldCancel { ring: RingId },
-    Unknown { kind: u8 },
+    TokenHoldCancel {
+        ring: RingId,
+    },
+    Unknown {
+        kind: u8,
+    },
 }
 
 struct Reader<'a> {
@@ -60,14 +78,25 @@ struct Reader<'a> {
 impl Reader<'_> {
     fn u32(&self, off: usize) -> Option<u32> {
         let a: [u8; 4] = self.b.get(off..off + 4)?.try_into().ok()?;
-        Some(if self.big { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) })
+        Some(if self.big {
+            u32::from_be_bytes(a)
+        } else {
+            u32::from_le_bytes(a)
+        })
     }
     fn u64(&self, off: usize) -> Option<u64> {
         let a: [u8; 8] = self.b.get(off..off + 8)?.try_into().ok()?;
-        Some(if self.big { u64::from_be_bytes(a) } else { u64::from_le_bytes(a) })
+        Some(if self.big {
+            u64::from_be_bytes(a)
+        } else {
+            u64::from_le_bytes(a)
+        })
     }
     fn ring(&self, off: usize) -> Option<RingId> {
-        Some(RingId { rep: self.u32(off)?, seq: self.u64(off + 4)? })
+        Some(RingId {
+            rep: self.u32(off)?,
+            seq: self.u64(off + 4)?,
+        })
     }
     fn list(&self, off: usize, n: u32) -> Option<Vec<u32>> {
         if (n as usize).checked_mul(4)? > self.b.len().saturating_sub(off) {
@@ -100,7 +129,12 @@ pub fn parse(b: &[u8]) -> Option<TotemMessage> {
             for k in 0..n as usize {
                 rtr.push((r.ring(57 + 16 * k)?, r.u32(57 + 16 * k + 12)?));
             }
-            TotemMessage::OrfToken { ring: r.ring(29)?, seq: r.u32(13)?, aru: r.u32(21)?, rtr }
+            TotemMessage::OrfToken {
+                ring: r.ring(29)?,
+                seq: r.u32(13)?,
+                aru: r.u32(21)?,
+                rtr,
+            }
         }
         1 => TotemMessage::Mcast(Mcast {
             encapsulated: b[4],
@@ -109,13 +143,22 @@ pub fn parse(b: &[u8]) -> Option<TotemMessage> {
             ring: r.ring(25)?,
             payload: b.get(45..)?.to_vec(),
         }),
-        2 => TotemMessage::MergeDetect { from: r.u32(13)?, ring: r.ring(17)? },
+        2 => TotemMessage::MergeDetect {
+            from: r.u32(13)?,
+            ring: r.ring(17)?,
+        },
         3 => {
             let p = r.u32(17)?;
             let f = r.u32(21)?;
             let proc_list = r.list(33, p)?;
             let failed_list = r.list(33 + 4 * p as usize, f)?;
-            TotemMessage::Join { nodeid, from: r.u32(13)?, proc_list, failed_list, ring_seq: r.u64(25)? }
+            TotemMessage::Join {
+                nodeid,
+                from: r.u32(13)?,
+                proc_list,
+                failed_list,
+                ring_seq: r.u64(25)?,
+            }
         }
         4 => {
             let n = r.u32(37)?;

@@ -9,7 +9,11 @@ use super::totem::RingId;
 pub fn split(payload: &[u8], big: bool) -> Option<(u8, u8, Vec<&[u8]>)> {
     let u16_at = |o: usize| -> Option<u16> {
         let a: [u8; 2] = payload.get(o..o + 2)?.try_into().ok()?;
-        Some(if big { u16::from_be_bytes(a) } else { u16::from_le_bytes(a) })
+        Some(if big {
+            u16::from_be_bytes(a)
+        } else {
+            u16::from_le_bytes(a)
+        })
     };
     let fragmented = *payload.get(4)?;
     let continuation = *payload.get(5)?;
@@ -88,23 +92,56 @@ fn cpg_name(b: &[u8], off: usize, rd: &dyn Fn(usize) -> Option<u32>) -> Option<V
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServiceMessage {
-    CpgProcJoin { group: Vec<u8>, pid: u32, reason: u32 },
-    CpgProcLeave { group: Vec<u8>, pid: u32, reason: u32 },
-    CpgJoinList { entries: Vec<(u32, Vec<u8>)> },
-    CpgMcast { group: Vec<u8>, pid: u32, nodeid: u32, msg: Vec<u8> },
+    CpgProcJoin {
+        group: Vec<u8>,
+        pid: u32,
+        reason: u32,
+    },
+    CpgProcLeave {
+        group: Vec<u8>,
+        pid: u32,
+        reason: u32,
+    },
+    CpgJoinList {
+        entries: Vec<(u32, Vec<u8>)>,
+    },
+    CpgMcast {
+        group: Vec<u8>,
+        pid: u32,
+        nodeid: u32,
+        msg: Vec<u8>,
+    },
     CpgDownList,
-    CpgPartialMcast { group: Vec<u8>, pid: u32, nodeid: u32, kind: u32, total: u32, fragment: Vec<u8> },
-    SyncBarrier { ring: RingId },
-    SyncServiceBuild { ring: RingId },
+    CpgPartialMcast {
+        group: Vec<u8>,
+        pid: u32,
+        nodeid: u32,
+        kind: u32,
+        total: u32,
+        fragment: Vec<u8>,
+    },
+    SyncBarrier {
+        ring: RingId,
+    },
+    SyncServiceBuild {
+        ring: RingId,
+    },
     /// Another service or function (cmap, votequorum, ...): not needed here.
-    Other { group: Vec<u8>, id: u32 },
+    Other {
+        group: Vec<u8>,
+        id: u32,
+    },
 }
 
 /// Decodes one complete totempg message: group header, then service message.
 pub fn decode(m: &[u8], big: bool) -> Option<ServiceMessage> {
     let u16_at = |o: usize| -> Option<u16> {
         let a: [u8; 2] = m.get(o..o + 2)?.try_into().ok()?;
-        Some(if big { u16::from_be_bytes(a) } else { u16::from_le_bytes(a) })
+        Some(if big {
+            u16::from_be_bytes(a)
+        } else {
+            u16::from_le_bytes(a)
+        })
     };
     let groups = u16_at(0)? as usize;
     let mut pos = 2 + 2 * groups;
@@ -119,28 +156,53 @@ pub fn decode(m: &[u8], big: bool) -> Option<ServiceMessage> {
     let s = m.get(pos..)?;
     let rd = |o: usize| -> Option<u32> {
         let a: [u8; 4] = s.get(o..o + 4)?.try_into().ok()?;
-        Some(if big { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) })
+        Some(if big {
+            u32::from_be_bytes(a)
+        } else {
+            u32::from_le_bytes(a)
+        })
     };
     let rd64 = |o: usize| -> Option<u64> {
         let a: [u8; 8] = s.get(o..o + 8)?.try_into().ok()?;
-        Some(if big { u64::from_be_bytes(a) } else { u64::from_le_bytes(a) })
+        Some(if big {
+            u64::from_be_bytes(a)
+        } else {
+            u64::from_le_bytes(a)
+        })
     };
     let id = rd(0)?;
     if first_group == b"sync" {
         // The ring id is 8-aligned: rep at 16, seq at 24.
-        let ring = RingId { rep: rd(16)?, seq: rd64(24)? };
+        let ring = RingId {
+            rep: rd(16)?,
+            seq: rd64(24)?,
+        };
         return Some(match id {
             0 => ServiceMessage::SyncBarrier { ring },
             1 => ServiceMessage::SyncServiceBuild { ring },
-            _ => ServiceMessage::Other { group: first_group, id },
+            _ => ServiceMessage::Other {
+                group: first_group,
+                id,
+            },
         });
     }
     if first_group != b"a" || id >> 16 != 2 {
-        return Some(ServiceMessage::Other { group: first_group, id });
+        return Some(ServiceMessage::Other {
+            group: first_group,
+            id,
+        });
     }
     Some(match id & 0xffff {
-        0 => ServiceMessage::CpgProcJoin { group: cpg_name(s, 16, &rd)?, pid: rd(152)?, reason: rd(160)? },
-        1 => ServiceMessage::CpgProcLeave { group: cpg_name(s, 16, &rd)?, pid: rd(152)?, reason: rd(160)? },
+        0 => ServiceMessage::CpgProcJoin {
+            group: cpg_name(s, 16, &rd)?,
+            pid: rd(152)?,
+            reason: rd(160)?,
+        },
+        1 => ServiceMessage::CpgProcLeave {
+            group: cpg_name(s, 16, &rd)?,
+            pid: rd(152)?,
+            reason: rd(160)?,
+        },
         2 => {
             let size = (rd(8)? as usize).min(s.len());
             let mut entries = Vec::new();
@@ -172,6 +234,9 @@ pub fn decode(m: &[u8], big: bool) -> Option<ServiceMessage> {
                 fragment: s.get(200..200 + len)?.to_vec(),
             }
         }
-        f => ServiceMessage::Other { group: first_group, id: (2 << 16) | f },
+        f => ServiceMessage::Other {
+            group: first_group,
+            id: (2 << 16) | f,
+        },
     })
 }

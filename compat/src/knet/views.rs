@@ -63,9 +63,33 @@ pub struct Views {
     pub totempg_unfinished: u64,
 }
 
-fn confchg(node: u32, pid: u32, group: &[u8], members: &BTreeSet<Proc>, left: Vec<CpgAddress>, joined: Vec<CpgAddress>) -> Event {
-    let members = members.iter().map(|&(nodeid, pid)| CpgAddress { nodeid, pid, reason: 0 }).collect();
-    Event::new(EventKind::Confchg, node, pid, group, EventBody::Confchg { members, left, joined })
+fn confchg(
+    node: u32,
+    pid: u32,
+    group: &[u8],
+    members: &BTreeSet<Proc>,
+    left: Vec<CpgAddress>,
+    joined: Vec<CpgAddress>,
+) -> Event {
+    let members = members
+        .iter()
+        .map(|&(nodeid, pid)| CpgAddress {
+            nodeid,
+            pid,
+            reason: 0,
+        })
+        .collect();
+    Event::new(
+        EventKind::Confchg,
+        node,
+        pid,
+        group,
+        EventBody::Confchg {
+            members,
+            left,
+            joined,
+        },
+    )
 }
 
 impl NodeView {
@@ -77,7 +101,15 @@ impl NodeView {
     }
 
     /// A membership change of one group, handed to the node's local members.
-    fn change(&mut self, node: u32, group: &[u8], left: Vec<CpgAddress>, joined: Vec<CpgAddress>, ctx: (f64, RingId), out: &mut Vec<ViewEvent>) {
+    fn change(
+        &mut self,
+        node: u32,
+        group: &[u8],
+        left: Vec<CpgAddress>,
+        joined: Vec<CpgAddress>,
+        ctx: (f64, RingId),
+        out: &mut Vec<ViewEvent>,
+    ) {
         let members = self.groups.entry(group.to_vec()).or_default();
         for a in &left {
             members.remove(&(a.nodeid, a.pid));
@@ -86,7 +118,11 @@ impl NodeView {
             members.insert((a.nodeid, a.pid));
         }
         let members = members.clone();
-        let mut receivers: Vec<(u32, bool)> = members.iter().filter(|p| p.0 == node).map(|p| (p.1, false)).collect();
+        let mut receivers: Vec<(u32, bool)> = members
+            .iter()
+            .filter(|p| p.0 == node)
+            .map(|p| (p.1, false))
+            .collect();
         // A leaving local process still receives the confchg of its leave.
         for a in &left {
             if a.nodeid == node && a.reason != REASON_NODEDOWN {
@@ -120,7 +156,11 @@ impl NodeView {
             let left: Vec<CpgAddress> = self.groups[g]
                 .iter()
                 .filter(|p| p.0 != node && !self.transitional.contains(&p.0))
-                .map(|&(nodeid, pid)| CpgAddress { nodeid, pid, reason: REASON_NODEDOWN })
+                .map(|&(nodeid, pid)| CpgAddress {
+                    nodeid,
+                    pid,
+                    reason: REASON_NODEDOWN,
+                })
                 .collect();
             if !left.is_empty() {
                 self.change(node, g, left, Vec::new(), ctx, out);
@@ -135,9 +175,16 @@ impl NodeView {
                 if from == node {
                     continue;
                 }
-                let known = self.groups.get(group).is_some_and(|m| m.contains(&(from, *pid)));
+                let known = self
+                    .groups
+                    .get(group)
+                    .is_some_and(|m| m.contains(&(from, *pid)));
                 if !known {
-                    joined.entry(group.clone()).or_default().push(CpgAddress { nodeid: from, pid: *pid, reason: REASON_NODEUP });
+                    joined.entry(group.clone()).or_default().push(CpgAddress {
+                        nodeid: from,
+                        pid: *pid,
+                        reason: REASON_NODEUP,
+                    });
                 }
             }
         }
@@ -149,8 +196,16 @@ impl NodeView {
         for g in &groups {
             let left: Vec<CpgAddress> = self.groups[g]
                 .iter()
-                .filter(|p| p.0 != node && self.joinlists.contains_key(&p.0) && !mentioned.contains(&(g.clone(), **p)))
-                .map(|&(nodeid, pid)| CpgAddress { nodeid, pid, reason: REASON_PROCDOWN })
+                .filter(|p| {
+                    p.0 != node
+                        && self.joinlists.contains_key(&p.0)
+                        && !mentioned.contains(&(g.clone(), **p))
+                })
+                .map(|&(nodeid, pid)| CpgAddress {
+                    nodeid,
+                    pid,
+                    reason: REASON_PROCDOWN,
+                })
                 .collect();
             if !left.is_empty() {
                 self.change(node, g, left, Vec::new(), ctx, out);
@@ -158,7 +213,14 @@ impl NodeView {
         }
     }
 
-    fn handle(&mut self, node: u32, sender: u32, msg: &ServiceMessage, ctx: (f64, RingId), out: &mut Vec<ViewEvent>) {
+    fn handle(
+        &mut self,
+        node: u32,
+        sender: u32,
+        msg: &ServiceMessage,
+        ctx: (f64, RingId),
+        out: &mut Vec<ViewEvent>,
+    ) {
         match msg {
             ServiceMessage::CpgJoinList { entries } => {
                 self.joinlists.insert(sender, entries.clone());
@@ -166,24 +228,47 @@ impl NodeView {
             ServiceMessage::SyncBarrier { ring } if *ring == ctx.1 => {
                 if self.joinlists.contains_key(&sender) && !self.synced {
                     self.barrier_after_joinlist.insert(sender);
-                    if self.members.iter().all(|m| self.barrier_after_joinlist.contains(m)) {
+                    if self
+                        .members
+                        .iter()
+                        .all(|m| self.barrier_after_joinlist.contains(m))
+                    {
                         self.activate(node, ctx, out);
                     }
                 }
             }
             ServiceMessage::CpgProcJoin { group, pid, reason } => {
-                let joined = vec![CpgAddress { nodeid: sender, pid: *pid, reason: *reason }];
+                let joined = vec![CpgAddress {
+                    nodeid: sender,
+                    pid: *pid,
+                    reason: *reason,
+                }];
                 self.change(node, group, Vec::new(), joined, ctx, out);
             }
             ServiceMessage::CpgProcLeave { group, pid, reason } => {
-                let known = self.groups.get(group).is_some_and(|m| m.contains(&(sender, *pid)));
+                let known = self
+                    .groups
+                    .get(group)
+                    .is_some_and(|m| m.contains(&(sender, *pid)));
                 if known {
-                    let left = vec![CpgAddress { nodeid: sender, pid: *pid, reason: *reason }];
+                    let left = vec![CpgAddress {
+                        nodeid: sender,
+                        pid: *pid,
+                        reason: *reason,
+                    }];
                     self.change(node, group, left, Vec::new(), ctx, out);
                 }
             }
-            ServiceMessage::CpgMcast { group, pid, msg, .. } => self.deliver(node, sender, *pid, group, msg, ctx, out),
-            ServiceMessage::CpgPartialMcast { group, pid, kind, fragment, .. } => {
+            ServiceMessage::CpgMcast {
+                group, pid, msg, ..
+            } => self.deliver(node, sender, *pid, group, msg, ctx, out),
+            ServiceMessage::CpgPartialMcast {
+                group,
+                pid,
+                kind,
+                fragment,
+                ..
+            } => {
                 let key = (sender, *pid, group.clone());
                 let buf = self.partial.entry(key.clone()).or_default();
                 if *kind == 1 {
@@ -200,8 +285,19 @@ impl NodeView {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn deliver(&self, node: u32, sender: u32, pid: u32, group: &[u8], msg: &[u8], ctx: (f64, RingId), out: &mut Vec<ViewEvent>) {
-        let Some(members) = self.groups.get(group) else { return };
+    fn deliver(
+        &self,
+        node: u32,
+        sender: u32,
+        pid: u32,
+        group: &[u8],
+        msg: &[u8],
+        ctx: (f64, RingId),
+        out: &mut Vec<ViewEvent>,
+    ) {
+        let Some(members) = self.groups.get(group) else {
+            return;
+        };
         // corosync hands a group's mcast only from nodes with a member in it.
         if !members.iter().any(|p| p.0 == sender) {
             return;
@@ -215,7 +311,11 @@ impl NodeView {
                     node,
                     local,
                     group,
-                    EventBody::Deliver { sender_nodeid: sender, sender_pid: pid, msg: msg.to_vec() },
+                    EventBody::Deliver {
+                        sender_nodeid: sender,
+                        sender_pid: pid,
+                        msg: msg.to_vec(),
+                    },
                 ),
                 own_leave: false,
             });
@@ -237,12 +337,24 @@ pub fn emulate(totem: &Totem) -> Views {
         start_ring(ring, id, &members, &mut nodes);
         let mut assembler = Assembler::default();
         for (seq, om) in &ring.mcasts {
-            let Some(pieces) = assembler.feed(om.mcast.nodeid, &om.mcast.payload, om.big_endian) else { continue };
+            let Some(pieces) = assembler.feed(om.mcast.nodeid, &om.mcast.payload, om.big_endian)
+            else {
+                continue;
+            };
             for piece in pieces {
-                let Some(msg) = totempg::decode(&piece, om.big_endian) else { continue };
+                let Some(msg) = totempg::decode(&piece, om.big_endian) else {
+                    continue;
+                };
                 let interesting = !matches!(msg, ServiceMessage::Other { .. });
                 if interesting {
-                    messages.push(CpgMessage { time: om.time, ring: id, seq: *seq, sender: om.mcast.nodeid, delivered: om.delivered, message: msg.clone() });
+                    messages.push(CpgMessage {
+                        time: om.time,
+                        ring: id,
+                        seq: *seq,
+                        sender: om.mcast.nodeid,
+                        delivered: om.delivered,
+                        message: msg.clone(),
+                    });
                 }
                 if !om.delivered || !interesting {
                     continue;
@@ -257,13 +369,22 @@ pub fn emulate(totem: &Totem) -> Views {
         orphans += assembler.orphans;
         unfinished += assembler.unfinished() as u64;
     }
-    Views { per_node, messages, totempg_orphans: orphans, totempg_unfinished: unfinished }
+    Views {
+        per_node,
+        messages,
+        totempg_orphans: orphans,
+        totempg_unfinished: unfinished,
+    }
 }
 
 fn start_ring(ring: &Ring, id: RingId, members: &[u32], nodes: &mut BTreeMap<u32, NodeView>) {
     for &node in members {
         let view = nodes.entry(node).or_default();
-        let old = ring.commit.as_ref().and_then(|c| c.members.iter().find(|m| m.nodeid == node)).map(|m| m.old_ring);
+        let old = ring
+            .commit
+            .as_ref()
+            .and_then(|c| c.members.iter().find(|m| m.nodeid == node))
+            .map(|m| m.old_ring);
         // A node whose old ring is one it was never seen in restarted (or
         // was alone): its clients start from nothing.
         if let (Some(old), Some(prev)) = (old, view.old_ring) {
@@ -273,7 +394,12 @@ fn start_ring(ring: &Ring, id: RingId, members: &[u32], nodes: &mut BTreeMap<u32
             }
         }
         view.transitional = match &ring.commit {
-            Some(c) => c.members.iter().filter(|m| Some(m.old_ring) == old).map(|m| m.nodeid).collect(),
+            Some(c) => c
+                .members
+                .iter()
+                .filter(|m| Some(m.old_ring) == old)
+                .map(|m| m.nodeid)
+                .collect(),
             None => members.iter().copied().collect(),
         };
         view.old_ring = Some(id);
