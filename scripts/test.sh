@@ -46,6 +46,9 @@ done
 echo "== fuzz: every decoder over the seed corpus and its mutations (${FUZZ_SECONDS}s)"
 cargo run -q --release --locked -p pmxcfs-wire --example fuzz_mutate -- \
     --seconds "$FUZZ_SECONDS" fuzz/seeds target/fuzz-artifacts
+echo "== fuzz: every layer of the knet capture decoder ($((FUZZ_SECONDS / 2))s)"
+cargo run -q --release --locked -p pmxcfs-compat --example fuzz_knet -- \
+    --seconds "$((FUZZ_SECONDS / 2))" target/fuzz-artifacts
 scripts/fuzz-libfuzzer.sh
 
 echo "== all checks passed"

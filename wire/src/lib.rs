@@ -17,5 +17,6 @@ pub mod digest;
 pub mod fuzzing;
 pub mod ipc;
 pub mod kvstore;
+pub mod mutation;
 
 pub use codec::{Codec, ErrorKind, WireError};

@@ -72,46 +72,61 @@ pub fn parse(p: &[u8]) -> Option<KnetPacket<'_>> {
     }
 }
 
+/// knet never hands corosync more than 64 KiB in one packet; a
+/// decompressed packet larger than this is garbage (or a bomb).
+pub const MAX_PACKET: usize = 128 * 1024;
+
+/// A writer that refuses to grow past `MAX_PACKET` (for lzma-rs, which
+/// writes rather than reads).
+struct Bounded(Vec<u8>);
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_PACKET {
+            return Err(std::io::Error::other("more than the largest knet packet"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Decompresses a reassembled knet packet. `Err` names what failed.
 pub fn decompress(model: u8, data: &[u8]) -> Result<Vec<u8>, String> {
+    let limit = MAX_PACKET as u64 + 1;
     let mut out = Vec::new();
-    let r = match model {
+    let read = |r: &mut dyn Read, out: &mut Vec<u8>| r.take(limit).read_to_end(out).map(|_| ());
+    let result = match model {
         0 => return Ok(data.to_vec()),
-        1 => flate2::read::ZlibDecoder::new(data)
-            .read_to_end(&mut out)
-            .map(|_| ()),
+        1 => read(&mut flate2::read::ZlibDecoder::new(data), &mut out),
+        // A raw LZ4 block carries no size: decode into the largest packet.
         2 | 3 => {
-            // A raw LZ4 block has no size: grow the buffer until it fits.
-            let mut cap = (data.len() * 4).max(4096);
-            loop {
-                match lz4_flex::block::decompress(data, cap) {
-                    Ok(v) => return Ok(v),
-                    Err(_) if cap < 16 << 20 => cap *= 4,
-                    Err(e) => return Err(format!("lz4: {e}")),
-                }
-            }
+            return lz4_flex::block::decompress(data, MAX_PACKET).map_err(|e| format!("lz4: {e}"))
         }
         4 => return Err("lzo2 compression is not supported".into()),
         5 => {
-            let mut input = data;
-            return lzma_rs::xz_decompress(&mut input, &mut out)
-                .map(|_| out)
-                .map_err(|e| format!("lzma: {e:?}"));
+            let mut sink = Bounded(Vec::new());
+            let r = lzma_rs::xz_decompress(&mut &data[..], &mut sink)
+                .map_err(|e| std::io::Error::other(format!("{e:?}")));
+            out = sink.0;
+            r
         }
-        6 => bzip2::read::BzDecoder::new(data)
-            .read_to_end(&mut out)
-            .map(|_| ()),
-        7 => {
-            let mut input = data;
-            match ruzstd::decoding::StreamingDecoder::new(&mut input) {
-                Ok(mut d) => d.read_to_end(&mut out).map(|_| ()),
-                Err(e) => return Err(format!("zstd: {e}")),
-            }
-        }
+        6 => read(&mut bzip2::read::BzDecoder::new(data), &mut out),
+        7 => match ruzstd::decoding::StreamingDecoder::new(data) {
+            Ok(mut d) => read(&mut d, &mut out),
+            Err(e) => return Err(format!("zstd: {e}")),
+        },
         m => return Err(format!("unknown compression model {m}")),
     };
-    r.map(|_| out)
-        .map_err(|e| format!("compression model {model}: {e}"))
+    result.map_err(|e| format!("compression model {model}: {e}"))?;
+    if out.len() > MAX_PACKET {
+        return Err(format!(
+            "compression model {model}: more than {MAX_PACKET} bytes"
+        ));
+    }
+    Ok(out)
 }
 
 /// Key of one copy of one knet packet: the copy's addresses, the knet

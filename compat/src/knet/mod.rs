@@ -9,6 +9,7 @@
 
 pub mod crypto;
 pub mod forge;
+pub mod fuzzing;
 pub mod link;
 pub mod order;
 pub mod packets;
