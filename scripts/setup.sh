@@ -8,7 +8,7 @@ set -euo pipefail
 # what the integration tests drive (corosync, FUSE, network namespaces,
 # SQLite's shell, rrdcached and rrdtool).
 PACKAGES=(build-essential pkg-config libqb-dev librrd-dev corosync libcpg-dev libcfg-dev libcmap-dev
-          libquorum-dev libvotequorum-dev rrdcached rrdtool fuse3 iproute2 sqlite3 procps)
+          libquorum-dev libvotequorum-dev rrdcached rrdtool fuse3 iproute2 sqlite3 procps tcpdump)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -20,7 +20,11 @@ fn main() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../captures/w1-encrypted-basic");
     let file = std::fs::read(dir.join("wire.pcapng")).expect("w1 capture");
     let key = std::fs::read(dir.join("authkey")).expect("w1 authkey");
-    let packets = decode(&file, vec![key.clone()], DEFAULT_PORTS).unwrap().totem.stats.datagrams as f64;
+    let packets = decode(&file, vec![key.clone()], DEFAULT_PORTS)
+        .unwrap()
+        .totem
+        .stats
+        .datagrams as f64;
 
     // Warm up, then run for at least two seconds and take the median round.
     let mut rounds = Vec::new();
@@ -46,10 +50,23 @@ fn main() {
     let _ = views::emulate(&totem);
     let emulated = t.elapsed().as_secs_f64();
 
-    println!("knet_decode: {packets} packets, median of {} rounds", rounds.len());
-    println!("  end to end:           {:>10.0} packets/s ({:.1}x the Python prototype)", rate, rate / PYTHON_PACKETS_PER_SECOND);
+    println!(
+        "knet_decode: {packets} packets, median of {} rounds",
+        rounds.len()
+    );
+    println!(
+        "  end to end:           {:>10.0} packets/s ({:.1}x the Python prototype)",
+        rate,
+        rate / PYTHON_PACKETS_PER_SECOND
+    );
     let total = read + ordered + emulated;
-    println!("  capture reading:      {:>5.1} % of the time", 100.0 * read / total);
+    println!(
+        "  capture reading:      {:>5.1} % of the time",
+        100.0 * read / total
+    );
     println!("  crypto, knet, totem:  {:>5.1} %", 100.0 * ordered / total);
-    println!("  totempg, CPG views:   {:>5.1} %", 100.0 * emulated / total);
+    println!(
+        "  totempg, CPG views:   {:>5.1} %",
+        100.0 * emulated / total
+    );
 }

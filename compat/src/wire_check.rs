@@ -29,7 +29,7 @@ pub fn report(d: &Decoded) -> String {
     let crypto: Vec<String> = t.crypto.iter().map(|(c, n)| format!("{c} ×{n}")).collect();
     let _ = writeln!(
         s,
-        "knet: {} authenticated ({}), {} failed authentication, {} data, {} link-level, {} unknown; {} reassembled from fragments, {} unfinished",
+        "knet: {} authenticated ({}), {} failed authentication, {} data, {} link-level, {} unknown; {} reassembled from fragments, {} unfinished, {} compressed",
         t.authenticated,
         crypto.join(", "),
         t.failed_auth,
@@ -37,7 +37,8 @@ pub fn report(d: &Decoded) -> String {
         t.knet_link,
         t.knet_unknown,
         t.reassembled,
-        t.fragments_unfinished
+        t.fragments_unfinished,
+        t.compressed
     );
     for e in &t.decompress_errors {
         let _ = writeln!(s, "knet: decompression failed: {e}");
@@ -53,11 +54,22 @@ pub fn report(d: &Decoded) -> String {
         let last = ring.mcasts.keys().next_back().copied().unwrap_or(0);
         let missing = ring.missing();
         let members = ring.members();
+        let origin = match &ring.commit {
+            None => " (no commit token seen)".to_string(),
+            Some(c) => {
+                let from: Vec<String> = c
+                    .members
+                    .iter()
+                    .map(|m| format!("{} from {} aru {}", m.nodeid, m.old_ring, m.aru))
+                    .collect();
+                format!(" ({})", from.join(", "))
+            }
+        };
         let _ = writeln!(
             s,
             "ring {id}: members {:?}{} mcasts={} seq={first}..{last} missing={}{} tokens={} rtr_entries={} recovery={}",
             members,
-            if ring.commit.is_none() { " (no commit token seen)" } else { "" },
+            origin,
             ring.mcasts.len(),
             missing.len(),
             if missing.is_empty() { String::new() } else { format!(" {:?}", &missing[..missing.len().min(20)]) },

@@ -106,9 +106,22 @@ fn knet_header_is_big_endian_and_fragments_reassemble_in_any_order() {
         Some(&b"aaaabbbbcc"[..])
     );
     assert_eq!(d.unfinished(), 0);
+    // The late twin of a fragment (a capture on two interfaces) is ignored.
+    assert_eq!(d.add(key.clone(), &h(2), b"bbbb"), None);
+    assert_eq!(d.unfinished(), 0);
     // A lone fragment stays pending and is counted.
-    assert_eq!(d.add(key, &h(1), b"x"), None);
+    let other = ("a".to_string(), "b".to_string(), 1, 10);
+    assert_eq!(d.add(other, &h(1), b"x"), None);
     assert_eq!(d.unfinished(), 1);
+    // After the sender restarts, its seqs count again.
+    d.forget_node(1);
+    assert_eq!(d.unfinished(), 0);
+    assert_eq!(d.add(key.clone(), &h(1), b"aaaa"), None);
+    assert_eq!(d.add(key.clone(), &h(2), b"bbbb"), None);
+    assert_eq!(
+        d.add(key, &h(3), b"cc").as_deref(),
+        Some(&b"aaaabbbbcc"[..])
+    );
 }
 
 #[test]
@@ -326,7 +339,7 @@ fn synthetic_capture_decodes_into_each_nodes_client_view() {
             1,
             1,
             r1,
-            &[&forge::cpg_joinlist(&[]), &forge::sync_barrier(r1)],
+            &[&forge::cpg_downlist(), &forge::sync_barrier(r1)],
             (0, 0),
         ),
         false,
@@ -339,7 +352,7 @@ fn synthetic_capture_decodes_into_each_nodes_client_view() {
             2,
             2,
             r1,
-            &[&forge::cpg_joinlist(&[]), &forge::sync_barrier(r1)],
+            &[&forge::cpg_downlist(), &forge::sync_barrier(r1)],
             (0, 0),
         ),
         false,
@@ -439,7 +452,11 @@ fn synthetic_capture_decodes_into_each_nodes_client_view() {
             1,
             1,
             r2,
-            &[&forge::cpg_joinlist(&[(100, g)]), &forge::sync_barrier(r2)],
+            &[
+                &forge::cpg_downlist(),
+                &forge::cpg_joinlist(&[(100, g)]),
+                &forge::sync_barrier(r2),
+            ],
             (0, 0),
         ),
         false,
@@ -452,7 +469,7 @@ fn synthetic_capture_decodes_into_each_nodes_client_view() {
             3,
             2,
             r2,
-            &[&forge::cpg_joinlist(&[]), &forge::sync_barrier(r2)],
+            &[&forge::cpg_downlist(), &forge::sync_barrier(r2)],
             (0, 0),
         ),
         false,

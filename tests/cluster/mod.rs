@@ -51,7 +51,16 @@ fn addr(id: u32) -> String {
     format!("10.99.0.{id}")
 }
 
+/// The totem crypto lines of the default test cluster (clear traffic).
+pub const NO_CRYPTO: &str = "  crypto_cipher: none\n  crypto_hash: none\n";
+
 pub fn corosync_conf(n: u32, cluster: &str) -> String {
+    corosync_conf_with(n, cluster, NO_CRYPTO)
+}
+
+/// `totem_lines`: the crypto (and any other) totem settings, each line
+/// indented by two spaces and ending in a newline.
+pub fn corosync_conf_with(n: u32, cluster: &str, totem_lines: &str) -> String {
     let mut nodes = String::new();
     for i in 1..=n {
         nodes.push_str(&format!(
@@ -65,7 +74,7 @@ pub fn corosync_conf(n: u32, cluster: &str) -> String {
          nodelist {{\n{nodes}}}\n\n\
          quorum {{\n  provider: corosync_votequorum\n}}\n\n\
          system {{\n  move_to_root_cgroup: no\n  sched_rr: no\n  state_dir: /run\n}}\n\n\
-         totem {{\n  cluster_name: {cluster}\n  config_version: 1\n  crypto_cipher: none\n  crypto_hash: none\n  interface {{\n    linknumber: 0\n  }}\n  ip_version: ipv4\n  link_mode: passive\n  token: 1000\n  transport: knet\n  version: 2\n}}\n"
+         totem {{\n  cluster_name: {cluster}\n  config_version: 1\n{totem_lines}  interface {{\n    linknumber: 0\n  }}\n  ip_version: ipv4\n  link_mode: passive\n  token: 1000\n  transport: knet\n  version: 2\n}}\n"
     )
 }
 
@@ -73,6 +82,12 @@ impl Cluster {
     /// Build the network and the nodes' namespaces, write the configs; no
     /// process of the cluster runs yet.
     pub fn new(tag: &str, n: u32) -> Cluster {
+        Cluster::new_with(tag, n, NO_CRYPTO, None)
+    }
+
+    /// A cluster whose corosync.conf carries `totem_lines` (crypto,
+    /// compression) and whose nodes share `authkey`.
+    pub fn new_with(tag: &str, n: u32, totem_lines: &str, authkey: Option<&[u8]>) -> Cluster {
         let prefix = format!("px{}{}", tag, std::process::id() % 100_000);
         let base = std::env::temp_dir().join(format!("pmxcfs-cluster-{prefix}"));
         let _ = fs::remove_dir_all(&base);
@@ -133,9 +148,15 @@ impl Cluster {
             fs::write(dir.join("etc/hostname"), format!("{}\n", hostname(id))).unwrap();
             fs::write(
                 dir.join("etc/corosync/corosync.conf"),
-                corosync_conf(n, &prefix),
+                corosync_conf_with(n, &prefix, totem_lines),
             )
             .unwrap();
+            if let Some(key) = authkey {
+                use std::os::unix::fs::PermissionsExt;
+                let path = dir.join("etc/corosync/authkey");
+                fs::write(&path, key).unwrap();
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+            }
             let setup = format!(
                 "set -e; mount -t overlay overlay -o lowerdir=/etc,upperdir={d}/etc,workdir={d}/etcwork /etc; \
                  mount -t overlay overlay -o lowerdir=/var/lib,upperdir={d}/varlib,workdir={d}/varlibwork /var/lib; \
@@ -226,7 +247,9 @@ impl Cluster {
         let (cmd, extra) = match std::env::var(format!("PMXCFS_NODE{id}_CMD")) {
             Ok(cmd) => (cmd, Vec::new()),
             Err(_) => (
-                env!("CARGO_BIN_EXE_pmxcfs").to_string(),
+                option_env!("CARGO_BIN_EXE_pmxcfs")
+                    .expect("this project's pmxcfs binary (tests of the root package)")
+                    .to_string(),
                 self.extra_args.clone(),
             ),
         };
@@ -290,6 +313,21 @@ impl Cluster {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+
+    /// SIGKILL the node's corosync: the node fails without a goodbye.
+    pub fn kill_corosync(&mut self, id: u32) {
+        if let Some(mut c) = self.node_mut(id).corosync.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A command in the bridge's network namespace (for packet captures).
+    pub fn bridge_command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &format!("{}br", self.prefix), program]);
+        c
     }
 
     /// Cut node `id` off the network (its link on the bridge goes down).

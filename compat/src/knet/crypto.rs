@@ -26,7 +26,7 @@ pub enum Hash {
 }
 
 impl Hash {
-    pub fn len(self) -> usize {
+    pub fn tag_len(self) -> usize {
         match self {
             Hash::None => 0,
             Hash::Md5 => 16,
@@ -86,7 +86,7 @@ impl std::fmt::Display for CryptoConfig {
 /// match, the ciphertext is malformed or the padding is wrong.
 pub fn open(keys: &[Vec<u8>], config: &CryptoConfig, packet: &[u8]) -> Option<Vec<u8>> {
     let key = keys.get(config.key_index)?;
-    let h = config.hash.len();
+    let h = config.hash.tag_len();
     if packet.len() < h {
         return None;
     }

@@ -196,6 +196,13 @@ pub fn cpg_mcast(group: &[u8], nodeid: u32, pid: u32, msg: &[u8]) -> Vec<u8> {
     group_a(v)
 }
 
+/// A CPG downlist (fn 5): every member sends one in the CPG sync round.
+pub fn cpg_downlist() -> Vec<u8> {
+    let mut v = request_header(2, 5, 1568);
+    v.resize(1568, 0);
+    group_a(v)
+}
+
 /// A CPG joinlist (fn 2): this node's local processes.
 pub fn cpg_joinlist(entries: &[(u32, &[u8])]) -> Vec<u8> {
     let size = 24 + 144 * entries.len();
@@ -217,8 +224,8 @@ pub fn sync_barrier(ring: RingId) -> Vec<u8> {
     v.extend_from_slice(b"sync");
     let mut m = request_header(0, 0, 32);
     m.extend_from_slice(&ring.rep.to_le_bytes());
-    m.extend_from_slice(&[0u8; 4]);
     m.extend_from_slice(&ring.seq.to_le_bytes());
+    m.extend_from_slice(&[0u8; 4]);
     v.extend_from_slice(&m);
     v
 }

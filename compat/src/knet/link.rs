@@ -30,6 +30,8 @@ pub enum KnetPacket<'a> {
     Link {
         kind: u8,
         node: u16,
+        /// PING/PONG: the sender's current data seq (0: it restarted).
+        seq: Option<u16>,
     },
     /// A version or type this decoder does not know.
     Unknown {
@@ -65,9 +67,16 @@ pub fn parse(p: &[u8]) -> Option<KnetPacket<'_>> {
                 &p[14..],
             ))
         }
-        TYPE_PING | TYPE_PONG | TYPE_PMTUD | TYPE_PMTUD_REPLY => {
-            Some(KnetPacket::Link { kind, node })
-        }
+        TYPE_PING | TYPE_PONG => Some(KnetPacket::Link {
+            kind,
+            node,
+            seq: p.get(23..25).map(|b| u16::from_be_bytes([b[0], b[1]])),
+        }),
+        TYPE_PMTUD | TYPE_PMTUD_REPLY => Some(KnetPacket::Link {
+            kind,
+            node,
+            seq: None,
+        }),
         _ => Some(KnetPacket::Unknown { version, kind }),
     }
 }
@@ -137,8 +146,15 @@ pub type CopyKey = (String, String, u16, u16);
 #[derive(Default)]
 pub struct Defragmenter {
     pending: HashMap<CopyKey, (u8, u8, Vec<Option<Vec<u8>>>)>,
+    /// Recently completed copies: a capture on several interfaces (`-i any`
+    /// on a bridge) sees every fragment twice, and the late twins must not
+    /// start a new, never-finished reassembly. Bounded, oldest out.
+    completed: std::collections::HashSet<CopyKey>,
+    completed_order: std::collections::VecDeque<CopyKey>,
     pub reassembled: u64,
 }
+
+const COMPLETED_MEMORY: usize = 4096;
 
 impl Defragmenter {
     /// Adds one fragment; returns the whole (still compressed) packet
@@ -147,7 +163,7 @@ impl Defragmenter {
         if h.frag_num <= 1 {
             return Some(data.to_vec());
         }
-        if h.frag_seq == 0 || h.frag_seq > h.frag_num {
+        if h.frag_seq == 0 || h.frag_seq > h.frag_num || self.completed.contains(&key) {
             return None;
         }
         let entry = self
@@ -162,10 +178,24 @@ impl Defragmenter {
         if entry.2.iter().all(|s| s.is_some()) {
             let (_, _, slices) = self.pending.remove(&key)?;
             self.reassembled += 1;
+            if self.completed_order.len() == COMPLETED_MEMORY {
+                if let Some(old) = self.completed_order.pop_front() {
+                    self.completed.remove(&old);
+                }
+            }
+            self.completed.insert(key.clone());
+            self.completed_order.push_back(key);
             Some(slices.into_iter().flatten().flatten().collect())
         } else {
             None
         }
+    }
+
+    /// A sender restarted (a PING with seq 0): its seqs start again at 1.
+    pub fn forget_node(&mut self, node: u16) {
+        self.pending.retain(|k, _| k.2 != node);
+        self.completed.retain(|k| k.2 != node);
+        self.completed_order.retain(|k| k.2 != node);
     }
 
     /// Fragments still waiting for their siblings (capture gaps).

@@ -70,6 +70,8 @@ pub struct Stats {
     pub knet_unknown: u64,
     pub fragments_unfinished: u64,
     pub reassembled: u64,
+    /// Reassembled knet packets that were compressed.
+    pub compressed: u64,
     pub decompress_errors: Vec<String>,
     pub not_totem: u64,
     pub mcast_copies: u64,
@@ -119,8 +121,11 @@ pub fn order(datagrams: &[Datagram], keys: Vec<Vec<u8>>) -> Totem {
         stats.authenticated += 1;
         let (header, data) = match link::parse(&plain) {
             Some(KnetPacket::Data(h, data)) => (h, data),
-            Some(KnetPacket::Link { .. }) => {
+            Some(KnetPacket::Link { kind, node, seq }) => {
                 stats.knet_link += 1;
+                if kind == link::TYPE_PING && seq == Some(0) {
+                    defrag.forget_node(node);
+                }
                 continue;
             }
             _ => {
@@ -138,6 +143,9 @@ pub fn order(datagrams: &[Datagram], keys: Vec<Vec<u8>>) -> Totem {
         let Some(whole) = defrag.add(key, &header, data) else {
             continue;
         };
+        if header.compress != 0 {
+            stats.compressed += 1;
+        }
         let packet = match link::decompress(header.compress, &whole) {
             Ok(p) => p,
             Err(e) => {

@@ -172,10 +172,10 @@ pub fn decode(m: &[u8], big: bool) -> Option<ServiceMessage> {
     };
     let id = rd(0)?;
     if first_group == b"sync" {
-        // The ring id is 8-aligned: rep at 16, seq at 24.
+        // The ring id follows the 16-byte header, packed: rep, then seq.
         let ring = RingId {
             rep: rd(16)?,
-            seq: rd64(24)?,
+            seq: rd64(20)?,
         };
         return Some(match id {
             0 => ServiceMessage::SyncBarrier { ring },

@@ -3,7 +3,7 @@
 //! Every node that is a member of a ring processes that ring's CPG messages
 //! in the agreed order. Between syncs, procjoin/procleave/mcast change and
 //! use the group membership; at the CPG activation of a new ring
-//! (the barrier after every member's joinlist) each node applies its own
+//! (the barrier after every member's downlist) each node applies its own
 //! downlist and the joinlists, exactly as corosync does for its clients.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -47,10 +47,15 @@ type Proc = (u32, u32); // (nodeid, pid)
 struct NodeView {
     /// The node's picture of every group's members.
     groups: BTreeMap<Vec<u8>, BTreeSet<Proc>>,
+    /// The ring the node was last seen in.
     old_ring: Option<RingId>,
     transitional: BTreeSet<u32>,
     joinlists: BTreeMap<u32, Vec<(u32, Vec<u8>)>>,
-    barrier_after_joinlist: BTreeSet<u32>,
+    /// Members whose CPG sync message (downlist, and joinlist when they
+    /// have processes) was delivered in this ring...
+    downlists: BTreeSet<u32>,
+    /// ... and whose barrier followed it: when all have one, CPG activates.
+    barrier_after_downlist: BTreeSet<u32>,
     synced: bool,
     members: Vec<u32>,
     partial: HashMap<(u32, u32, Vec<u8>), Vec<u8>>,
@@ -143,6 +148,24 @@ impl NodeView {
     /// CPG activation after the sync of a new ring.
     fn activate(&mut self, node: u32, ctx: (f64, RingId), out: &mut Vec<ViewEvent>) {
         self.synced = true;
+        // A node whose own joinlist lacks one of its local processes has
+        // restarted corosync (a process that goes away otherwise leaves
+        // with a procleave first): its clients start from nothing. A node
+        // that was only cut off still lists them, and the downlist below
+        // gives its clients the nodedown they saw when they were alone
+        // (the one-node ring itself never reaches the wire).
+        // (No joinlist at all: the node has no processes.)
+        let own = self.joinlists.get(&node).cloned().unwrap_or_default();
+        let listed: BTreeSet<(Vec<u8>, u32)> =
+            own.iter().map(|(pid, g)| (g.clone(), *pid)).collect();
+        let restarted = self.groups.iter().any(|(g, m)| {
+            m.iter()
+                .any(|p| p.0 == node && !listed.contains(&(g.clone(), p.1)))
+        });
+        if restarted {
+            self.groups.clear();
+            self.partial.clear();
+        }
         // The node's own joinlist names its local processes: bootstrap a
         // view that started before the capture, without callbacks.
         if let Some(own) = self.joinlists.get(&node).cloned() {
@@ -225,13 +248,18 @@ impl NodeView {
             ServiceMessage::CpgJoinList { entries } => {
                 self.joinlists.insert(sender, entries.clone());
             }
+            ServiceMessage::CpgDownList => {
+                self.downlists.insert(sender);
+            }
+            // A node without CPG processes sends no joinlist, but every
+            // member sends a downlist and then its barrier.
             ServiceMessage::SyncBarrier { ring } if *ring == ctx.1 => {
-                if self.joinlists.contains_key(&sender) && !self.synced {
-                    self.barrier_after_joinlist.insert(sender);
+                if self.downlists.contains(&sender) && !self.synced {
+                    self.barrier_after_downlist.insert(sender);
                     if self
                         .members
                         .iter()
-                        .all(|m| self.barrier_after_joinlist.contains(m))
+                        .all(|m| self.barrier_after_downlist.contains(m))
                     {
                         self.activate(node, ctx, out);
                     }
@@ -330,7 +358,6 @@ pub fn emulate(totem: &Totem) -> Views {
     let mut messages = Vec::new();
     let mut orphans = 0;
     let mut unfinished = 0;
-    // Rings each node has been seen in, to tell a restart from a partition.
     for ring in &totem.rings {
         let Some(id) = ring.id else { continue };
         let members = ring.members();
@@ -385,14 +412,9 @@ fn start_ring(ring: &Ring, id: RingId, members: &[u32], nodes: &mut BTreeMap<u32
             .as_ref()
             .and_then(|c| c.members.iter().find(|m| m.nodeid == node))
             .map(|m| m.old_ring);
-        // A node whose old ring is one it was never seen in restarted (or
-        // was alone): its clients start from nothing.
-        if let (Some(old), Some(prev)) = (old, view.old_ring) {
-            if old != prev {
-                view.groups.clear();
-                view.partial.clear();
-            }
-        }
+        // The members that come from the node's old ring. Without a commit
+        // token (a ring whose start was not captured, or a one-node ring
+        // that leaked), every member counts as coming along.
         view.transitional = match &ring.commit {
             Some(c) => c
                 .members
@@ -405,7 +427,8 @@ fn start_ring(ring: &Ring, id: RingId, members: &[u32], nodes: &mut BTreeMap<u32
         view.old_ring = Some(id);
         view.members = members.to_vec();
         view.joinlists.clear();
-        view.barrier_after_joinlist.clear();
+        view.downlists.clear();
+        view.barrier_after_downlist.clear();
         view.synced = false;
     }
 }
