@@ -701,3 +701,136 @@ fn w1_with_a_wrong_key_says_so() {
         "no packet authenticates with the given key (7650 knet datagrams tried)"
     );
 }
+
+/// Seals totem messages into knet packets of a pcap (no fragmentation).
+fn capture_of(key: &[u8], packets: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    let frames: Vec<(f64, Vec<u8>)> = packets
+        .iter()
+        .enumerate()
+        .map(|(i, (from, totem))| {
+            let plain = forge::knet_data(*from as u16, i as u16 + 1, 0, true, 1, 0, totem);
+            let sealed = forge::seal(key, Cipher::Aes256, Hash::Sha256, [i as u8; 16], &plain);
+            (
+                2000.0 + i as f64 * 0.01,
+                forge::udp_frame([10, 0, 0, *from as u8], [10, 0, 0, 9], 5405, &sealed),
+            )
+        })
+        .collect();
+    forge::pcap(&frames)
+}
+
+/// Node 3 dies with two messages in flight: #7 reached node 1 only (node 1
+/// re-sends it, encapsulated, in the new ring's recovery; the original copy
+/// was not captured), #8 reached no one. The survivors deliver #5 in the old
+/// ring and never #6; the recovery seq of the new ring is not a gap.
+#[test]
+fn recovery_copies_are_unwrapped_and_undelivered_messages_flagged() {
+    let k = key();
+    let g: &[u8] = b"grp\0";
+    let r1 = RingId { rep: 1, seq: 4 };
+    let r2 = RingId { rep: 1, seq: 8 };
+    let mc = |from: u32, seq: u32, ring: RingId, pieces: &[&[u8]]| {
+        forge::totem_mcast(from, seq, ring, 2, &forge::totempg(0, 0, pieces))
+    };
+    let sync = |from: u32, seq: u32, ring: RingId, joinlist: &[(u32, &[u8])]| {
+        let mut pieces = vec![forge::cpg_downlist()];
+        if !joinlist.is_empty() {
+            pieces.push(forge::cpg_joinlist(joinlist));
+        }
+        pieces.push(forge::sync_barrier(ring));
+        let refs: Vec<&[u8]> = pieces.iter().map(|p| p.as_slice()).collect();
+        forge::totem_mcast(from, seq, ring, 2, &forge::totempg(0, 0, &refs))
+    };
+    let zero = |n| RingId { rep: n, seq: 0 };
+    let hello7 = mc(3, 7, r1, &[&forge::cpg_mcast(g, 3, 30, b"seven")]);
+    let packets = vec![
+        (
+            1,
+            forge::totem_commit(
+                1,
+                2,
+                5,
+                r1,
+                &[(1, zero(1), 0), (2, zero(2), 0), (3, zero(3), 0)],
+            ),
+        ),
+        (1, sync(1, 1, r1, &[])),
+        (
+            2,
+            mc(
+                2,
+                2,
+                r1,
+                &[&forge::cpg_downlist(), &forge::sync_barrier(r1)],
+            ),
+        ),
+        (
+            3,
+            mc(
+                3,
+                3,
+                r1,
+                &[&forge::cpg_downlist(), &forge::sync_barrier(r1)],
+            ),
+        ),
+        (1, mc(1, 4, r1, &[&forge::cpg_proc(false, g, 10, 1)])),
+        (2, mc(2, 5, r1, &[&forge::cpg_proc(false, g, 20, 1)])),
+        (3, mc(3, 6, r1, &[&forge::cpg_proc(false, g, 30, 1)])),
+        (3, mc(3, 8, r1, &[&forge::cpg_mcast(g, 3, 30, b"eight")])),
+        (
+            1,
+            forge::totem_commit(1, 2, 3, r2, &[(1, r1, 7), (2, r1, 6)]),
+        ),
+        (1, forge::totem_mcast(1, 1, r2, 1, &hello7)),
+        (1, sync(1, 2, r2, &[(10, g)])),
+        (2, sync(2, 3, r2, &[(20, g)])),
+        (2, mc(2, 4, r2, &[&forge::cpg_mcast(g, 2, 20, b"after")])),
+    ];
+    let d = decode(&capture_of(&k, &packets), vec![k.clone()], DEFAULT_PORTS).unwrap();
+    assert_eq!(d.totem.stats.recovery_copies, 1);
+    assert_eq!(d.totem.stats.not_delivered, 1);
+    let rings: Vec<(String, Vec<u32>)> = d
+        .totem
+        .rings
+        .iter()
+        .map(|r| (r.id.unwrap().to_string(), r.missing()))
+        .collect();
+    assert_eq!(
+        rings,
+        vec![("1.4".to_string(), vec![]), ("1.8".to_string(), vec![])]
+    );
+    let flagged: Vec<(u32, bool)> = d
+        .views
+        .messages
+        .iter()
+        .filter(|m| matches!(m.message, ServiceMessage::CpgMcast { .. }))
+        .map(|m| (m.seq, m.delivered))
+        .collect();
+    assert_eq!(flagged, vec![(7, true), (8, false), (4, true)]);
+    for node in [1, 2] {
+        let seen: Vec<String> = d.views.per_node[&node]
+            .iter()
+            .map(|v| match &v.event.body {
+                EventBody::Deliver { msg, .. } => String::from_utf8_lossy(msg).into_owned(),
+                EventBody::Confchg { members, left, .. } => format!(
+                    "confchg {} left {:?}",
+                    members.len(),
+                    left.iter()
+                        .map(|a| (a.nodeid, a.reason))
+                        .collect::<Vec<_>>()
+                ),
+                _ => unreachable!(),
+            })
+            .collect();
+        // Node 2's client joins second: it sees its own join (2 members) first.
+        let expected = [
+            "confchg 1 left []",
+            "confchg 2 left []",
+            "confchg 3 left []",
+            "seven",
+            "confchg 2 left [(3, 3)]",
+            "after",
+        ];
+        assert_eq!(seen, expected[node as usize - 1..], "node {node}");
+    }
+}
