@@ -108,7 +108,16 @@ pub fn report(d: &Decoded) -> String {
             .filter(|e| e.event.kind == EventKind::Deliver)
             .count();
         let confchgs = events.len() - delivers;
-        let _ = writeln!(s, "node{node}: {delivers} DELIVER, {confchgs} CONFCHG");
+        let synthetic = events.iter().filter(|e| e.synthetic).count();
+        let _ = writeln!(
+            s,
+            "node{node}: {delivers} DELIVER, {confchgs} CONFCHG{}",
+            if synthetic > 0 {
+                format!(" ({synthetic} synthesized: the node was alone in a ring the capture does not show)")
+            } else {
+                String::new()
+            }
+        );
     }
     s
 }

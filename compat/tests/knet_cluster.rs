@@ -311,6 +311,12 @@ fn check_capture(wire: &Path, key: &[u8], expect: &Path, compressed: bool) {
         );
     }
     assert_eq!(cmp.len(), 3);
+    // Node 2's one-node ring during the cut never reached the wire: the
+    // nodedown its client saw there is inferred from the merge.
+    assert!(
+        d.views.per_node[&2].iter().any(|e| e.synthetic),
+        "the partition's nodedown on node 2 was not synthesized\n{summary}"
+    );
     assert!(
         cmp.iter().all(|n| n.ok()),
         "the decoder's views differ from the probes' recordings"

@@ -28,6 +28,9 @@ pub struct ViewEvent {
     /// The confchg of a process's own leave: corosync hands it over, but a
     /// pmxcfs that is shutting down no longer dispatches it.
     pub own_leave: bool,
+    /// Inferred, not seen: the nodedown a cut-off node's clients were handed
+    /// in a one-node ring that never reached the wire (knet-wire.md §11).
+    pub synthetic: bool,
 }
 
 /// One CPG message in the agreed order (for reports).
@@ -49,6 +52,9 @@ struct NodeView {
     groups: BTreeMap<Vec<u8>, BTreeSet<Proc>>,
     /// The ring the node was last seen in.
     old_ring: Option<RingId>,
+    /// The commit token says the node comes from a ring the capture never
+    /// showed (a one-node ring: cut off, or restarted).
+    from_unseen_ring: bool,
     transitional: BTreeSet<u32>,
     joinlists: BTreeMap<u32, Vec<(u32, Vec<u8>)>>,
     /// Members whose CPG sync message (downlist, and joinlist when they
@@ -141,6 +147,7 @@ impl NodeView {
                 ring: ctx.1,
                 event: confchg(node, pid, group, &members, left.clone(), joined.clone()),
                 own_leave,
+                synthetic: false,
             });
         }
     }
@@ -174,6 +181,7 @@ impl NodeView {
             }
         }
         // 1. downlist: processes of nodes outside the transitional membership.
+        let first_downlist_event = out.len();
         let groups: Vec<Vec<u8>> = self.groups.keys().cloned().collect();
         for g in &groups {
             let left: Vec<CpgAddress> = self.groups[g]
@@ -187,6 +195,13 @@ impl NodeView {
                 .collect();
             if !left.is_empty() {
                 self.change(node, g, left, Vec::new(), ctx, out);
+            }
+        }
+        // A node that comes from a ring the capture never saw, and was not
+        // restarted, was alone: these are the confchgs of that ring.
+        if self.from_unseen_ring && !restarted {
+            for e in &mut out[first_downlist_event..] {
+                e.synthetic = true;
             }
         }
         // 2. joinlists of the others: processes this node did not know.
@@ -346,6 +361,7 @@ impl NodeView {
                     },
                 ),
                 own_leave: false,
+                synthetic: false,
             });
         }
     }
@@ -358,10 +374,12 @@ pub fn emulate(totem: &Totem) -> Views {
     let mut messages = Vec::new();
     let mut orphans = 0;
     let mut unfinished = 0;
+    let mut seen: BTreeSet<RingId> = BTreeSet::new();
     for ring in &totem.rings {
         let Some(id) = ring.id else { continue };
         let members = ring.members();
-        start_ring(ring, id, &members, &mut nodes);
+        start_ring(ring, id, &members, &seen, &mut nodes);
+        seen.insert(id);
         let mut assembler = Assembler::default();
         for (seq, om) in &ring.mcasts {
             let Some(pieces) = assembler.feed(om.mcast.nodeid, &om.mcast.payload, om.big_endian)
@@ -404,7 +422,13 @@ pub fn emulate(totem: &Totem) -> Views {
     }
 }
 
-fn start_ring(ring: &Ring, id: RingId, members: &[u32], nodes: &mut BTreeMap<u32, NodeView>) {
+fn start_ring(
+    ring: &Ring,
+    id: RingId,
+    members: &[u32],
+    seen: &BTreeSet<RingId>,
+    nodes: &mut BTreeMap<u32, NodeView>,
+) {
     for &node in members {
         let view = nodes.entry(node).or_default();
         let old = ring
@@ -424,6 +448,7 @@ fn start_ring(ring: &Ring, id: RingId, members: &[u32], nodes: &mut BTreeMap<u32
                 .collect(),
             None => members.iter().copied().collect(),
         };
+        view.from_unseen_ring = view.old_ring.is_some() && old.is_some_and(|o| !seen.contains(&o));
         view.old_ring = Some(id);
         view.members = members.to_vec();
         view.joinlists.clear();
