@@ -834,3 +834,74 @@ fn recovery_copies_are_unwrapped_and_undelivered_messages_flagged() {
         assert_eq!(seen, expected[node as usize - 1..], "node {node}");
     }
 }
+
+/// The command line is a contract: its last line, its exit codes, its files.
+#[test]
+fn wire_command_line_contract() {
+    let dir = w1();
+    let out_dir = std::env::temp_dir().join(format!("pmxcfs-wire-out-{}", std::process::id()));
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pmxcfs-replay"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let key = dir.join("authkey");
+    let capture = dir.join("wire.pcapng");
+    let ok = run(&[
+        "wire".as_ref(),
+        "--authkey".as_ref(),
+        key.as_os_str(),
+        "--out".as_ref(),
+        out_dir.as_os_str(),
+        "--expect".as_ref(),
+        dir.as_os_str(),
+        capture.as_os_str(),
+    ]);
+    let stdout = String::from_utf8(ok.stdout).unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{stdout}");
+    assert_eq!(
+        stdout.lines().last(),
+        Some("nodes: 3, delivers matched: 302/302, confchgs matched: 28/28")
+    );
+    assert!(stdout.contains("ring 1.d: members [1, 2, 3]"), "{stdout}");
+    // --out wrote what --expect compared: per group, the same DELIVERs as
+    // node1's own recording (the interleaving of the two groups is the
+    // daemon's dispatch order, which the wire does not fix).
+    let written = pmxcfs_compat::capture::read_capture(&out_dir.join("node1.pcap")).unwrap();
+    let recorded = pmxcfs_compat::capture::read_capture(&dir.join("node1.pcap")).unwrap();
+    let delivers = |records: &[pmxcfs_compat::capture::Record]| {
+        let mut per_group = std::collections::BTreeMap::<Vec<u8>, Vec<EventBody>>::new();
+        for e in records.iter().map(|r| r.event().unwrap()) {
+            if e.kind == EventKind::Deliver {
+                per_group.entry(e.group).or_default().push(e.body);
+            }
+        }
+        per_group
+    };
+    let (w, r) = (delivers(&written), delivers(&recorded));
+    assert_eq!(w.len(), 2);
+    assert!(
+        w == r,
+        "the written node1.pcap differs from node1's recording"
+    );
+    let _ = std::fs::remove_dir_all(&out_dir);
+
+    let bad_key = std::env::temp_dir().join(format!("pmxcfs-wire-badkey-{}", std::process::id()));
+    std::fs::write(&bad_key, [7u8; 256]).unwrap();
+    let wrong = run(&[
+        "wire".as_ref(),
+        "--authkey".as_ref(),
+        bad_key.as_os_str(),
+        capture.as_os_str(),
+    ]);
+    let _ = std::fs::remove_file(&bad_key);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr)
+        .contains("no packet authenticates with the given key"));
+    // Without a key: a usage error.
+    assert_eq!(
+        run(&["wire".as_ref(), capture.as_os_str()]).status.code(),
+        Some(2)
+    );
+}
