@@ -271,6 +271,11 @@ struct IpReassembly {
     pending: HashMap<(IpAddr, IpAddr, u32), Vec<(usize, Vec<u8>, bool)>>,
 }
 
+/// Datagrams being reassembled at once; beyond this the capture is not
+/// knet traffic worth keeping (knet avoids IP fragmentation), and the
+/// oldest are dropped so junk cannot exhaust memory.
+const MAX_PENDING_IP_DATAGRAMS: usize = 1024;
+
 impl IpReassembly {
     fn add(
         &mut self,
@@ -279,26 +284,39 @@ impl IpReassembly {
         data: &[u8],
         more: bool,
     ) -> Option<Vec<u8>> {
+        if !self.pending.contains_key(&key) && self.pending.len() >= MAX_PENDING_IP_DATAGRAMS {
+            self.pending.clear();
+        }
         let parts = self.pending.entry(key).or_default();
         parts.push((offset, data.to_vec(), more));
+        // The last fragment (more = false) fixes the length; the datagram is
+        // complete when the fragments cover [0, length) without a hole.
+        // Fragments beyond that length are bogus and ignored.
+        let total = parts
+            .iter()
+            .filter(|p| !p.2)
+            .map(|p| p.0 + p.1.len())
+            .min()?;
         parts.sort_by_key(|p| p.0);
-        // Complete when contiguous from 0 and the last one has more=false.
-        let mut next = 0;
-        for (off, d, more) in parts.iter() {
-            if *off > next {
-                return None;
+        let mut covered = 0;
+        for (off, d, _) in parts.iter() {
+            if *off > covered {
+                break;
             }
-            next = next.max(off + d.len());
-            if !more {
-                let mut whole = vec![0u8; next];
-                for (o, d, _) in parts.iter() {
-                    whole[*o..o + d.len()].copy_from_slice(d);
-                }
-                self.pending.remove(&key);
-                return Some(whole);
+            covered = covered.max(off + d.len());
+        }
+        if covered < total {
+            return None;
+        }
+        let mut whole = vec![0u8; total];
+        for (off, d, _) in parts.iter() {
+            if *off < total {
+                let n = d.len().min(total - off);
+                whole[*off..off + n].copy_from_slice(&d[..n]);
             }
         }
-        None
+        self.pending.remove(&key);
+        Some(whole)
     }
 }
 
