@@ -75,6 +75,25 @@ impl Drop for Probes {
     }
 }
 
+/// The packet capture on the bridge; stopped (by its PID) even when the
+/// test fails, so the bridge's namespace can go.
+struct Capture(Child);
+
+impl Capture {
+    fn stop(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            self.stop();
+        }
+    }
+}
+
 /// How many lines of node `id`'s probe log contain every one of `parts`.
 fn count(c: &Cluster, id: u32, parts: &[&str]) -> usize {
     let log = fs::read_to_string(c.base.join(format!("n{id}/probe.log"))).unwrap_or_default();
@@ -125,15 +144,16 @@ fn run_scenario(tag: &str, totem_lines: &str) {
     let wire = c.base.join("wire.pcap");
     // Every bridge port (-i any): each packet is seen leaving one node and
     // entering another, as a capture on a real switch port mirror would.
-    let mut tcpdump = c
-        .bridge_command("tcpdump")
-        .args(["-i", "any", "-U", "-s", "0", "-w"])
-        .arg(&wire)
-        .args(["udp", "portrange", "5405-5412"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tcpdump");
+    let mut tcpdump = Capture(
+        c.bridge_command("tcpdump")
+            .args(["-i", "any", "-U", "-s", "0", "-w"])
+            .arg(&wire)
+            .args(["udp", "portrange", "5405-5412"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tcpdump"),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while fs::metadata(&wire).map(|m| m.len()).unwrap_or(0) == 0 {
         assert!(Instant::now() < deadline, "tcpdump did not start");
@@ -230,8 +250,7 @@ fn run_scenario(tag: &str, totem_lines: &str) {
     for id in 1..=3 {
         c.stop_corosync(id);
     }
-    unsafe { libc::kill(tcpdump.id() as i32, libc::SIGTERM) };
-    let _ = tcpdump.wait();
+    tcpdump.stop();
 
     let expect = c.base.join("expect");
     fs::create_dir_all(&expect).unwrap();

@@ -32,6 +32,9 @@ pub struct Cluster {
     /// Extra arguments for this project's daemon (test options); not given
     /// to a daemon from `PMXCFS_NODE<N>_CMD`.
     pub extra_args: Vec<String>,
+    /// Every corosync started here: a corosync that is killed leaves its
+    /// libqb files in /dev/shm (named after its PID), removed at the end.
+    corosync_pids: Vec<u32>,
 }
 
 fn ip(args: &[&str]) {
@@ -200,6 +203,7 @@ impl Cluster {
             base,
             nodes,
             extra_args: Vec::new(),
+            corosync_pids: Vec::new(),
         }
     }
 
@@ -240,6 +244,7 @@ impl Cluster {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        self.corosync_pids.push(child.id());
         self.node_mut(id).corosync = Some(child);
     }
 
@@ -417,6 +422,20 @@ impl Drop for Cluster {
             .args(["netns", "del", &format!("{}br", self.prefix)])
             .status();
         let _ = fs::remove_dir_all(&self.base);
+        // libqb names its files qb-<server pid>-... and
+        // qb-corosync-<pid>-...: only those of our corosyncs go.
+        if let Ok(entries) = fs::read_dir("/dev/shm") {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let ours = self.corosync_pids.iter().any(|pid| {
+                    name.starts_with(&format!("qb-{pid}-"))
+                        || name.starts_with(&format!("qb-corosync-{pid}-"))
+                });
+                if ours {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
     }
 }
 
