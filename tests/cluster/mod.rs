@@ -432,7 +432,9 @@ impl Drop for Cluster {
                         || name.starts_with(&format!("qb-corosync-{pid}-"))
                 });
                 if ours {
+                    // Newer libqb keeps a connection's files in a folder.
                     let _ = fs::remove_file(entry.path());
+                    let _ = fs::remove_dir_all(entry.path());
                 }
             }
         }
