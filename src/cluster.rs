@@ -87,7 +87,9 @@ fn on_deliver(_h: &cpg::Handle, group: String, nodeid: NodeId, pid: u32, msg: &[
     }
 }
 
-fn address(a: &cpg::Address) -> CpgAddress {
+/// A corosync CPG address as the capture format and the core keep it
+/// (also used by `cpg-probe`).
+pub fn address(a: &cpg::Address) -> CpgAddress {
     CpgAddress {
         nodeid: u32::from(a.nodeid),
         pid: a.pid,
@@ -463,13 +465,7 @@ impl Driver {
                     joined,
                     ..
                 } => {
-                    let members: Vec<Member> = members
-                        .iter()
-                        .map(|a| Member {
-                            nodeid: a.nodeid,
-                            pid: a.pid,
-                        })
-                        .collect();
+                    let members: Vec<Member> = members.iter().map(Member::from).collect();
                     match group {
                         Group::Dcdb => s.dcdb.confchg(&members, !joined.is_empty(), now),
                         Group::Kvstore => s.kvstore.confchg(&members, !joined.is_empty(), now),

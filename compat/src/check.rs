@@ -224,13 +224,7 @@ impl Replayer {
             EventBody::Confchg {
                 members, joined, ..
             } => {
-                let members: Vec<Member> = members
-                    .iter()
-                    .map(|a| Member {
-                        nodeid: a.nodeid,
-                        pid: a.pid,
-                    })
-                    .collect();
+                let members: Vec<Member> = members.iter().map(Member::from).collect();
                 match group {
                     Group::Dcdb => p.dcdb.confchg(&members, !joined.is_empty(), now),
                     Group::Kvstore => p.kv.confchg(&members, !joined.is_empty(), now),

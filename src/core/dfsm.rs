@@ -34,6 +34,16 @@ pub struct Member {
     pub pid: u32,
 }
 
+impl From<&pmxcfs_wire::capture::CpgAddress> for Member {
+    /// A confchg entry without its reason (the member list of a confchg).
+    fn from(a: &pmxcfs_wire::capture::CpgAddress) -> Member {
+        Member {
+            nodeid: a.nodeid,
+            pid: a.pid,
+        }
+    }
+}
+
 /// What the machine asks its driver to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {

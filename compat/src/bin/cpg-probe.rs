@@ -69,13 +69,7 @@ fn on_deliver(_h: &cpg::Handle, group: String, nodeid: NodeId, pid: u32, msg: &[
 }
 
 fn addresses(list: &[cpg::Address]) -> Vec<CpgAddress> {
-    list.iter()
-        .map(|a| CpgAddress {
-            nodeid: u32::from(a.nodeid),
-            pid: a.pid,
-            reason: a.reason as u32,
-        })
-        .collect()
+    list.iter().map(pmxcfs::cluster::address).collect()
 }
 
 fn on_confchg(
