@@ -8,6 +8,7 @@
 //! views (what each node's CPG clients were handed).
 
 pub mod crypto;
+pub mod fields;
 pub mod forge;
 pub mod fuzzing;
 pub mod link;

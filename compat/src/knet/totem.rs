@@ -1,5 +1,7 @@
 //! Layer 4: totemsrp messages, in the sender's byte order (knet-wire.md §6).
 
+use super::fields::Fields;
+
 /// A ring id: representative and ring seq (`rep.seq` in corosync's logs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RingId {
@@ -70,42 +72,6 @@ pub enum TotemMessage {
     },
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-    big: bool,
-}
-
-impl Reader<'_> {
-    fn u32(&self, off: usize) -> Option<u32> {
-        let a: [u8; 4] = self.b.get(off..off + 4)?.try_into().ok()?;
-        Some(if self.big {
-            u32::from_be_bytes(a)
-        } else {
-            u32::from_le_bytes(a)
-        })
-    }
-    fn u64(&self, off: usize) -> Option<u64> {
-        let a: [u8; 8] = self.b.get(off..off + 8)?.try_into().ok()?;
-        Some(if self.big {
-            u64::from_be_bytes(a)
-        } else {
-            u64::from_le_bytes(a)
-        })
-    }
-    fn ring(&self, off: usize) -> Option<RingId> {
-        Some(RingId {
-            rep: self.u32(off)?,
-            seq: self.u64(off + 4)?,
-        })
-    }
-    fn list(&self, off: usize, n: u32) -> Option<Vec<u32>> {
-        if (n as usize).checked_mul(4)? > self.b.len().saturating_sub(off) {
-            return None;
-        }
-        (0..n as usize).map(|k| self.u32(off + 4 * k)).collect()
-    }
-}
-
 /// Parses one totem message. `None`: not corosync 3 totem, or truncated.
 pub fn parse(b: &[u8]) -> Option<TotemMessage> {
     let big = match b.get(0..2)? {
@@ -116,7 +82,10 @@ pub fn parse(b: &[u8]) -> Option<TotemMessage> {
     if *b.get(2)? != 3 || b.len() < 13 {
         return None;
     }
-    let r = Reader { b, big };
+    let r = Fields {
+        bytes: b,
+        big_endian: big,
+    };
     let kind = b[3];
     let nodeid = r.u32(5)?;
     Some(match kind {

@@ -3,28 +3,25 @@
 
 use std::collections::HashMap;
 
+use super::fields::Fields;
 use super::totem::RingId;
 
 /// Splits one mcast payload into (fragmented, continuation, pieces).
 pub fn split(payload: &[u8], big: bool) -> Option<(u8, u8, Vec<&[u8]>)> {
-    let u16_at = |o: usize| -> Option<u16> {
-        let a: [u8; 2] = payload.get(o..o + 2)?.try_into().ok()?;
-        Some(if big {
-            u16::from_be_bytes(a)
-        } else {
-            u16::from_le_bytes(a)
-        })
+    let f = Fields {
+        bytes: payload,
+        big_endian: big,
     };
     let fragmented = *payload.get(4)?;
     let continuation = *payload.get(5)?;
-    let n = u16_at(6)? as usize;
+    let n = f.u16(6)? as usize;
     let mut pos = 8 + 2 * n;
     if pos > payload.len() {
         return None;
     }
     let mut pieces = Vec::with_capacity(n);
     for k in 0..n {
-        let len = u16_at(8 + 2 * k)? as usize;
+        let len = f.u16(8 + 2 * k)? as usize;
         pieces.push(payload.get(pos..pos + len)?);
         pos += len;
     }
@@ -82,12 +79,12 @@ impl Assembler {
 }
 
 /// A CPG group name: only `length` bytes of `value` count.
-fn cpg_name(b: &[u8], off: usize, rd: &dyn Fn(usize) -> Option<u32>) -> Option<Vec<u8>> {
-    let len = rd(off)? as usize;
+fn cpg_name(s: &Fields, off: usize) -> Option<Vec<u8>> {
+    let len = s.u32(off)? as usize;
     if len > 128 {
         return None;
     }
-    Some(b.get(off + 8..off + 8 + len)?.to_vec())
+    Some(s.bytes.get(off + 8..off + 8 + len)?.to_vec())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,48 +132,29 @@ pub enum ServiceMessage {
 
 /// Decodes one complete totempg message: group header, then service message.
 pub fn decode(m: &[u8], big: bool) -> Option<ServiceMessage> {
-    let u16_at = |o: usize| -> Option<u16> {
-        let a: [u8; 2] = m.get(o..o + 2)?.try_into().ok()?;
-        Some(if big {
-            u16::from_be_bytes(a)
-        } else {
-            u16::from_le_bytes(a)
-        })
+    let header = Fields {
+        bytes: m,
+        big_endian: big,
     };
-    let groups = u16_at(0)? as usize;
+    let groups = header.u16(0)? as usize;
     let mut pos = 2 + 2 * groups;
     let mut first_group = Vec::new();
     for g in 0..groups {
-        let len = u16_at(2 + 2 * g)? as usize;
+        let len = header.u16(2 + 2 * g)? as usize;
         if g == 0 {
             first_group = m.get(pos..pos + len)?.to_vec();
         }
         pos += len;
     }
-    let s = m.get(pos..)?;
-    let rd = |o: usize| -> Option<u32> {
-        let a: [u8; 4] = s.get(o..o + 4)?.try_into().ok()?;
-        Some(if big {
-            u32::from_be_bytes(a)
-        } else {
-            u32::from_le_bytes(a)
-        })
+    let s = Fields {
+        bytes: m.get(pos..)?,
+        big_endian: big,
     };
-    let rd64 = |o: usize| -> Option<u64> {
-        let a: [u8; 8] = s.get(o..o + 8)?.try_into().ok()?;
-        Some(if big {
-            u64::from_be_bytes(a)
-        } else {
-            u64::from_le_bytes(a)
-        })
-    };
+    let rd = |o: usize| s.u32(o);
     let id = rd(0)?;
     if first_group == b"sync" {
         // The ring id follows the 16-byte header, packed: rep, then seq.
-        let ring = RingId {
-            rep: rd(16)?,
-            seq: rd64(20)?,
-        };
+        let ring = s.ring(16)?;
         return Some(match id {
             0 => ServiceMessage::SyncBarrier { ring },
             1 => ServiceMessage::SyncServiceBuild { ring },
@@ -194,21 +172,21 @@ pub fn decode(m: &[u8], big: bool) -> Option<ServiceMessage> {
     }
     Some(match id & 0xffff {
         0 => ServiceMessage::CpgProcJoin {
-            group: cpg_name(s, 16, &rd)?,
+            group: cpg_name(&s, 16)?,
             pid: rd(152)?,
             reason: rd(160)?,
         },
         1 => ServiceMessage::CpgProcLeave {
-            group: cpg_name(s, 16, &rd)?,
+            group: cpg_name(&s, 16)?,
             pid: rd(152)?,
             reason: rd(160)?,
         },
         2 => {
-            let size = (rd(8)? as usize).min(s.len());
+            let size = (rd(8)? as usize).min(s.bytes.len());
             let mut entries = Vec::new();
             let mut o = 24;
             while o + 144 <= size {
-                entries.push((rd(o)?, cpg_name(s, o + 8, &rd)?));
+                entries.push((rd(o)?, cpg_name(&s, o + 8)?));
                 o += 144;
             }
             ServiceMessage::CpgJoinList { entries }
@@ -216,22 +194,22 @@ pub fn decode(m: &[u8], big: bool) -> Option<ServiceMessage> {
         3 => {
             let len = rd(152)? as usize;
             ServiceMessage::CpgMcast {
-                group: cpg_name(s, 16, &rd)?,
+                group: cpg_name(&s, 16)?,
                 pid: rd(160)?,
                 nodeid: rd(168)?,
-                msg: s.get(184..184 + len)?.to_vec(),
+                msg: s.bytes.get(184..184 + len)?.to_vec(),
             }
         }
         5 => ServiceMessage::CpgDownList,
         6 => {
             let len = rd(160)? as usize;
             ServiceMessage::CpgPartialMcast {
-                group: cpg_name(s, 16, &rd)?,
+                group: cpg_name(&s, 16)?,
                 total: rd(152)?,
                 pid: rd(168)?,
                 kind: rd(176)?,
                 nodeid: rd(184)?,
-                fragment: s.get(200..200 + len)?.to_vec(),
+                fragment: s.bytes.get(200..200 + len)?.to_vec(),
             }
         }
         f => ServiceMessage::Other {
