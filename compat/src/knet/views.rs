@@ -182,21 +182,10 @@ impl NodeView {
         }
         // 1. downlist: processes of nodes outside the transitional membership.
         let first_downlist_event = out.len();
-        let groups: Vec<Vec<u8>> = self.groups.keys().cloned().collect();
-        for g in &groups {
-            let left: Vec<CpgAddress> = self.groups[g]
-                .iter()
-                .filter(|p| p.0 != node && !self.transitional.contains(&p.0))
-                .map(|&(nodeid, pid)| CpgAddress {
-                    nodeid,
-                    pid,
-                    reason: REASON_NODEDOWN,
-                })
-                .collect();
-            if !left.is_empty() {
-                self.change(node, g, left, Vec::new(), ctx, out);
-            }
-        }
+        let transitional = self.transitional.clone();
+        self.remove_remote(node, REASON_NODEDOWN, ctx, out, |_, p| {
+            !transitional.contains(&p.0)
+        });
         // A node that comes from a ring the capture never saw, and was not
         // restarted, was alone: these are the confchgs of that ring.
         if self.from_unseen_ring && !restarted {
@@ -230,19 +219,31 @@ impl NodeView {
             self.change(node, &g, Vec::new(), list, ctx, out);
         }
         // 3. known remote processes that no joinlist mentioned.
+        let reported: BTreeSet<u32> = self.joinlists.keys().copied().collect();
+        self.remove_remote(node, REASON_PROCDOWN, ctx, out, |g, p| {
+            reported.contains(&p.0) && !mentioned.contains(&(g.to_vec(), *p))
+        });
+    }
+
+    /// Removes, group by group, the other nodes' processes that `gone`
+    /// selects, with one confchg per group for the local members.
+    fn remove_remote(
+        &mut self,
+        node: u32,
+        reason: u32,
+        ctx: (f64, RingId),
+        out: &mut Vec<ViewEvent>,
+        gone: impl Fn(&[u8], &Proc) -> bool,
+    ) {
         let groups: Vec<Vec<u8>> = self.groups.keys().cloned().collect();
         for g in &groups {
             let left: Vec<CpgAddress> = self.groups[g]
                 .iter()
-                .filter(|p| {
-                    p.0 != node
-                        && self.joinlists.contains_key(&p.0)
-                        && !mentioned.contains(&(g.clone(), **p))
-                })
+                .filter(|p| p.0 != node && gone(g, p))
                 .map(|&(nodeid, pid)| CpgAddress {
                     nodeid,
                     pid,
-                    reason: REASON_PROCDOWN,
+                    reason,
                 })
                 .collect();
             if !left.is_empty() {
