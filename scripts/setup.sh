@@ -6,7 +6,7 @@ set -euo pipefail
 # System packages: a C toolchain for the -sys crates; libqb, librrd and
 # corosync's client libraries (what PVE ships; the daemon links them); and
 # what the integration tests drive (corosync, FUSE, network namespaces,
-# SQLite's shell, rrdcached and rrdtool).
+# SQLite's shell, rrdcached and rrdtool, tcpdump for the knet capture tests).
 PACKAGES=(build-essential pkg-config libqb-dev librrd-dev corosync libcpg-dev libcfg-dev libcmap-dev
           libquorum-dev libvotequorum-dev rrdcached rrdtool fuse3 iproute2 sqlite3 procps tcpdump)
 
@@ -26,6 +26,6 @@ if ! command -v cargo >/dev/null 2>&1; then
     for env in "$HOME/.cargo/env"; do [ -f "$env" ] && . "$env"; done
 fi
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "setup: cargo not found. Install a Rust toolchain (1.80 or newer, e.g. with rustup) and re-run." >&2
+    echo "setup: cargo not found. Install a Rust toolchain (1.89 or newer, e.g. with rustup) and re-run." >&2
     exit 1
 fi
