@@ -147,6 +147,9 @@ extern "C" fn dispatch_del(fd: i32) -> i32 {
     unsafe { ffi::qb_loop_poll_del(qb_loop(), fd) }
 }
 
+/// What C's connection-accept callback returns for a refused client.
+const REFUSED: i32 = 1;
+
 /// Per connection: read-only or not (boxed into libqb's context pointer).
 struct ConnInfo {
     readonly: bool,
@@ -154,7 +157,7 @@ struct ConnInfo {
 
 extern "C" fn accept(c: *mut c_void, uid: u32, gid: u32) -> i32 {
     let Some(shared) = SHARED.get() else {
-        return -libc::EACCES;
+        return REFUSED;
     };
     match access(uid, gid, shared.www_data_gid) {
         Some(readonly) => {
@@ -165,7 +168,11 @@ extern "C" fn accept(c: *mut c_void, uid: u32, gid: u32) -> i32 {
         }
         None => {
             log::notice(&format!("connection from bad user {uid} - rejected"));
-            -libc::EACCES
+            // C's accept answers 1, not a negative errno: libqb hands that
+            // value to the client as the connection result, whose
+            // qb_ipcc_connect then fails with errno -1 (what PVE::IPCC
+            // leaves in `$!`). -EACCES would show as errno 13.
+            REFUSED
         }
     }
 }

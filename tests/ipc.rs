@@ -283,6 +283,30 @@ fn every_opcode_as_root() {
     );
     assert_eq!(e(call(&c, &props(0, &["Name"], 1))), -libc::EINVAL);
     assert_eq!(e(call(&c, &props(0, &["name"], 2))), -libc::EINVAL);
+    // Seen with C (observed-behaviour §7): a last line without newline
+    // counts, a value of only blanks is one blank, an empty value is
+    // skipped, and an empty config asked for by vmid is EIO.
+    write(&d, "nodes/refnode1/qemu-server/104.conf", b"name: nonl");
+    write(
+        &d,
+        "nodes/refnode1/qemu-server/105.conf",
+        b"name:   \nmemory:\n",
+    );
+    write(&d, "nodes/refnode1/qemu-server/106.conf", b"");
+    assert_eq!(
+        ok(call(&c, &prop(104, "name"))),
+        b"{\n\"104\":{\"name\": \"nonl\"}\n}\n"
+    );
+    assert_eq!(
+        ok(call(&c, &props(105, &["name", "memory"], 2))),
+        b"{\n\"105\":{\"name\": \" \"}\n}\n"
+    );
+    assert_eq!(e(call(&c, &prop(106, "name"))), -libc::EIO);
+    assert_eq!(
+        ok(call(&c, &prop(0, "name"))),
+        b"{\n\"100\":{\"name\": \"test100\"},\n\"102\":{\"name\": \"test100\"},\n\"104\":{\"name\": \"nonl\"},\n\"105\":{\"name\": \" \"}\n}\n",
+        "the empty config is skipped in a scan of all guests"
+    );
 
     // 12: VERIFY_TOKEN.
     let token = |t: &str| raw(12, &[t.as_bytes(), b"\0"].concat());
@@ -355,7 +379,10 @@ fn ipc_client_process() {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect();
     match QbClient::connect("pve2") {
-        None => println!("RESPONSE connect-failed"),
+        None => println!(
+            "RESPONSE connect-failed:{}",
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        ),
         Some(c) => {
             let bytes = c.call(&request).unwrap();
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -404,9 +431,27 @@ fn access_matrix() {
         -libc::EPERM
     );
     assert_eq!(call_as(0, 0, &set_status("k", b"v\0")).unwrap().0, 0);
-    // Anyone else is refused at connection time.
-    assert!(call_as(1000, 1000, &req(RequestBody::GetFsVersion)).is_err());
-    assert!(call_as(0, 1000, &req(RequestBody::GetFsVersion)).is_err());
+    // Anyone else is refused at connection time, before any request is
+    // read: as with C, the stock client's connect fails with errno -1
+    // (what PVE::IPCC leaves in `$!`), whatever the request.
+    for (uid, gid) in [(65534, 65534), (0, 1000), (1000, 0), (1000, 1000)] {
+        for request in [
+            req(RequestBody::GetFsVersion),
+            raw(6, b"storage.cfg\0"),
+            set_status("k", b"refused\0"),
+        ] {
+            assert_eq!(
+                call_as(uid, gid, &request),
+                Err("connect failed:-1".to_string()),
+                "uid {uid} gid {gid}"
+            );
+        }
+    }
+    // Nothing a refused client sent reached the store.
+    assert_eq!(
+        call_as(0, 0, &get_status("k", "")).unwrap(),
+        (0, b"v\0".to_vec())
+    );
     assert!(d.stop().success());
 }
 

@@ -91,8 +91,8 @@ fn fresh_mount_root_listing_and_special_files() {
         let m = fs::symlink_metadata(d.path(name)).unwrap();
         assert!(m.file_type().is_symlink());
         assert_eq!(
-            (m.mode() & 0o7777, m.uid(), m.gid(), m.size()),
-            (0o755, 0, gid, target.len() as u64)
+            (m.mode() & 0o7777, m.uid(), m.gid(), m.size(), m.blocks()),
+            (0o755, 0, gid, target.len() as u64, 0)
         );
         assert_eq!(
             fs::read_link(d.path(name)).unwrap().to_str().unwrap(),
@@ -112,9 +112,10 @@ fn fresh_mount_root_listing_and_special_files() {
         (".debug", 0o640),
     ] {
         let md = fs::metadata(d.path(name)).unwrap();
+        // C reports no blocks for special files, whatever their size.
         assert_eq!(
-            (md.mode() & 0o7777, md.mtime(), md.gid()),
-            (m, 0, gid),
+            (md.mode() & 0o7777, md.mtime(), md.gid(), md.blocks()),
+            (m, 0, gid, 0),
             "{name}"
         );
         assert_eq!(
@@ -437,6 +438,47 @@ fn operation_table_data_sizes_and_times() {
         ),
         EFBIG
     );
+
+    // How many changes one write(2) makes: the kernel hands C 128 KiB
+    // pieces for a file it has just created (a create and 8 writes for
+    // 1 MiB), whatever the alignment of the caller's buffer; every later
+    // inode and version depends on it.
+    let version = || -> u64 {
+        common::sqlite(
+            &d.statedir.join("config.db"),
+            "SELECT version FROM tree WHERE inode = 0",
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    };
+    // Written from one byte into a heap buffer: not page-aligned, which
+    // is what makes a direct-I/O write come in smaller pieces.
+    let unaligned = vec![b'u'; 1024 * 1024 + 2];
+    for (name, len, changes) in [
+        ("chunk-1m", 1024 * 1024, 9),
+        ("chunk-200k", 200 * 1024, 3),
+        ("chunk-1m-plus-1", 1024 * 1024 + 1, 9),
+    ] {
+        let before = version();
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(d.path(name))
+            .unwrap();
+        let n = f.write(&unaligned[1..1 + len]).unwrap();
+        assert_eq!(n, len.min(1024 * 1024), "{name}");
+        if len > 1024 * 1024 {
+            assert_eq!(errno(f.write(&unaligned[..1])), EFBIG, "{name}");
+        }
+        drop(f);
+        assert_eq!(version() - before, changes, "{name}: create + pieces");
+        assert_eq!(
+            fs::read(d.path(name)).unwrap(),
+            &unaligned[1..1 + len.min(1024 * 1024)],
+            "{name}"
+        );
+    }
 
     // utime: any time, or now.
     let t = libc::timespec {

@@ -193,10 +193,36 @@ fn config_path(node: &[u8], vmtype: VmType, vmid: u32) -> Vec<u8> {
     [b"nodes/", node, format!("/{dir}/{vmid}.conf").as_bytes()].concat()
 }
 
-/// `_get_property_values` (spec §6.5), C's early stop included.
+/// C's `isspace` in the "C" locale (Rust's ASCII whitespace lacks `\v`).
+fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// The value of a property line after its `name:`, as C cuts it: leading
+/// blanks skipped and trailing blanks trimmed, but never below one
+/// character, so a value of only blanks (`name:   `) is one blank
+/// (observed: `" "`). An empty value (`name:`) never gets here.
+fn property_value(rest: &[u8]) -> &[u8] {
+    let last = rest.len() - 1;
+    let start = rest
+        .iter()
+        .position(|&b| !is_c_space(b))
+        .unwrap_or(last)
+        .min(last);
+    let end = rest
+        .iter()
+        .rposition(|&b| !is_c_space(b))
+        .map_or(start + 1, |e| e + 1)
+        .max(start + 1);
+    &rest[start..end]
+}
+
+/// `_get_property_values` (spec §6.5), C's early stop included. `config`
+/// is the whole file; a last line without its newline counts (observed,
+/// also for a file of a single line without any newline).
 pub fn scan_properties(config: &[u8], props: &[&[u8]]) -> Vec<Option<Vec<u8>>> {
     let mut values: Vec<Option<Vec<u8>>> = vec![None; props.len()];
-    if !config.contains(&b'\n') || props.is_empty() {
+    if props.is_empty() {
         return values;
     }
     let min = props
@@ -224,22 +250,10 @@ pub fn scan_properties(config: &[u8], props: &[&[u8]]) -> Vec<Option<Vec<u8>>> {
             if line.len() <= p.len() + 1 || !line.starts_with(p) || line[p.len()] != b':' {
                 continue;
             }
-            let rest = &line[p.len() + 1..];
-            let start = rest
-                .iter()
-                .position(|b| !b.is_ascii_whitespace())
-                .unwrap_or(rest.len());
-            let end = rest
-                .iter()
-                .rposition(|b| !b.is_ascii_whitespace())
-                .map_or(start, |e| e + 1);
-            if start >= end {
-                continue;
-            }
             if values[i].is_some() {
                 refound += 1;
             }
-            values[i] = Some(rest[start..end].to_vec());
+            values[i] = Some(property_value(&line[p.len() + 1..]).to_vec());
             if refound == props.len() {
                 break 'lines;
             }
@@ -269,15 +283,14 @@ fn guest_properties(memdb: &Memdb, vmid: u32, props: &[&[u8]]) -> Result<Vec<u8>
     vms.sort_by_key(|v| v.0);
     let mut objects = Vec::new();
     for (id, node, vmtype) in vms {
+        // A config C cannot read (missing, a directory, or empty: C's
+        // read of 0 bytes fails) is EIO when asked for by vmid, and
+        // skipped in a scan of all guests.
         let config = match memdb.lookup(&config_path(&node, vmtype, id)) {
-            Some(e) if !e.is_dir() => file_content(e),
+            Some(e) if !e.is_dir() && e.size > 0 => file_content(e),
             _ if vmid != 0 => return Err(EIO),
             _ => continue,
         };
-        let mut config = config;
-        if config.contains(&b'\n') && config.last() != Some(&b'\n') {
-            config.push(b'\n');
-        }
         let values = scan_properties(&config, props);
         let found: Vec<String> = props
             .iter()
@@ -334,6 +347,22 @@ mod tests {
         let v = scan_properties(b"name: a\nname: b\nname: c\n", &[b"name"]);
         assert_eq!(v[0].as_deref(), Some(&b"b"[..]));
         assert_eq!(scan_properties(b"no newline", &[b"no"])[0], None);
+    }
+
+    #[test]
+    fn property_scan_edges_seen_with_c() {
+        // The last line counts without its newline, also as the only line.
+        let v = scan_properties(b"name: nonl", &[b"name"]);
+        assert_eq!(v[0].as_deref(), Some(&b"nonl"[..]));
+        let v = scan_properties(b"cores: 1\nname: nonl", &[b"name"]);
+        assert_eq!(v[0].as_deref(), Some(&b"nonl"[..]));
+        // A value of only blanks is one blank; an empty value is skipped.
+        let v = scan_properties(b"name:   \nmemory:\n", &[b"name", b"memory"]);
+        assert_eq!(v[0].as_deref(), Some(&b" "[..]));
+        assert_eq!(v[1], None);
+        // C's isspace includes the vertical tab.
+        let v = scan_properties(b"name: \x0bx\x0b\n", &[b"name"]);
+        assert_eq!(v[0].as_deref(), Some(&b"x"[..]));
     }
 
     #[test]
