@@ -12,10 +12,10 @@ scripts/setup.sh
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 
 echo "== build"
-cargo build --workspace --all-targets --locked
+cargo build --workspace --all-targets --locked --features pmxcfs-compat/probe
 
 echo "== tests"
-cargo test --workspace --locked 2>&1 | tee target/test-output.txt
+cargo test --workspace --locked --features pmxcfs-compat/probe 2>&1 | tee target/test-output.txt
 read -r passed failed < <(awk '/^test result:/ { for (i = 1; i < NF; i++) {
     if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
     END { print p + 0, f + 0 }' target/test-output.txt)

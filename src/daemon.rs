@@ -12,17 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pmxcfs_wire::clog::LogRecord;
-
-use crate::core::dcdb::Dcdb;
-use crate::core::dfsm::{Dfsm, Member};
-use crate::core::kvstore::Kvstore;
-use crate::core::status::Status;
-use crate::database::Database;
+use crate::core::logline::Subsystem;
+use crate::core::node::{Action, Node, NodeConfig};
+use crate::database::{Database, DbError};
 use crate::fuse::{mount_config, PveFs};
 use crate::ipc::IpcServer;
 use crate::log;
-use crate::node::{now, Node, NodeState};
+use crate::node::{now, NodeHandle, Shared};
 use crate::rrd::RrdWriter;
 
 pub const USAGE: &str = "Usage: pmxcfs [-d] [-f] [-l] [--mountpoint DIR] [--statedir DIR] [--rundir DIR] [--pidfile FILE]
@@ -210,7 +206,10 @@ fn take_lock(path: &Path) -> Result<File, String> {
             return Ok(file);
         }
         if attempt == 0 {
-            log::notice("unable to acquire pmxcfs lock - trying again");
+            log::crit(
+                Subsystem::Main,
+                "unable to acquire pmxcfs lock - trying again",
+            );
         }
         if attempt < 10 {
             std::thread::sleep(Duration::from_secs(1));
@@ -290,9 +289,11 @@ fn wait_for_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
     (sig > 0).then_some(sig)
 }
 
-/// Fork for daemon mode. The parent waits for the child's readiness byte,
-/// writes the pid file and exits; the child continues and gets the pipe's
-/// write end to report readiness with.
+/// Fork for daemon mode. The parent waits for the child's word on a pipe:
+/// `1` once the filesystem is mounted and served, or `0` and the reason
+/// it could not start. On `1` it writes the pid file (the child's pid)
+/// and exits 0; otherwise it prints the reason and exits 255. The child
+/// gets the pipe's write end.
 fn daemonize(pidfile: &Path) -> Result<File, String> {
     let mut fds = [0i32; 2];
     // SAFETY: pipe and fork before any thread exists.
@@ -306,10 +307,16 @@ fn daemonize(pidfile: &Path) -> Result<File, String> {
     if pid > 0 {
         unsafe { libc::close(fds[1]) };
         let mut reader = unsafe { File::from_raw_fd(fds[0]) };
-        let mut byte = [0u8; 1];
-        let ready = matches!(reader.read(&mut byte), Ok(1)) && byte[0] == b'1';
-        if !ready {
-            eprintln!("pmxcfs: the server failed to start (see the messages above)");
+        let mut word = Vec::new();
+        let _ = reader.read_to_end(&mut word);
+        if word.first() != Some(&b'1') {
+            let why = String::from_utf8_lossy(word.get(1..).unwrap_or_default());
+            let why = if why.is_empty() {
+                "the server exited during start-up".into()
+            } else {
+                why
+            };
+            eprintln!("pmxcfs: failed to start: {why}");
             std::process::exit(255);
         }
         if let Err(e) = write_pidfile(pidfile, pid as u32) {
@@ -317,6 +324,9 @@ fn daemonize(pidfile: &Path) -> Result<File, String> {
                 "pmxcfs: unable to write pid file '{}': {e}",
                 pidfile.display()
             );
+            // SAFETY: the child is ours; it is stopped, not left behind.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            std::process::exit(255);
         }
         std::process::exit(0);
     }
@@ -343,27 +353,38 @@ pub fn run(options: Options) -> i32 {
     if options.debug {
         log::set_debug(true);
     }
-    let ready_pipe = if options.foreground {
+    if !options.foreground {
+        // Before the fork: every line of the child goes to syslog.
+        log::use_syslog();
+    }
+    let mut ready_pipe = if options.foreground {
         None
     } else {
         match daemonize(&options.paths.pidfile) {
             Ok(p) => Some(p),
             Err(e) => {
-                log::error(&e);
+                log::crit(Subsystem::Main, &e);
                 return 255;
             }
         }
     };
-    match serve(&options, ready_pipe) {
+    match serve(&options, &mut ready_pipe) {
         Ok(()) => 0,
         Err(e) => {
-            log::error(&e);
+            log::crit(Subsystem::Main, &e);
+            if let Some(mut pipe) = ready_pipe {
+                let _ = pipe.write_all(format!("0{e}").as_bytes());
+            }
             255
         }
     }
 }
 
-fn serve(options: &Options, ready_pipe: Option<File>) -> Result<(), String> {
+fn db_error(e: DbError) -> String {
+    e.to_string()
+}
+
+fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String> {
     let started = Instant::now();
     let paths = &options.paths;
     let hostname = short_hostname();
@@ -371,6 +392,10 @@ fn serve(options: &Options, ready_pipe: Option<File>) -> Result<(), String> {
         return Err("unable to get the host name".into());
     }
     let ip = resolve_node_ip(&hostname)?;
+    log::notice(
+        Subsystem::Main,
+        &format!("resolved node name '{hostname}' to '{ip}' for default node IP address"),
+    );
     let gid = www_data_gid()?;
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(0o027) };
@@ -379,124 +404,129 @@ fn serve(options: &Options, ready_pipe: Option<File>) -> Result<(), String> {
     chown(&paths.rundir, 0, gid);
     let _lock = take_lock(&paths.lockfile())?;
 
-    let start_time = now();
-    let mut status = Status::new(&hostname, start_time);
-    if let Some(entry) = status.clog.pack(&LogRecord {
-        node: hostname.as_bytes(),
-        ident: b"root",
-        tag: b"cluster",
-        pid: std::process::id(),
-        time: start_time,
-        priority: 6,
-        msg: b"starting cluster log",
-    }) {
-        status.clog.insert(&entry);
+    // The database is checked before anything is written to it.
+    let rows = Database::read(&paths.database()).map_err(db_error)?;
+    let new_database = rows.is_none();
+    let host_conf = fs::read(&paths.corosync_conf).ok();
+    if let Some(secs) = options.test_lock_timeout {
+        log::notice(
+            Subsystem::Main,
+            &format!("TEST OPTION: locks expire after {secs} s instead of 120 s"),
+        );
     }
-
-    let new_database = !paths.database().exists();
-    let (mut db, mut memdb) =
-        Database::open(&paths.database(), start_time).map_err(|e| e.to_string())?;
-    if new_database && !options.local {
-        // C imports the host's corosync.conf into a new database.
-        if let Ok(conf) = fs::read(&paths.corosync_conf) {
-            let _ = memdb.create(b"corosync.conf", 0, start_time);
-            let _ = memdb
-                .write(b"corosync.conf", 0, start_time, &conf, 0, true)
-                .map_err(|e| {
-                    format!("cannot import {}: errno {e}", paths.corosync_conf.display())
-                })?;
-            db.apply_all(&memdb.take_changes())
-                .map_err(|e| e.to_string())?;
-            log::notice(&format!(
+    let start = now();
+    let node = Node::boot(
+        NodeConfig {
+            nodename: hostname.clone(),
+            node_ip: ip.to_string(),
+            pid: std::process::id(),
+            force_local: options.local,
+            debug: options.debug,
+            lock_timeout: options.test_lock_timeout,
+        },
+        rows,
+        host_conf.as_deref(),
+        start,
+    )
+    .map_err(|e| format!("{}: {e}", paths.database().display()))?;
+    let db = Database::open(&paths.database()).map_err(db_error)?;
+    let mut shared = Shared { node, db };
+    let initial = shared.drain(start);
+    if shared.node.storage_failed() {
+        return Err(format!(
+            "unable to write the database '{}'",
+            paths.database().display()
+        ));
+    }
+    let cluster_mode = shared.node.is_cluster();
+    if new_database && cluster_mode {
+        log::debug(
+            Subsystem::Main,
+            &format!(
                 "imported {} into the new database",
                 paths.corosync_conf.display()
-            ));
-        }
+            ),
+        );
     }
-    let cluster_mode = !options.local && memdb.lookup(b"corosync.conf").is_some();
-    log::debug(&format!(
-        "node {hostname} ({ip}), database version {}",
-        memdb.version()
-    ));
-    let me = Member {
-        nodeid: 0,
-        pid: std::process::id(),
-    };
-    if let Some(secs) = options.test_lock_timeout {
-        log::notice(&format!(
-            "TEST OPTION: locks expire after {secs} s instead of 120 s"
-        ));
-        memdb.locks.set_timeout(secs);
-    }
-    let mut dcdb = Dcdb::new(memdb);
-    // Local mode counts as quorate; cluster mode waits for corosync's word.
-    dcdb.quorate = !cluster_mode;
-    let node = Arc::new(Node::new(
-        NodeState {
-            dcdb: Dfsm::new(dcdb, me),
-            kvstore: Dfsm::new(Kvstore::new(status, &ip.to_string()), me),
-            db,
-        },
+    let node = Arc::new(NodeHandle::new(
+        shared,
         Some(RrdWriter::new(&paths.rrd_dir, &paths.rrdcached_socket)),
     ));
 
     clear_stale_mount(&paths.mountpoint);
     mkdir_mode(&paths.mountpoint, 0o750)?;
     let signals = block_signals();
-    let fs = PveFs::new(node.clone(), &hostname, gid);
+    let fs = PveFs::new(node.clone(), gid);
     let session = fuser::Session::new(fs, &paths.mountpoint, &mount_config())
         .and_then(|s| s.spawn())
         .map_err(|e| format!("fuse mount on '{}' failed: {e}", paths.mountpoint.display()))?;
-    let ipc = IpcServer::start(node.clone(), gid)?;
     if cluster_mode {
         let recorder = match &options.record {
             Some(path) => Some(
-                crate::cluster::Recorder::create(path)
+                crate::record::Recorder::create(path)
                     .map_err(|e| format!("cannot record to '{}': {e}", path.display()))?,
             ),
             None => None,
         };
-        node.set_cluster(
-            crate::cluster::start(node.clone(), &paths.corosync_conf, recorder)
-                .map_err(|e| format!("cannot start the corosync thread: errno {e}"))?,
-        );
+        let link = crate::corosync::start(node.clone(), &paths.corosync_conf, recorder, initial)
+            .map_err(|e| format!("cannot start the corosync thread: {e}"))?;
+        node.set_cluster(link);
+        // C serves IPC after the first second of its service loop, by
+        // which a cluster has synced: PVE's daemons then read the
+        // cluster's data, not this node's old copy.
+        node.wait_first_sync(Duration::from_secs(1));
+    } else {
+        for action in initial {
+            if let Action::Effect(e) = action {
+                node.perform(e);
+            }
+        }
     }
+    let ipc = IpcServer::start(node.clone(), gid)?;
     let _ = fs::remove_file(paths.restart_flag());
-    log::notice(&format!(
-        "mounted {} in {} mode after {} ms",
-        paths.mountpoint.display(),
-        if cluster_mode { "cluster" } else { "local" },
-        started.elapsed().as_millis()
-    ));
-    if let Some(mut pipe) = ready_pipe {
+    log::debug(
+        Subsystem::Main,
+        &format!(
+            "mounted {} in {} mode, serving after {} ms",
+            paths.mountpoint.display(),
+            if cluster_mode { "cluster" } else { "local" },
+            started.elapsed().as_millis()
+        ),
+    );
+    if let Some(mut pipe) = ready_pipe.take() {
         let _ = pipe.write_all(b"1");
         redirect_stdio_to_null();
     }
 
     loop {
         if let Some(sig) = wait_for_signal(&signals, Duration::from_millis(500)) {
-            log::notice(&format!("received signal {sig}, shutting down"));
+            log::debug(Subsystem::Main, &format!("received signal {sig}"));
             break;
         }
         if session.guard.is_finished() {
-            log::notice("the filesystem was unmounted, shutting down");
+            log::notice(
+                Subsystem::Main,
+                "the filesystem was unmounted, shutting down",
+            );
             break;
         }
     }
 
-    log::notice("teardown filesystem");
+    log::notice(Subsystem::Main, "teardown filesystem");
     write_restart_flag(&paths.restart_flag(), gid);
-    log::notice("withdrawing server sockets");
     ipc.stop();
     unmount(session, &paths.mountpoint);
-    // Waiting for the lock lets a write in progress finish and commit.
+    // Waiting for the lock lets a change in progress finish and commit.
     let state = node.lock();
     state.db.checkpoint();
     drop(state);
+    if let Some(link) = node.cluster_link() {
+        link.shutdown();
+    }
     if !options.foreground {
         let _ = fs::remove_file(&paths.pidfile);
     }
-    log::notice("exit proxmox configuration filesystem (0)");
+    log::notice(Subsystem::Main, "exit proxmox configuration filesystem (0)");
     Ok(())
 }
 
@@ -519,6 +549,9 @@ fn unmount(session: fuser::BackgroundSession, mountpoint: &Path) {
         let _ = tx.send(());
     });
     if rx.recv_timeout(Duration::from_secs(5)).is_err() {
-        log::notice("filesystem threads still busy after unmount; exiting anyway");
+        log::notice(
+            Subsystem::Main,
+            "filesystem threads still busy after unmount; exiting anyway",
+        );
     }
 }

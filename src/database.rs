@@ -13,7 +13,8 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OpenFlags};
 
-use crate::core::memdb::{DbChange, LoadError, Memdb, Row};
+use crate::core::memdb::{DbChange, LoadError, Row};
+use crate::core::node::PersistFailure;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS tree (  inode INTEGER PRIMARY KEY NOT NULL,  parent INTEGER NOT NULL CHECK(typeof(parent)=='integer'),  version INTEGER NOT NULL CHECK(typeof(version)=='integer'),  writer INTEGER NOT NULL CHECK(typeof(writer)=='integer'),  mtime INTEGER NOT NULL CHECK(typeof(mtime)=='integer'),  type INTEGER NOT NULL CHECK(typeof(type)=='integer'),  name TEXT NOT NULL,  data BLOB);";
 
@@ -85,32 +86,33 @@ fn u32_of(path: &Path, inode: i64, column: &str, v: i64) -> Result<u32, DbError>
 }
 
 impl Database {
-    /// Open (or create) the database and load its tree. `now` stamps a fresh
-    /// database.
-    pub fn open(path: &Path, now: u32) -> Result<(Database, Memdb), DbError> {
+    /// The rows of an existing database, read without writing to it; `None`
+    /// when there is no database yet (a missing or empty file). A file that
+    /// is not a pmxcfs database is an error and stays untouched.
+    pub fn read(path: &Path) -> Result<Option<Vec<Row>>, DbError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let rows = Self::read_rows(path)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        if !rows.iter().any(|r| r.inode == 0) {
+            return Err(DbError::WrongSchema {
+                path: path.to_path_buf(),
+                detail: "the `__version__` row (inode 0) is missing".into(),
+            });
+        }
+        Ok(Some(rows))
+    }
+
+    /// Open (or create) the database for writing, with C's settings. Call
+    /// it after the rows were read and found loadable.
+    pub fn open(path: &Path) -> Result<Database, DbError> {
         let sqlite = |error| DbError::Sqlite {
             path: path.to_path_buf(),
             error,
         };
-        let rows = if path.exists() {
-            Some(Self::read_rows(path)?)
-        } else {
-            None
-        };
-        if let Some(rows) = &rows {
-            if !rows.is_empty() && !rows.iter().any(|r| r.inode == 0) {
-                return Err(DbError::WrongSchema {
-                    path: path.to_path_buf(),
-                    detail: "the `__version__` row (inode 0) is missing".into(),
-                });
-            }
-        }
-        let (memdb, first) =
-            Memdb::from_rows(rows.unwrap_or_default(), now).map_err(|error| DbError::BadTree {
-                path: path.to_path_buf(),
-                error,
-            })?;
-
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
@@ -131,14 +133,10 @@ impl Database {
                 error,
             },
         )?;
-        let mut db = Database {
+        Ok(Database {
             path: path.to_path_buf(),
             conn,
-        };
-        if let Some(change) = first {
-            db.apply(&change)?;
-        }
-        Ok((db, memdb))
+        })
     }
 
     /// Read every row through a read-only connection, after checking the
@@ -238,54 +236,80 @@ impl Database {
         Ok(out)
     }
 
-    /// Persist one change in its own transaction (C `bdb_backend_write`).
-    pub fn apply(&mut self, change: &DbChange) -> Result<(), DbError> {
-        self.apply_all(std::slice::from_ref(change))
-    }
-
-    /// Persist changes, one transaction each, in order.
-    pub fn apply_all(&mut self, changes: &[DbChange]) -> Result<(), DbError> {
-        for change in changes {
-            let path = self.path.clone();
-            let sqlite = |error| DbError::Sqlite {
-                path: path.clone(),
-                error,
-            };
-            let tx = self.conn.transaction().map_err(sqlite)?;
-            {
-                let mut delete = tx
-                    .prepare_cached("DELETE FROM tree WHERE inode = ?1")
-                    .map_err(sqlite)?;
-                for inode in &change.delete_inodes {
-                    delete.execute(params![*inode as i64]).map_err(sqlite)?;
-                }
-                let mut replace = tx.prepare_cached(REPLACE).map_err(sqlite)?;
-                for row in &change.write_rows {
-                    let n = replace
-                        .execute(params![
-                            row.inode as i64,
-                            row.parent as i64,
-                            row.version as i64,
-                            row.writer as i64,
-                            row.mtime as i64,
-                            row.entry_type as i64,
-                            ToSqlOutput::Borrowed(ValueRef::Text(&row.name)),
-                            row.data
-                                .as_deref()
-                                .map(|d| ToSqlOutput::Borrowed(ValueRef::Blob(d))),
-                        ])
-                        .map_err(sqlite)?;
-                    if n != 1 {
-                        return Err(DbError::BadRow {
-                            path: path.clone(),
-                            detail: format!("writing inode {} changed {n} rows", row.inode),
-                        });
-                    }
-                }
+    /// Persist changes, one transaction each, in order (C
+    /// `bdb_backend_write`, `bdb_backend_commit_update`). On a failure: how
+    /// many were committed, and the failure as C's log tells it, with
+    /// SQLite's own words (the failed step, then the rollback's result).
+    pub fn apply_all(&mut self, changes: &[DbChange]) -> Result<(), PersistFailure> {
+        for (applied, change) in changes.iter().enumerate() {
+            if let Err(lines) = self.apply_one(change) {
+                return Err(PersistFailure { applied, lines });
             }
-            tx.commit().map_err(sqlite)?;
         }
         Ok(())
+    }
+
+    fn apply_one(&mut self, change: &DbChange) -> Result<(), Vec<String>> {
+        let result = (|| -> Result<(), (String, rusqlite::Error)> {
+            let step = |what: &'static str| move |e: rusqlite::Error| (what.to_string(), e);
+            self.conn
+                .execute_batch("BEGIN")
+                .map_err(step("begin transaction"))?;
+            let mut delete = self
+                .conn
+                .prepare_cached("DELETE FROM tree WHERE inode = ?1")
+                .map_err(step("prepare delete"))?;
+            for inode in &change.delete_inodes {
+                delete
+                    .execute(params![*inode as i64])
+                    .map_err(step("delete of an inode"))?;
+            }
+            let mut replace = self
+                .conn
+                .prepare_cached(REPLACE)
+                .map_err(step("prepare replace"))?;
+            for row in &change.write_rows {
+                replace
+                    .execute(params![
+                        row.inode as i64,
+                        row.parent as i64,
+                        row.version as i64,
+                        row.writer as i64,
+                        row.mtime as i64,
+                        row.entry_type as i64,
+                        ToSqlOutput::Borrowed(ValueRef::Text(&row.name)),
+                        row.data
+                            .as_deref()
+                            .map(|d| ToSqlOutput::Borrowed(ValueRef::Blob(d))),
+                    ])
+                    .map_err(step("write of an inode"))?;
+            }
+            self.conn
+                .execute_batch("COMMIT")
+                .map_err(step("commit transaction"))
+        })();
+        let Err((what, error)) = result else {
+            return Ok(());
+        };
+        let mut lines = vec![format!("{what} failed: {error}\n")];
+        if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+            lines.push(format!("rollback transaction failed: {e}\n"));
+        }
+        Err(lines)
+    }
+
+    /// Whether the database takes a write again (after a failed persist):
+    /// the `__version__` row rewritten as it is, in a transaction of its
+    /// own; then every row, read back.
+    pub fn probe(&mut self) -> Result<Vec<Row>, String> {
+        let written = self.conn.execute_batch(
+            "BEGIN IMMEDIATE; UPDATE tree SET version = version WHERE inode = 0; COMMIT",
+        );
+        if let Err(e) = written {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e.to_string());
+        }
+        Self::read_rows(&self.path).map_err(|e| e.to_string())
     }
 
     /// Checkpoint the write-ahead log into the main file (at shutdown).

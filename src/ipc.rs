@@ -9,8 +9,9 @@ use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use crate::core::ipc::{access, Client};
+use crate::core::logline::Subsystem;
 use crate::log;
-use crate::node::Node;
+use crate::node::NodeHandle;
 
 #[allow(non_camel_case_types)]
 mod ffi {
@@ -121,7 +122,7 @@ const SERVICE_ID: i32 = 1;
 /// libqb's callbacks carry no context of ours: the one server of this
 /// process keeps its state here.
 struct Shared {
-    node: Arc<Node>,
+    node: Arc<NodeHandle>,
     www_data_gid: u32,
 }
 
@@ -167,7 +168,10 @@ extern "C" fn accept(c: *mut c_void, uid: u32, gid: u32) -> i32 {
             0
         }
         None => {
-            log::notice(&format!("connection from bad user {uid} - rejected"));
+            log::crit(
+                Subsystem::Ipcs,
+                &format!("connection from bad user {uid}/{gid} - rejected"),
+            );
             // C's accept answers 1, not a negative errno: libqb hands that
             // value to the client as the connection result, whose
             // qb_ipcc_connect then fails with errno -1 (what PVE::IPCC
@@ -204,13 +208,14 @@ extern "C" fn msg_process(c: *mut c_void, data: *mut c_void, size: usize) -> i32
         ffi::qb_ipcs_connection_stats_get(c, &mut stats, 0);
         (request, readonly, stats.client_pid.max(0) as u32)
     };
-    let response = shared.node.ipc_request(Client { readonly, pid }, &request);
+    let response = shared.node.ipc(Client { readonly, pid }, &request);
     // SAFETY: sending our own buffer on the connection being served.
     let sent = unsafe { ffi::qb_ipcs_response_send(c, response.as_ptr().cast(), response.len()) };
     if sent < 0 {
-        log::notice(&format!(
-            "sending an IPC response failed ({sent}); disconnecting the client"
-        ));
+        log::crit(
+            Subsystem::Ipcs,
+            &format!("sending an IPC response failed ({sent}); disconnecting the client"),
+        );
         unsafe { ffi::qb_ipcs_disconnect(c) };
     }
     0
@@ -242,7 +247,7 @@ pub struct IpcServer {
 
 impl IpcServer {
     /// Start serving `pve2` for `node`; returns once clients can connect.
-    pub fn start(node: Arc<Node>, www_data_gid: u32) -> Result<IpcServer, String> {
+    pub fn start(node: Arc<NodeHandle>, www_data_gid: u32) -> Result<IpcServer, String> {
         if SHARED.set(Shared { node, www_data_gid }).is_err() {
             return Err("the IPC server runs already".into());
         }
@@ -293,6 +298,8 @@ impl IpcServer {
                         ffi::qb_ipcs_destroy(s);
                         return;
                     }
+                    // libqb's own line, which C's log shows.
+                    log::info(Subsystem::Libqb, &format!("server name: {SERVICE_NAME}"));
                     tick(std::ptr::null_mut());
                     let _ = tx.send(Ok(()));
                     ffi::qb_loop_run(l);
@@ -313,6 +320,7 @@ impl IpcServer {
 
     /// Stop serving (withdraw the socket) and wait for the thread.
     pub fn stop(mut self) {
+        log::info(Subsystem::Libqb, "withdrawing server sockets");
         STOP.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -1,16 +1,30 @@
 //! pmxcfs: the Proxmox VE cluster configuration filesystem.
 //!
-//! `core` holds the rules as pure state (sans-IO). Around it, the edges do
-//! the I/O: `database` (SQLite), `fuse` (the /etc/pve mount), `daemon`
-//! (command line, files, signals). `node` binds the core to its edges.
+//! `core` holds every rule as pure state (sans-IO): the node, its dfsm
+//! machines, memdb, the IPC answers, what /etc/pve shows. `sim` drives it
+//! as an in-process cluster, `database` reads and writes config.db. With
+//! the `daemon` feature come the edges of the running daemon: the FUSE
+//! mount, the libqb IPC server, corosync, RRD files, the log, and `node`,
+//! which shares the core between them. Without it (what `pmxcfs-replay`
+//! builds on) nothing needs corosync, libqb or FUSE.
 
-pub mod cluster;
 pub mod core;
-pub mod daemon;
 pub mod database;
-pub mod fuse;
-pub mod ipc;
-pub mod log;
-pub mod node;
-pub mod rrd;
 pub mod sim;
+
+#[cfg(feature = "daemon")]
+pub mod corosync;
+#[cfg(feature = "daemon")]
+pub mod daemon;
+#[cfg(feature = "daemon")]
+pub mod fuse;
+#[cfg(feature = "daemon")]
+pub mod ipc;
+#[cfg(feature = "daemon")]
+pub mod log;
+#[cfg(feature = "daemon")]
+pub mod node;
+#[cfg(feature = "daemon")]
+pub mod record;
+#[cfg(feature = "daemon")]
+pub mod rrd;

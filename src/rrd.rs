@@ -10,6 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::core::logline::Subsystem;
 use crate::core::rrd::{rrd_update, RrdUpdate, STEP};
 use crate::log;
 
@@ -82,12 +83,15 @@ impl RrdWriter {
         let update = match rrd_update(key, &value) {
             Ok(u) => u,
             Err(e) => {
-                log::error(&e);
+                log::crit(Subsystem::Status, &e);
                 return;
             }
         };
         if let Err(e) = self.write_update(&update, now) {
-            log::error(&format!("RRD update error {}: {e}", update.file));
+            log::crit(
+                Subsystem::Status,
+                &format!("RRD update error {}: {e}", update.file),
+            );
         }
     }
 

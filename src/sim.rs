@@ -1,16 +1,21 @@
-//! An in-process cluster for tests: N nodes, each running the dcdb core,
-//! connected by a bus that delivers in total order within each partition,
-//! with scripted or random membership changes (join, leave, partition,
-//! merge) and quorum as votequorum computes it. A third driver of the
-//! same core, beside corosync and capture replay; no I/O, no clocks.
+//! An in-process cluster for tests: N nodes, each the node core the daemon
+//! runs (`core::node::Node`), connected by a bus that delivers in total
+//! order within each partition, with scripted or random membership changes
+//! (join, leave, partition, merge, crash, restart) and quorum as
+//! votequorum computes it. A third driver of the same core, beside the
+//! corosync driver and capture replay; no I/O, no clocks.
 
 use std::collections::{BTreeMap, VecDeque};
 
-use pmxcfs_wire::dcdb::{FuseMessage, Subtype};
-
-use crate::core::dcdb::Dcdb;
-use crate::core::dfsm::{Dfsm, Member, Mode, Output};
+use crate::core::dfsm::{Member, Mode};
 use crate::core::memdb::{DbChange, Memdb, Row};
+use crate::core::node::{
+    Action, Effect, Group, Input, Node, NodeConfig, Reply, Request, RequestId, Time,
+};
+
+/// The corosync.conf every simulated node imports into its new database
+/// (what makes it a cluster node).
+const COROSYNC_CONF: &[u8] = b"totem {\n  cluster_name: sim\n  config_version: 1\n}\n";
 
 /// A write a test asked for, and what became of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,26 +23,36 @@ pub struct WriteRecord {
     pub node: u32,
     pub path: String,
     pub data: Vec<u8>,
-    /// `None` while waiting for its delivery; the result after.
+    /// `None` while waiting for its delivery; the result after (bytes
+    /// written, or a negative errno).
     pub result: Option<i32>,
     /// Refused before sending (not quorate: EACCES).
     pub refused: bool,
 }
 
 pub struct SimNode {
-    pub dfsm: Dfsm<Dcdb>,
+    pub node: Node,
     /// config.db as the node would hold it.
     pub rows: BTreeMap<u64, Row>,
-    /// count → index into `writes` of our pending messages.
-    waiting: BTreeMap<u64, Vec<usize>>,
     pub up: bool,
     /// The process id; a restart gets a new one.
     pub pid: u32,
+    /// The groups the process is in (joined, not left).
+    in_group: [bool; 2],
+    /// Our requests waiting for their reply: id → index into `writes`.
+    waiting: BTreeMap<RequestId, usize>,
 }
 
 impl SimNode {
     pub fn memdb(&self) -> &Memdb {
-        &self.dfsm.app.memdb
+        self.node.memdb()
+    }
+
+    pub fn me(&self, id: u32) -> Member {
+        Member {
+            nodeid: id,
+            pid: self.pid,
+        }
     }
 }
 
@@ -45,55 +60,92 @@ pub struct Cluster {
     pub nodes: BTreeMap<u32, SimNode>,
     /// The partitions: each a set of nodeids that see each other.
     pub partitions: Vec<Vec<u32>>,
-    /// Per partition, messages in total order: (sender, bytes).
-    bus: Vec<VecDeque<(Member, Vec<u8>)>>,
+    /// Per partition, messages in total order: (group, sender, bytes).
+    bus: Vec<VecDeque<(Group, Member, Vec<u8>)>>,
     pub writes: Vec<WriteRecord>,
     pub now: u32,
     total_votes: usize,
+    next_id: RequestId,
+    /// The member list each node last got per group.
+    views: BTreeMap<(u32, Group), Vec<Member>>,
 }
 
-fn pid_of(nodeid: u32) -> u32 {
-    1000 + nodeid
+fn group_index(g: Group) -> usize {
+    match g {
+        Group::Dcdb => 0,
+        Group::Kvstore => 1,
+    }
+}
+
+fn boot(id: u32, pid: u32, rows: Option<Vec<Row>>, now: u32) -> Node {
+    let config = NodeConfig {
+        nodename: format!("simnode{id}"),
+        node_ip: format!("10.0.0.{id}"),
+        pid,
+        // PMXCFS_SIM_TRACE=1 prints every node's log, debug lines included.
+        debug: std::env::var_os("PMXCFS_SIM_TRACE").is_some(),
+        ..NodeConfig::default()
+    };
+    Node::boot(config, rows, Some(COROSYNC_CONF), Time::from_secs(now))
+        .expect("a simulated node boots")
 }
 
 impl Cluster {
-    /// `n` nodes with empty databases, each alone, none started yet.
+    /// `n` nodes with new databases, in one partition.
     pub fn new(n: u32) -> Cluster {
-        let mut nodes = BTreeMap::new();
-        for id in 1..=n {
-            let (memdb, first) = Memdb::new_empty(1_000_000);
-            let me = Member {
-                nodeid: id,
-                pid: pid_of(id),
-            };
-            let mut node = SimNode {
-                dfsm: Dfsm::new(Dcdb::new(memdb), me),
-                rows: BTreeMap::new(),
-                waiting: BTreeMap::new(),
-                up: true,
-                pid: pid_of(id),
-            };
-            apply_rows(&mut node.rows, vec![first]);
-            nodes.insert(id, node);
-        }
+        let now = 1_000_000;
         let mut c = Cluster {
-            nodes,
+            nodes: BTreeMap::new(),
             partitions: Vec::new(),
             bus: Vec::new(),
             writes: Vec::new(),
-            now: 1_000_000,
+            now,
             total_votes: n as usize,
+            next_id: 1,
+            views: BTreeMap::new(),
         };
+        for id in 1..=n {
+            let pid = 1000 + id;
+            c.nodes.insert(
+                id,
+                SimNode {
+                    node: boot(id, pid, None, now),
+                    rows: BTreeMap::new(),
+                    up: true,
+                    pid,
+                    in_group: [false; 2],
+                    waiting: BTreeMap::new(),
+                },
+            );
+            c.start_process(id);
+        }
         c.set_partitions(vec![(1..=n).collect()]);
         c
+    }
+
+    /// A process that just booted: persist its first batch, join both
+    /// groups.
+    fn start_process(&mut self, id: u32) {
+        self.drain(id);
+        for g in Group::ALL {
+            self.join(id, g);
+        }
+    }
+
+    fn join(&mut self, id: u32, g: Group) {
+        let now = Time::from_secs(self.now);
+        let node = self.nodes.get_mut(&id).expect("node");
+        node.in_group[group_index(g)] = true;
+        let me = node.me(id);
+        node.node.handle(now, Input::Joined { group: g, me });
+        self.drain(id);
     }
 
     fn component_of(&self, id: u32) -> Option<usize> {
         self.partitions.iter().position(|p| p.contains(&id))
     }
 
-    /// Deliver everything in flight, then install new partitions: each
-    /// member of each partition gets the confchg of its view.
+    /// Deliver everything in flight, then install new partitions.
     pub fn set_partitions(&mut self, partitions: Vec<Vec<u32>>) {
         self.run_until_quiet();
         let partitions: Vec<Vec<u32>> = partitions
@@ -106,30 +158,18 @@ impl Cluster {
             .filter(|p| !p.is_empty())
             .collect();
         self.now += 1;
-        let now = self.now;
-        let old = std::mem::replace(&mut self.partitions, partitions.clone());
-        self.bus = vec![VecDeque::new(); partitions.len()];
-        for p in &partitions {
-            let members: Vec<Member> = p.iter().map(|&id| self.nodes[&id].dfsm.me()).collect();
+        self.partitions = partitions;
+        self.bus = vec![VecDeque::new(); self.partitions.len()];
+        let now = Time::from_secs(self.now);
+        for p in self.partitions.clone() {
             let quorate = p.len() * 2 > self.total_votes;
-            for &id in p {
-                let was_with: Vec<u32> = old
-                    .iter()
-                    .find(|o| o.contains(&id))
-                    .cloned()
-                    .unwrap_or_default();
-                let joined = p.iter().any(|x| !was_with.contains(x));
+            for &id in &p {
                 let node = self.nodes.get_mut(&id).expect("node");
-                node.dfsm.app.quorate = quorate;
-                if node.dfsm.mode() == Mode::Leave {
-                    node.dfsm.initialize();
-                }
-                node.dfsm.confchg(&members, joined, now);
+                node.node.handle(now, Input::Quorum { quorate });
+                self.drain(id);
             }
         }
-        for id in self.nodes.keys().copied().collect::<Vec<_>>() {
-            self.collect(id);
-        }
+        self.update_views();
     }
 
     /// Everyone in one partition again.
@@ -138,66 +178,143 @@ impl Cluster {
         self.set_partitions(vec![all]);
     }
 
-    /// Move a node's outputs onto the bus and its changes into its rows.
-    fn collect(&mut self, id: u32) {
-        let comp = self.component_of(id);
-        let node = self.nodes.get_mut(&id).expect("node");
-        let me = node.dfsm.me();
-        for out in node.dfsm.take_outputs() {
-            match out {
-                Output::Send(bytes) => {
-                    if let Some(c) = comp {
-                        self.bus[c].push_back((me, bytes));
+    /// Give every process whose group view changed its confchg.
+    fn update_views(&mut self) {
+        let now = Time::from_secs(self.now);
+        for p in self.partitions.clone() {
+            for g in Group::ALL {
+                let members: Vec<Member> = p
+                    .iter()
+                    .filter(|id| self.nodes[id].in_group[group_index(g)])
+                    .map(|id| self.nodes[id].me(*id))
+                    .collect();
+                for &id in &p {
+                    let me = self.nodes[&id].me(id);
+                    let inside = self.nodes[&id].in_group[group_index(g)];
+                    let old = self.views.get(&(id, g)).cloned().unwrap_or_default();
+                    // A process gets the views while it is in the group, and
+                    // the one its own leave makes.
+                    if !inside && !old.contains(&me) {
+                        continue;
                     }
-                }
-                Output::Delivered { count, result } => {
-                    if let Some(list) = node.waiting.get_mut(&count) {
-                        if !list.is_empty() {
-                            let w = list.remove(0);
-                            self.writes[w].result = Some(result);
-                        }
+                    if old == members {
+                        continue;
                     }
+                    let joined_any = members.iter().any(|m| !old.contains(m));
+                    self.views.insert((id, g), members.clone());
+                    let node = self.nodes.get_mut(&id).expect("node");
+                    node.node.handle(
+                        now,
+                        Input::Confchg {
+                            group: g,
+                            members: members.clone(),
+                            joined_any,
+                        },
+                    );
+                    self.drain(id);
                 }
-                _ => {}
             }
         }
-        let changes = node.dfsm.app.memdb.take_changes();
-        apply_rows(&mut node.rows, changes);
-        let _ = node.dfsm.app.take_effects();
     }
 
-    /// Create-and-write `path` on node `id`, as a FUSE write would: refused
-    /// without quorum, otherwise two NORMAL messages.
+    /// Perform a node's output: persist into its rows, queue its sends,
+    /// record its replies, act on leaving and joining groups.
+    fn drain(&mut self, id: u32) {
+        let now = Time::from_secs(self.now);
+        let comp = self.component_of(id);
+        let node = self.nodes.get_mut(&id).expect("node");
+        let me = node.me(id);
+        let rows = &mut node.rows;
+        let actions = node.node.drain(now, &mut |changes: &[DbChange]| {
+            for c in changes {
+                c.clone().apply_to(rows);
+            }
+            Ok(())
+        });
+        let mut membership = false;
+        for action in actions {
+            match action {
+                Action::Send { group, bytes } => {
+                    let inside = self.nodes[&id].in_group[group_index(group)];
+                    if let (Some(c), true) = (comp, inside) {
+                        self.bus[c].push_back((group, me, bytes));
+                    }
+                }
+                Action::Reply { id: rid, reply } => {
+                    let node = self.nodes.get_mut(&id).expect("node");
+                    if let Some(w) = node.waiting.remove(&rid) {
+                        self.writes[w].result = Some(match reply {
+                            Reply::Fs(Ok(v)) => v as i32,
+                            Reply::Fs(Err(e)) => -e,
+                            Reply::Ipc(_) => -libc::EIO,
+                        });
+                    }
+                }
+                Action::Effect(Effect::LeaveGroup(g)) => {
+                    self.nodes.get_mut(&id).expect("node").in_group[group_index(g)] = false;
+                    membership = true;
+                }
+                Action::Effect(Effect::JoinGroup(g)) => {
+                    self.join(id, g);
+                    membership = true;
+                }
+                Action::Effect(Effect::Log(line)) => {
+                    if std::env::var_os("PMXCFS_SIM_TRACE").is_some() {
+                        eprintln!("t={} node {id}: {}", self.now, line.render());
+                    }
+                }
+                Action::Effect(_) => {}
+            }
+        }
+        if membership && comp.is_some() {
+            self.update_views();
+        }
+    }
+
+    /// Create-and-write `path` on node `id`, as a FUSE write does: a create
+    /// and a write request; the write's reply is the result.
     pub fn write(&mut self, id: u32, path: &str, data: &[u8]) {
         self.now += 1;
-        let now = self.now;
-        let node = self.nodes.get_mut(&id).expect("node");
+        let now = Time::from_secs(self.now);
         let idx = self.writes.len();
-        let quorate = node.dfsm.app.quorate && node.up;
         self.writes.push(WriteRecord {
             node: id,
             path: path.to_string(),
             data: data.to_vec(),
             result: None,
-            refused: !quorate,
+            refused: false,
         });
-        if !quorate {
-            return;
+        let (create, write) = (self.next_id, self.next_id + 1);
+        self.next_id += 2;
+        let node = self.nodes.get_mut(&id).expect("node");
+        node.waiting.insert(write, idx);
+        node.node.handle(
+            now,
+            Input::Request {
+                id: create,
+                request: Request::Create {
+                    path: path.as_bytes().to_vec(),
+                },
+            },
+        );
+        node.node.handle(
+            now,
+            Input::Request {
+                id: write,
+                request: Request::Write {
+                    path: path.as_bytes().to_vec(),
+                    offset: 0,
+                    data: data.to_vec(),
+                },
+            },
+        );
+        self.drain(id);
+        // An immediate EACCES is the refusal of a node without quorum.
+        let w = &mut self.writes[idx];
+        if w.result == Some(-libc::EACCES) {
+            w.result = None;
+            w.refused = true;
         }
-        let create = FuseMessage::new(path);
-        let mut payload = Vec::new();
-        create.encode(&mut payload);
-        node.dfsm.send_normal(Subtype::Create.into(), &payload, now);
-        let write = FuseMessage {
-            data: data.to_vec(),
-            ..FuseMessage::new(path)
-        };
-        let mut payload = Vec::new();
-        write.encode(&mut payload);
-        if let Some(count) = node.dfsm.send_normal(Subtype::Write.into(), &payload, now) {
-            node.waiting.entry(count).or_default().push(idx);
-        }
-        self.collect(id);
     }
 
     /// Deliver the next message of partition `c`; false if none.
@@ -205,18 +322,25 @@ impl Cluster {
         if c >= self.partitions.len() {
             return false;
         }
-        let Some((from, bytes)) = self.bus.get_mut(c).and_then(|q| q.pop_front()) else {
+        let Some((group, from, bytes)) = self.bus.get_mut(c).and_then(|q| q.pop_front()) else {
             return false;
         };
         self.now += 1;
-        let now = self.now;
+        let now = Time::from_secs(self.now);
         for id in self.partitions[c].clone() {
-            self.nodes
-                .get_mut(&id)
-                .expect("node")
-                .dfsm
-                .deliver(from, &bytes, now);
-            self.collect(id);
+            if !self.nodes[&id].in_group[group_index(group)] {
+                continue;
+            }
+            let node = self.nodes.get_mut(&id).expect("node");
+            node.node.handle(
+                now,
+                Input::Deliver {
+                    group,
+                    from,
+                    msg: bytes.clone(),
+                },
+            );
+            self.drain(id);
         }
         true
     }
@@ -232,26 +356,59 @@ impl Cluster {
                     assert!(guard < 1_000_000, "the cluster does not settle");
                 }
             }
-            // A node that left rejoins, as the daemon's service restart does.
-            let left: Vec<u32> = self
+            // A node that left a group waits for its rejoin timer: let
+            // the clock run to it.
+            let waiting: Vec<u32> = self
                 .nodes
                 .iter()
-                .filter(|(_, n)| n.up && n.dfsm.mode() == Mode::Leave)
+                .filter(|(_, n)| {
+                    n.up && (n.node.dcdb_mode() == Mode::Leave
+                        || n.node.kvstore_mode() == Mode::Leave)
+                })
                 .map(|(id, _)| *id)
                 .collect();
-            if !left.is_empty() {
-                let parts = self.partitions.clone();
-                for n in left {
-                    self.nodes.get_mut(&n).expect("node").dfsm.initialize();
+            for id in waiting {
+                if let Some(t) = self.nodes[&id].node.poll_timeout() {
+                    self.now = self.now.max(t.secs());
                 }
-                self.partitions = Vec::new();
-                self.set_partitions(parts);
+                let now = Time::from_secs(self.now);
+                self.nodes
+                    .get_mut(&id)
+                    .expect("node")
+                    .node
+                    .handle_timeout(now);
+                self.drain(id);
                 any = true;
+                guard += 1;
+                assert!(guard < 1_000_000, "the cluster does not settle");
             }
             if !any {
                 break;
             }
         }
+    }
+
+    /// The hourly verify round: the clock moves on by the verify period,
+    /// the lowest node asks for the tree checksums, members whose tree
+    /// differs from its leave and resync. This is how a C cluster repairs
+    /// the queue ordering race (spec §9 #9), which the core replicates.
+    pub fn verify_round(&mut self) {
+        self.run_until_quiet();
+        self.now += crate::core::node::VERIFY_PERIOD;
+        let now = Time::from_secs(self.now);
+        let ids: Vec<u32> = self.nodes.keys().copied().collect();
+        for id in ids {
+            if !self.nodes[&id].up {
+                continue;
+            }
+            self.nodes
+                .get_mut(&id)
+                .expect("node")
+                .node
+                .handle_timeout(now);
+            self.drain(id);
+        }
+        self.run_until_quiet();
     }
 
     /// Stop a node (its process dies): it leaves its partition.
@@ -261,8 +418,11 @@ impl Cluster {
             .iter()
             .map(|p| p.iter().copied().filter(|x| *x != id).collect())
             .collect();
+        let node = self.nodes.get_mut(&id).expect("node");
+        node.up = false;
+        node.in_group = [false; 2];
+        self.views.retain(|(n, _), _| *n != id);
         self.set_partitions(parts);
-        self.nodes.get_mut(&id).expect("node").up = false;
     }
 
     /// Restart a stopped node on its database, alone until `set_partitions`.
@@ -270,24 +430,17 @@ impl Cluster {
         let now = self.now;
         let node = self.nodes.get_mut(&id).expect("node");
         let rows: Vec<Row> = node.rows.values().cloned().collect();
-        let (memdb, _) = Memdb::from_rows(rows, now).expect("its own database loads");
         node.pid += 100;
-        let me = Member {
-            nodeid: id,
-            pid: node.pid,
-        };
-        node.dfsm = Dfsm::new(Dcdb::new(memdb), me);
+        node.node = boot(id, node.pid, Some(rows), now);
         node.waiting.clear();
         node.up = true;
+        node.in_group = [false; 2];
         let mut parts = self.partitions.clone();
         parts.push(vec![id]);
-        self.partitions = Vec::new();
+        self.partitions = parts;
+        self.bus.push(VecDeque::new());
+        self.start_process(id);
+        let parts = self.partitions.clone();
         self.set_partitions(parts);
-    }
-}
-
-fn apply_rows(rows: &mut BTreeMap<u64, Row>, changes: Vec<DbChange>) {
-    for c in changes {
-        c.apply_to(rows);
     }
 }

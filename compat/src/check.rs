@@ -3,8 +3,11 @@
 //! what the C node sent and left.
 //!
 //! For each `nodeN.pcap` of a scenario folder, every process of that node
-//! (a restart shows as a new `local_pid`) is replayed in order, carrying the
-//! database over, as the real node did:
+//! (a restart shows as a new `local_pid`) is replayed in order through the
+//! node core the daemon runs (`pmxcfs::core::node::Node`), carrying the
+//! database over, as the real node did — unless the process's first STATE
+//! shows that it started on a new database (config.db deleted between two
+//! runs), which the report says:
 //! - CONFCHG, DELIVER and QUORUM records are fed to the core as they were;
 //! - a recorded MCAST is compared with the next message the core decided to
 //!   send in that group; when the core has nothing pending, the MCAST was
@@ -14,10 +17,12 @@
 //!   `expected/nodeN.config.sql`.
 //!
 //! Taken from the recording, because offline they cannot be known:
-//! - the time: the core's clock reads the timestamp (seconds) of the record
-//!   being processed; a process starts at its first record's second, or,
-//!   with a fresh database, at the second its database was created, as the
-//!   index mtime of its first STATE shows;
+//! - the time: the core's clock reads the timestamp of the record being
+//!   processed; a message caused by a local request is handed to the core
+//!   at the time in its own header (the recorder stamps the MCAST a moment
+//!   after C read the clock); a process starts at its first record's
+//!   second, or, with a fresh database, at the second its database was
+//!   created, as the index mtime of its first STATE shows;
 //! - the node's address (announced as `nodeip`): the real daemon resolves
 //!   its host name; the replay takes the node's `ring0_addr` from the
 //!   scenario's corosync.conf, where the recorded nodes got theirs;
@@ -36,20 +41,20 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
-use pmxcfs::core::dcdb::Dcdb;
-use pmxcfs::core::dfsm::{Dfsm, Member, Output};
-use pmxcfs::core::kvstore::Kvstore;
+use pmxcfs::core::dfsm::Member;
+use pmxcfs::core::ipc::Client;
 use pmxcfs::core::memdb::{DbChange, Memdb, Row};
-use pmxcfs::core::status::Status;
-use pmxcfs_wire::clog::LogRecord;
+use pmxcfs::core::node::{
+    Action, ClusterInfo, Group as NodeGroup, Input, Node, NodeConfig, Request, Time,
+};
+use pmxcfs_wire::dcdb::{FuseMessage, Subtype};
 use pmxcfs_wire::dfsm::{Framing, MessageType};
+use pmxcfs_wire::ipc::{name_field, Request as IpcRequest, RequestBody};
+use pmxcfs_wire::Codec;
 
 use crate::capture::{read_capture, Event, EventBody, Record, CS_OK};
 use crate::describe::{Decoded, Group};
 use crate::sqldump::parse_dump;
-
-/// The verify period of the dcdb timer.
-const VERIFY_PERIOD: u32 = 3600;
 
 /// The outcome for one node.
 #[derive(Clone, Debug, Default)]
@@ -59,6 +64,9 @@ pub struct NodeReport {
     pub sends_total: usize,
     pub final_state_matched: bool,
     pub problems: Vec<String>,
+    /// What the replay inferred and the reader should know (e.g. a
+    /// process that started on a new database).
+    pub notes: Vec<String>,
 }
 
 impl NodeReport {
@@ -76,9 +84,9 @@ struct RowStore {
 }
 
 impl RowStore {
-    fn apply(&mut self, changes: Vec<DbChange>) {
+    fn apply(&mut self, changes: &[DbChange]) {
         for c in changes {
-            c.apply_to(&mut self.rows);
+            c.clone().apply_to(&mut self.rows);
         }
     }
 }
@@ -105,14 +113,35 @@ fn is_update(bytes: &[u8]) -> bool {
     matches!(Framing::parse(bytes), Ok((_, f)) if f.header.msg_type == MessageType::Update)
 }
 
+fn node_group(g: Group) -> Option<NodeGroup> {
+    match g {
+        Group::Dcdb => Some(NodeGroup::Dcdb),
+        Group::Kvstore => Some(NodeGroup::Kvstore),
+        Group::Other => None,
+    }
+}
+
+fn capture_group(g: NodeGroup) -> Group {
+    match g {
+        NodeGroup::Dcdb => Group::Dcdb,
+        NodeGroup::Kvstore => Group::Kvstore,
+    }
+}
+
 /// One process of the node, from its first record to its last.
 struct Process {
     me: Member,
-    start: u32,
-    dcdb: Dfsm<Dcdb>,
-    kv: Dfsm<Kvstore>,
+    node: Node,
     pending: HashMap<Group, VecDeque<Vec<u8>>>,
-    last_verify: u32,
+    next_id: u64,
+}
+
+/// The database a process starts on.
+enum StartDb {
+    /// What the previous process left (or nothing, for the first one).
+    CarriedOver,
+    /// A new one, as after config.db was deleted.
+    Fresh,
 }
 
 impl Replayer {
@@ -136,117 +165,206 @@ impl Replayer {
         }
     }
 
-    /// Open the node's database as the daemon does at start: a fresh one
-    /// gets its version row and imports corosync.conf (cluster mode).
-    fn start_process(&mut self, me: Member, start: u32) -> Process {
-        let rows: Vec<Row> = self.store.rows.values().cloned().collect();
-        let fresh = rows.is_empty();
-        let (mut memdb, first) = match Memdb::from_rows(rows, start) {
-            Ok(m) => m,
-            Err(e) => {
-                self.problem(format!("database does not load at restart: {e}"));
-                Memdb::from_rows(Vec::new(), start).expect("empty tree")
+    fn config(&self, me: Member) -> NodeConfig {
+        let (name, ip) = self.nodelist.get(&me.nodeid).cloned().unwrap_or_default();
+        NodeConfig {
+            nodename: name,
+            node_ip: ip,
+            pid: me.pid,
+            ..NodeConfig::default()
+        }
+    }
+
+    /// The corosync.conf a new database of this node would import: the
+    /// scenario's, or the newest one the node's tree held (the host's file
+    /// follows /etc/pve).
+    fn conf_candidates(&self) -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        if let Ok((m, _)) = Memdb::from_rows(self.store.rows.values().cloned().collect(), 0) {
+            if let Some(e) = m.lookup(b"corosync.conf").filter(|e| !e.is_dir()) {
+                v.push(e.data().to_vec());
+            }
+        }
+        if !self.corosync_conf.is_empty() && !v.contains(&self.corosync_conf) {
+            v.push(self.corosync_conf.clone());
+        }
+        v
+    }
+
+    /// Which database the process really started on, judged by the index
+    /// of its first STATE: the one carried over, or a new one.
+    fn start_db(&self, first_state: Option<&[u8]>, start: u32) -> (StartDb, Option<Vec<u8>>) {
+        if self.store.rows.is_empty() {
+            return (StartDb::Fresh, self.conf_candidates().into_iter().next());
+        }
+        let Some(state) = first_state else {
+            return (StartDb::CarriedOver, None);
+        };
+        let carried = Memdb::from_rows(self.store.rows.values().cloned().collect(), start)
+            .map(|(m, _)| m.index().to_bytes());
+        if carried.as_deref().ok() == Some(state) {
+            return (StartDb::CarriedOver, None);
+        }
+        for conf in self.conf_candidates() {
+            let (mut m, _) = Memdb::new_empty(start);
+            let _ = m.create(b"corosync.conf", 0, start);
+            let _ = m.write(b"corosync.conf", 0, start, &conf, 0, true);
+            if m.index().to_bytes() == state {
+                return (StartDb::Fresh, Some(conf));
+            }
+        }
+        (StartDb::CarriedOver, None)
+    }
+
+    /// Start a process the way the daemon boots, then join both groups.
+    fn start_process(&mut self, me: Member, records: &[Record]) -> Option<Process> {
+        let first_state = first_state(records, me);
+        let start = match (&first_state, self.store.rows.is_empty()) {
+            // A new database is stamped with the second it was created.
+            (Some((_, index_mtime)), _) => *index_mtime,
+            (None, _) => records.first().map_or(0, |r| r.ts_sec),
+        };
+        let (db, conf) = self.start_db(first_state.as_ref().map(|(s, _)| s.as_slice()), start);
+        let start = match db {
+            StartDb::Fresh => start,
+            StartDb::CarriedOver => records.first().map_or(start, |r| r.ts_sec),
+        };
+        let rows = match db {
+            StartDb::CarriedOver if !self.store.rows.is_empty() => {
+                Some(self.store.rows.values().cloned().collect())
+            }
+            StartDb::CarriedOver => None,
+            StartDb::Fresh => {
+                if !self.store.rows.is_empty() {
+                    self.report.notes.push(format!(
+                        "process {} started on a new database (its first state is that of a fresh config.db)",
+                        me.pid
+                    ));
+                }
+                self.store.rows.clear();
+                None
             }
         };
-        if let Some(c) = first {
-            self.store.apply(vec![c]);
+        let conf =
+            conf.or_else(|| (!self.corosync_conf.is_empty()).then(|| self.corosync_conf.clone()));
+        let mut node = match Node::boot(
+            self.config(me),
+            rows,
+            conf.as_deref(),
+            Time::from_secs(start),
+        ) {
+            Ok(n) => n,
+            Err(e) => {
+                self.problem(format!("database does not load at restart: {e}"));
+                return None;
+            }
+        };
+        let now = Time::from_secs(start);
+        for group in NodeGroup::ALL {
+            node.handle(now, Input::Joined { group, me });
         }
-        if fresh && !self.corosync_conf.is_empty() {
-            let _ = memdb.create(b"corosync.conf", 0, start);
-            let _ = memdb.write(b"corosync.conf", 0, start, &self.corosync_conf, 0, true);
-        }
-        self.store.apply(memdb.take_changes());
-        let (name, ip) = self.nodelist.get(&me.nodeid).cloned().unwrap_or_default();
-        let mut status = Status::new(&name, start);
-        let starting = status.clog.pack(&LogRecord {
-            node: name.as_bytes(),
-            ident: b"root",
-            tag: b"cluster",
-            pid: me.pid,
-            time: start,
-            priority: 6,
-            msg: b"starting cluster log",
-        });
-        if let Some(e) = starting {
-            status.clog.insert(&e);
-        }
-        let mut kvstore = Kvstore::new(status, &ip);
-        kvstore.nodes = self
+        let nodes = self
             .nodelist
             .iter()
             .map(|(id, (n, _))| (*id, n.clone()))
             .collect();
-        Process {
+        node.handle(
+            now,
+            Input::ClusterInfo(ClusterInfo {
+                name: String::new(),
+                config_version: 0,
+                nodes,
+            }),
+        );
+        let mut p = Process {
             me,
-            start,
-            dcdb: Dfsm::new(Dcdb::new(memdb), me),
-            kv: Dfsm::new(kvstore, me),
+            node,
             pending: HashMap::new(),
-            last_verify: start,
-        }
+            next_id: 1,
+        };
+        self.drain(&mut p, now);
+        Some(p)
     }
 
-    fn drain(&mut self, p: &mut Process) {
-        for out in p.dcdb.take_outputs() {
-            if let Output::Send(bytes) = out {
-                p.pending.entry(Group::Dcdb).or_default().push_back(bytes);
-            }
-        }
-        for out in p.kv.take_outputs() {
-            if let Output::Send(bytes) = out {
+    /// Take the node's output: its changes into the row store, its sends
+    /// into the queues the recorded MCASTs are compared with.
+    fn drain(&mut self, p: &mut Process, now: Time) {
+        let store = &mut self.store;
+        let actions = p.node.drain(now, &mut |changes| {
+            store.apply(changes);
+            Ok(())
+        });
+        for action in actions {
+            if let Action::Send { group, bytes } = action {
                 p.pending
-                    .entry(Group::Kvstore)
+                    .entry(capture_group(group))
                     .or_default()
                     .push_back(bytes);
             }
         }
-        self.store.apply(p.dcdb.app.memdb.take_changes());
-        let _ = p.dcdb.app.take_effects();
-        // RRD files are not part of what a replay compares.
-        p.kv.app.rrd_samples.clear();
     }
 
-    /// The verify timer, checked before each input at that input's time.
-    fn tick(&mut self, p: &mut Process, now: u32) {
-        if now.saturating_sub(p.last_verify) >= VERIFY_PERIOD {
-            p.last_verify = now;
-            p.dcdb.verify_request(now);
-            self.drain(p);
+    /// The timers, run before each input at that input's time.
+    fn tick(&mut self, p: &mut Process, now: Time) {
+        if p.node.poll_timeout().is_some_and(|t| t <= now) {
+            p.node.handle_timeout(now);
+            self.drain(p, now);
         }
     }
 
-    fn feed(&mut self, p: &mut Process, event: &Event, now: u32) {
+    fn input(&mut self, p: &mut Process, now: Time, input: Input) {
+        p.node.handle(now, input);
+        self.drain(p, now);
+    }
+
+    fn feed(&mut self, p: &mut Process, event: &Event, now: Time) {
         let group = Group::of(&event.group);
         match &event.body {
             EventBody::Quorum { quorate, .. } => {
-                p.dcdb.app.quorate = *quorate != 0;
+                self.input(
+                    p,
+                    now,
+                    Input::Quorum {
+                        quorate: *quorate != 0,
+                    },
+                );
             }
             EventBody::Confchg {
                 members, joined, ..
             } => {
-                let members: Vec<Member> = members.iter().map(Member::from).collect();
-                match group {
-                    Group::Dcdb => p.dcdb.confchg(&members, !joined.is_empty(), now),
-                    Group::Kvstore => p.kv.confchg(&members, !joined.is_empty(), now),
-                    Group::Other => {}
+                if let Some(g) = node_group(group) {
+                    let members: Vec<Member> = members.iter().map(Member::from).collect();
+                    self.input(
+                        p,
+                        now,
+                        Input::Confchg {
+                            group: g,
+                            members,
+                            joined_any: !joined.is_empty(),
+                        },
+                    );
                 }
-                self.drain(p);
             }
             EventBody::Deliver {
                 sender_nodeid,
                 sender_pid,
                 msg,
             } => {
-                let from = Member {
-                    nodeid: *sender_nodeid,
-                    pid: *sender_pid,
-                };
-                match group {
-                    Group::Dcdb => p.dcdb.deliver(from, msg, now),
-                    Group::Kvstore => p.kv.deliver(from, msg, now),
-                    Group::Other => {}
+                if let Some(g) = node_group(group) {
+                    let from = Member {
+                        nodeid: *sender_nodeid,
+                        pid: *sender_pid,
+                    };
+                    self.input(
+                        p,
+                        now,
+                        Input::Deliver {
+                            group: g,
+                            from,
+                            msg: msg.clone(),
+                        },
+                    );
                 }
-                self.drain(p);
             }
             EventBody::Mcast { result, msg, .. } if group != Group::Other => {
                 if *result != CS_OK {
@@ -256,7 +374,7 @@ impl Replayer {
                 }
                 self.report.sends_total += 1;
                 if p.pending.entry(group).or_default().is_empty() {
-                    self.local_request(p, group, msg, now);
+                    self.local_request(p, group, msg);
                 }
                 let queue = p.pending.entry(group).or_default();
                 if group == Group::Kvstore {
@@ -292,39 +410,16 @@ impl Replayer {
 
     /// A recorded NORMAL message the core did not decide to send itself
     /// came from a local request: a FUSE operation (dcdb) or an IPC call
-    /// (kvstore). Hand the core that request.
-    fn local_request(&mut self, p: &mut Process, group: Group, msg: &[u8], now: u32) {
-        let Ok(decoded) = Decoded::decode(group, msg) else {
+    /// (kvstore). Hand the core that request, at the time in the
+    /// message's header (when C read its clock for it).
+    fn local_request(&mut self, p: &mut Process, group: Group, msg: &[u8]) {
+        let Some(request) = request_of(group, msg) else {
             return;
         };
-        match decoded {
-            Decoded::Dcdb(m) if m.subtype().is_some() => {
-                if let Ok((payload, f)) = Framing::parse(msg) {
-                    p.dcdb.send_normal(f.header.subtype, payload, now);
-                }
-            }
-            Decoded::Kvstore(m) => match m.payload {
-                pmxcfs_wire::kvstore::Payload::Update(u) => {
-                    let key = u.key().to_vec();
-                    p.kv.with_app(now, |app, env| {
-                        let _ = app.set_local(env, &key, &u.value);
-                    });
-                }
-                pmxcfs_wire::kvstore::Payload::Log(e) => {
-                    let msg = unsanitize(pmxcfs_wire::codec::c_str(&e.msg));
-                    let (ident, tag) = (
-                        pmxcfs_wire::codec::c_str(&e.ident).to_vec(),
-                        pmxcfs_wire::codec::c_str(&e.tag).to_vec(),
-                    );
-                    p.kv.with_app(e.time, |app, env| {
-                        app.log_local(env, &ident, &tag, e.pid, e.priority, &msg)
-                    });
-                }
-                _ => {}
-            },
-            _ => {}
-        }
-        self.drain(p);
+        let time = Framing::parse(msg).map_or(0, |(_, f)| f.header.time);
+        let id = p.next_id;
+        p.next_id += 1;
+        self.input(p, Time::from_secs(time), Input::Request { id, request });
     }
 
     fn end_process(&mut self, p: &mut Process) {
@@ -347,7 +442,7 @@ impl Replayer {
                     continue;
                 }
             };
-            let now = record.ts_sec;
+            let now = Time(record.ts_sec as u64 * 1_000_000 + record.ts_usec as u64);
             let me = Member {
                 nodeid: event.local_nodeid,
                 pid: event.local_pid,
@@ -356,17 +451,13 @@ impl Replayer {
                 if let Some(mut p) = current.take() {
                     self.end_process(&mut p);
                 }
-                let start = if self.store.rows.is_empty() {
-                    fresh_start_time(&records[i..], me).unwrap_or(now)
-                } else {
-                    now
-                };
-                current = Some(self.start_process(me, start));
+                current = self.start_process(me, &records[i..]);
             }
-            let mut p = current.take().expect("a process");
+            let Some(mut p) = current.take() else {
+                continue;
+            };
             self.tick(&mut p, now);
             self.feed(&mut p, &event, now);
-            let _ = p.start;
             current = Some(p);
         }
         if let Some(mut p) = current.take() {
@@ -423,11 +514,11 @@ impl Replayer {
     }
 }
 
-/// The second a process with a fresh database started at: the mtime of
-/// the index in its first dcdb STATE, which is still the one its database
-/// got at creation (a wall-clock second no offline replay can know; the
-/// first record can come a second later, or more on a fast clock).
-fn fresh_start_time(records: &[Record], me: Member) -> Option<u32> {
+/// The first dcdb STATE a process sent (its memdb index) and the index's
+/// mtime: for a new database, the wall-clock second it was created at,
+/// which no offline replay can know otherwise (the first record can come
+/// a second later, or more on a fast clock).
+fn first_state(records: &[Record], me: Member) -> Option<(Vec<u8>, u32)> {
     for r in records {
         let e = r.event().ok()?;
         if e.local_pid != me.pid {
@@ -436,12 +527,95 @@ fn fresh_start_time(records: &[Record], me: Member) -> Option<u32> {
         if let (EventBody::Mcast { msg, .. }, Group::Dcdb) = (&e.body, Group::of(&e.group)) {
             if let Ok(Decoded::Dcdb(m)) = Decoded::decode(Group::Dcdb, msg) {
                 if let pmxcfs_wire::dcdb::Payload::Index(index) = m.payload {
-                    return Some(index.mtime);
+                    let bytes = Framing::parse(msg).map(|(p, _)| p.to_vec()).ok()?;
+                    return Some((bytes, index.mtime));
                 }
             }
         }
     }
     None
+}
+
+/// The local request that made a node send `msg`: the FUSE operation of a
+/// dcdb message, the IPC call of a kvstore message. `None` for a message
+/// only the protocol sends.
+pub fn request_of(group: Group, msg: &[u8]) -> Option<Request> {
+    let (payload, framing) = Framing::parse(msg).ok()?;
+    if framing.header.msg_type != MessageType::Normal {
+        return None;
+    }
+    match group {
+        Group::Dcdb => {
+            let subtype = Subtype::from(framing.header.subtype);
+            if subtype == Subtype::UnlockRequest {
+                // utime(0) on a lock directory sends UNLOCK_REQUEST, then
+                // the MTIME; the core makes both from the request.
+                let m = pmxcfs_wire::dcdb::UnlockMessage::decode(payload).ok()?;
+                return Some(Request::SetMtime {
+                    path: m.path,
+                    mtime: 0,
+                });
+            }
+            let m = FuseMessage::decode(payload).ok()?;
+            let path = pmxcfs_wire::codec::c_str(m.path.as_deref()?).to_vec();
+            Some(match subtype {
+                Subtype::Write if m.flags != 0 => Request::Truncate {
+                    path,
+                    size: m.offset,
+                },
+                Subtype::Write => Request::Write {
+                    path,
+                    offset: m.offset,
+                    data: m.data,
+                },
+                Subtype::Create => Request::Create { path },
+                Subtype::Mkdir => Request::Mkdir { path },
+                Subtype::Delete => Request::Delete { path },
+                Subtype::Rename => Request::Rename {
+                    from: path,
+                    to: pmxcfs_wire::codec::c_str(m.to.as_deref()?).to_vec(),
+                },
+                Subtype::Mtime => Request::SetMtime {
+                    path,
+                    mtime: m.offset,
+                },
+                _ => return None,
+            })
+        }
+        Group::Kvstore => {
+            let decoded = pmxcfs_wire::kvstore::Message::decode(msg).ok()?;
+            let (body, pid) = match decoded.payload {
+                pmxcfs_wire::kvstore::Payload::Update(u) => (
+                    RequestBody::SetStatus {
+                        name: name_field(u.key()),
+                        value: u.value.clone(),
+                    },
+                    0,
+                ),
+                pmxcfs_wire::kvstore::Payload::Log(e) => {
+                    let z = |b: &[u8]| [pmxcfs_wire::codec::c_str(b), b"\0"].concat();
+                    (
+                        RequestBody::LogClusterMsg {
+                            priority: e.priority,
+                            ident: z(&e.ident),
+                            tag: z(&e.tag),
+                            msg: [unsanitize(pmxcfs_wire::codec::c_str(&e.msg)), vec![0]].concat(),
+                        },
+                        e.pid,
+                    )
+                }
+                _ => return None,
+            };
+            Some(Request::Ipc {
+                client: Client {
+                    readonly: false,
+                    pid,
+                },
+                bytes: IpcRequest::new(body).to_bytes(),
+            })
+        }
+        Group::Other => None,
+    }
 }
 
 /// Copy into `ours` the bytes C leaves uninitialised in a kvstore NORMAL

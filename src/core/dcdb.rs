@@ -6,14 +6,16 @@
 
 use std::collections::BTreeSet;
 
-use pmxcfs_wire::codec::decode_frame;
 use pmxcfs_wire::dcdb::{
     FuseMessage, MemdbIndex, Subtype, TreeEntry, UnlockMessage, PROTOCOL_VERSION,
 };
 use pmxcfs_wire::dfsm::MessageType;
+use pmxcfs_wire::Codec;
 
 use super::dfsm::{App, Delivery, Env, Member, MemberState};
-use super::memdb::{Errno, Memdb, EINVAL};
+use super::errno::{Errno, EINVAL};
+use super::logline::{member_list, Level};
+use super::memdb::Memdb;
 
 /// Something the dcdb wants its edges to do besides persisting.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,7 +156,7 @@ impl Dcdb {
 }
 
 fn parse_index(state: &[u8]) -> Option<MemdbIndex> {
-    decode_frame("memdb index", state, MemdbIndex::parse).ok()
+    MemdbIndex::decode(state).ok()
 }
 
 impl App for Dcdb {
@@ -171,17 +173,20 @@ impl App for Dcdb {
         payload: &[u8],
     ) -> Delivery {
         if !self.quorate {
-            env.log("received write while not quorate - trigger resync".into());
+            env.log_at(
+                Level::Crit,
+                "received write while not quorate - trigger resync".into(),
+            );
             return Delivery::Leave(-1);
         }
         let subtype = Subtype::from(subtype);
         let result = if subtype.carries_fuse_message() {
-            let Ok(m) = decode_frame("fuse message", payload, FuseMessage::parse) else {
+            let Ok(m) = FuseMessage::decode(payload) else {
                 return Delivery::Leave(-1);
             };
             self.apply(env, from, subtype, time, &m)
         } else if matches!(subtype, Subtype::UnlockRequest | Subtype::Unlock) {
-            let Ok(m) = decode_frame("unlock message", payload, UnlockMessage::parse) else {
+            let Ok(m) = UnlockMessage::decode(payload) else {
                 return Delivery::Leave(-1);
             };
             self.unlock(env, from, subtype, time, &m, payload)
@@ -221,6 +226,16 @@ impl App for Dcdb {
             .enumerate()
             .map(|(i, s)| i == leader || s.state == states[leader].state)
             .collect();
+        env.log(format!(
+            "synced members: {}",
+            member_list(
+                states
+                    .iter()
+                    .zip(&synced)
+                    .filter(|(_, s)| **s)
+                    .map(|(m, _)| &m.member)
+            )
+        ));
         if lm == env.me {
             let others: Vec<MemdbIndex> = indexes
                 .iter()
@@ -229,13 +244,15 @@ impl App for Dcdb {
                 .map(|(_, x)| x.clone())
                 .collect();
             // C sends these in hash-table order; ascending inode order here.
+            env.log("start sending inode updates".into());
+            let mut sent = 0;
             for inode in Self::differing_inodes(&indexes[leader], &others) {
                 if let Some(e) = self.memdb.entry(inode) {
-                    let mut bytes = Vec::new();
-                    e.to_tree_entry().encode(&mut bytes);
-                    env.send_state(MessageType::Update, bytes);
+                    env.send_state(MessageType::Update, e.to_tree_entry().to_bytes());
+                    sent += 1;
                 }
             }
+            env.log(format!("sent all ({sent}) updates"));
             env.send_state(MessageType::UpdateComplete, Vec::new());
         }
         self.round = Some(SyncRound {
@@ -247,7 +264,7 @@ impl App for Dcdb {
     }
 
     fn process_update(&mut self, _env: &mut Env, from: Member, payload: &[u8]) -> bool {
-        let Ok(entry) = decode_frame("tree entry", payload, TreeEntry::parse) else {
+        let Ok(entry) = TreeEntry::decode(payload) else {
             return false;
         };
         match &mut self.round {
@@ -263,6 +280,10 @@ impl App for Dcdb {
         let Some(round) = self.round.take() else {
             return false;
         };
+        env.log(format!(
+            "update complete - trying to commit (got {} inode updates)",
+            round.updates.len()
+        ));
         match self
             .memdb
             .commit_sync(&round.leader_index, &round.updates, env.now)
@@ -273,7 +294,7 @@ impl App for Dcdb {
                 true
             }
             Err(e) => {
-                env.log(e);
+                env.log_at(Level::Crit, e);
                 false
             }
         }

@@ -9,6 +9,10 @@ use pmxcfs_wire::dfsm::{
     Epoch, Framing, Header, MessageType, Sequence, NORMAL_HEADER_LEN, STATE_HEADER_LEN,
 };
 
+use std::panic::Location;
+
+use super::logline::{member_list, Level};
+
 /// dfsm modes (spec §1.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Mode {
@@ -56,7 +60,9 @@ pub enum Output {
         result: i32,
     },
     ModeChanged(Mode),
-    Log(String),
+    /// A line for this group's log (`[dcdb]` or `[status]`), and where in
+    /// the code it was decided.
+    Log(Level, String, &'static Location<'static>),
 }
 
 /// What an application asks to send while it handles an input.
@@ -79,7 +85,7 @@ pub struct Env {
     pub lowest_nodeid: u32,
     pub now: u32,
     pub sends: Vec<AppSend>,
-    pub logs: Vec<String>,
+    pub logs: Vec<(Level, String, &'static Location<'static>)>,
 }
 
 impl Env {
@@ -100,8 +106,14 @@ impl Env {
     pub fn send_state(&mut self, msg_type: MessageType, payload: Vec<u8>) {
         self.sends.push(AppSend::State { msg_type, payload });
     }
+    /// A notice line of this group's log.
+    #[track_caller]
     pub fn log(&mut self, line: String) {
-        self.logs.push(line);
+        self.logs.push((Level::Notice, line, Location::caller()));
+    }
+    #[track_caller]
+    pub fn log_at(&mut self, level: Level, line: String) {
+        self.logs.push((level, line, Location::caller()));
     }
     pub fn is_lowest(&self) -> bool {
         self.me.nodeid == self.lowest_nodeid
@@ -257,8 +269,15 @@ impl<A: App> Dfsm<A> {
         std::mem::take(&mut self.outputs)
     }
 
+    #[track_caller]
     fn log(&mut self, s: String) {
-        self.outputs.push(Output::Log(s));
+        self.outputs
+            .push(Output::Log(Level::Notice, s, Location::caller()));
+    }
+
+    #[track_caller]
+    fn log_at(&mut self, level: Level, s: String) {
+        self.outputs.push(Output::Log(level, s, Location::caller()));
     }
 
     fn env(&self, now: u32) -> Env {
@@ -273,8 +292,8 @@ impl<A: App> Dfsm<A> {
 
     /// Turn what the application asked for into bytes, in order.
     fn flush_env(&mut self, env: Env) {
-        for line in env.logs {
-            self.log(line);
+        for (level, line, location) in env.logs {
+            self.outputs.push(Output::Log(level, line, location));
         }
         for send in env.sends {
             match send {
@@ -299,6 +318,13 @@ impl<A: App> Dfsm<A> {
         }
         self.mode = mode;
         self.outputs.push(Output::ModeChanged(mode));
+        // The transitions C reports at notice level.
+        match mode {
+            Mode::StartSync => self.log("starting data syncronisation".into()),
+            Mode::Update => self.log("waiting for updates from leader".into()),
+            Mode::Synced => self.log("all data is up to date".into()),
+            _ => self.log_at(Level::Debug, format!("mode is now {mode:?}")),
+        }
         if mode == Mode::Synced {
             let mut env = self.env(now);
             self.app.synced(&mut env);
@@ -308,9 +334,18 @@ impl<A: App> Dfsm<A> {
 
     /// LEAVE: set the mode and free the sync states.
     fn leave(&mut self, now: u32, why: &str) {
-        self.log(format!("leaving the group: {why}"));
+        self.log_at(Level::Crit, format!("leaving the group: {why}"));
         self.set_mode(Mode::Leave, now);
         self.release_states();
+    }
+
+    /// Leave the group on the node's decision (its database failed): the
+    /// same LEAVE as a protocol error, so the edge leaves the CPG group and
+    /// later joins again with a fresh machine.
+    pub fn leave_group(&mut self, now: u32, why: &str) {
+        if !self.mode.is_error() {
+            self.leave(now, why);
+        }
     }
 
     fn release_states(&mut self) {
@@ -386,6 +421,7 @@ impl<A: App> Dfsm<A> {
         if self.mode.is_error() {
             return;
         }
+        self.log(format!("members: {}", member_list(members)));
         self.lowest_nodeid = members.iter().map(|m| m.nodeid).min().unwrap_or(0);
         self.we_are_member = members.contains(&self.me);
         self.release_states();
@@ -475,7 +511,10 @@ impl<A: App> Dfsm<A> {
         };
         let ours = self.app.protocol_version();
         if header.protocol_version > ours {
-            self.log("detected newer protocol - please update this node".into());
+            self.log_at(
+                Level::Crit,
+                "detected newer protocol - please update this node".into(),
+            );
             self.set_mode(Mode::VersionError, now);
             return;
         }
@@ -489,11 +528,20 @@ impl<A: App> Dfsm<A> {
             };
             let count = framing.count().unwrap_or(0);
             if self.mode != Mode::Synced {
-                self.enqueue(Queued {
+                let q = Queued {
                     from,
                     count,
                     bytes: bytes.to_vec(),
-                });
+                };
+                // While we wait for the leader's updates, a synced
+                // sender's message goes to `sync_queue` in arrival order
+                // (spec §1.8): the synced members apply it now, in that
+                // order, and so must we once the update is complete.
+                if self.mode == Mode::Update && self.is_synced(from) {
+                    self.sync_queue.push(q);
+                } else {
+                    self.enqueue(q);
+                }
                 if self.node_index(from).is_none() {
                     self.leave(now, "message from a non-member");
                 }
@@ -530,12 +578,21 @@ impl<A: App> Dfsm<A> {
         }
         match (self.mode, msg_type) {
             (Mode::StartSync, MessageType::SyncStart) => {
+                // C names it "ignore" but processes it all the same
+                // (spec §1.7 (a)).
                 if from.nodeid != self.lowest_nodeid {
-                    self.log(format!(
-                        "SYNC_START from node {} which is not the lowest",
-                        from.nodeid
-                    ));
+                    self.log_at(
+                        Level::Crit,
+                        format!(
+                            "ignore sync request from wrong member {}/{}",
+                            from.nodeid, from.pid
+                        ),
+                    );
                 }
+                self.log(format!(
+                    "received sync request (epoch {}/{}/{:08X})",
+                    epoch.nodeid, epoch.pid, epoch.epoch
+                ));
                 self.sync_epoch = epoch;
                 self.release_states();
                 let mut env = self.env(now);
@@ -569,6 +626,12 @@ impl<A: App> Dfsm<A> {
                 }
                 self.set_mode(Mode::Synced, now);
                 let sync_queue = std::mem::take(&mut self.sync_queue);
+                if !sync_queue.is_empty() {
+                    self.log(format!(
+                        "dfsm_deliver_sync_queue: queue length {}",
+                        sync_queue.len()
+                    ));
+                }
                 for q in sync_queue {
                     if self.mode != Mode::Synced {
                         break;
@@ -613,7 +676,7 @@ impl<A: App> Dfsm<A> {
                     let id = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
                     if id == self.csum_id && same_epoch(&epoch, &self.csum_epoch) {
                         if self.csum.as_ref().map(|c| &c[..]) != Some(&payload[8..]) {
-                            self.log("wrong checksum - restarting".into());
+                            self.log_at(Level::Crit, "wrong checksum - restarting".into());
                             return self.leave(now, "data verification failed");
                         }
                         self.log("data verification successful".into());
@@ -653,6 +716,7 @@ impl<A: App> Dfsm<A> {
                 state: n.state.clone().unwrap_or_default(),
             })
             .collect();
+        self.log("received all states".into());
         let mut env = self.env(now);
         let synced = self.app.process_state_update(&mut env, &states);
         self.flush_env(env);
@@ -676,6 +740,12 @@ impl<A: App> Dfsm<A> {
 
     /// `dfsm_deliver_queue` (spec §1.8).
     fn deliver_queue(&mut self, now: u32) {
+        if !self.msg_queue.is_empty() && matches!(self.mode, Mode::Synced | Mode::Update) {
+            self.log(format!(
+                "dfsm_deliver_queue: queue length {}",
+                self.msg_queue.len()
+            ));
+        }
         let mut i = 0;
         while i < self.msg_queue.len() {
             let from = self.msg_queue[i].from;

@@ -250,7 +250,7 @@ fn verify_round_and_its_quirk() {
     assert!(a
         .take_outputs()
         .iter()
-        .any(|o| matches!(o, Output::Log(l) if l == "data verification successful")));
+        .any(|o| matches!(o, Output::Log(_, l, _) if l == "data verification successful")));
 
     // A member still syncing leaves on a verify message of its epoch (C's
     // fall-through, replicated).

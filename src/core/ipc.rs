@@ -34,6 +34,16 @@ pub fn access(uid: u32, gid: u32, www_data_gid: u32) -> Option<bool> {
     }
 }
 
+/// Whether a request only reads: every opcode but the two that change the
+/// status store and broadcast (SET_STATUS, LOG_CLUSTER_MSG). A request
+/// without a readable header is answered like any other (EINVAL).
+pub fn is_query(bytes: &[u8]) -> bool {
+    match RequestHeader::parse(bytes) {
+        Ok((_, h)) => !matches!(h.opcode(), Opcode::SetStatus | Opcode::LogClusterMsg),
+        Err(_) => true,
+    }
+}
+
 /// How long a GET_RRD_DUMP answer is reused.
 const RRD_DUMP_CACHE: u32 = 2;
 

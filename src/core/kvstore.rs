@@ -5,14 +5,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use pmxcfs_wire::clog::{ClogBuffer, ClogEntry, LogRecord};
-use pmxcfs_wire::codec::decode_frame;
 use pmxcfs_wire::kvstore::{KvUpdate, Subtype, MAX_STATUS_SIZE, PROTOCOL_VERSION};
+use pmxcfs_wire::Codec;
 
 use super::dfsm::{App, Delivery, Env, Member, MemberState};
-use super::memdb::Errno;
+use super::errno::Errno;
+use super::logline::Level;
 use super::status::{KvEntry, Status};
 
-pub use libc::{EACCES, EFBIG, ENOMEM};
+use super::errno::{EACCES, EFBIG, ENOMEM};
 
 /// Longest rrd value (NUL included) and nodeip value accepted.
 const MAX_RRD_LEN: usize = 4096;
@@ -192,22 +193,25 @@ impl App for Kvstore {
             return Delivery::Done(0);
         }
         match Subtype::from(subtype) {
-            Subtype::Update => match decode_frame("kvstore update", payload, KvUpdate::parse) {
+            Subtype::Update => match KvUpdate::decode(payload) {
                 Ok(u) => {
                     if let Some(name) = self.nodes.get(&from.nodeid).cloned() {
                         let key = String::from_utf8_lossy(u.key()).into_owned();
                         self.store(&name, &key, &u.value, env.now);
                     }
                 }
-                Err(e) => env.log(format!("cant parse update message: {e}")),
+                Err(e) => env.log_at(Level::Crit, format!("cant parse update message: {e}")),
             },
-            Subtype::Log => match decode_frame("log entry", payload, ClogEntry::parse_message) {
+            Subtype::Log => match ClogEntry::decode(payload) {
                 Ok(entry) => {
                     if !self.status.clog.insert(&entry) {
-                        env.log("ignore insert of duplicate cluster log".into());
+                        env.log_at(
+                            Level::Debug,
+                            "ignore insert of duplicate cluster log".into(),
+                        );
                     }
                 }
-                Err(e) => env.log(format!("cant parse log message: {e}")),
+                Err(e) => env.log_at(Level::Crit, format!("cant parse log message: {e}")),
             },
             _ => {
                 env.log(format!("unknown message type {subtype}"));
@@ -231,10 +235,10 @@ impl App for Kvstore {
                 let ok = s.state.len() > 8
                     && u32::from_le_bytes(s.state[..4].try_into().ok()?) as usize == s.state.len();
                 if !ok {
-                    env.log("received log with wrong size".into());
+                    env.log_at(Level::Crit, "received log with wrong size".into());
                     return None;
                 }
-                decode_frame("clog buffer", &s.state, ClogBuffer::parse).ok()
+                ClogBuffer::decode(&s.state).ok()
             })
             .collect();
         self.status.clog.merge(&logs);

@@ -11,16 +11,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use pmxcfs_wire::dcdb::{EntryType, MemdbIndex, TreeEntry, DT_DIR, DT_REG, MAX_FILE_SIZE};
 use pmxcfs_wire::digest;
+use pmxcfs_wire::Codec;
 
 use super::locks::LockTable;
 use super::paths::{self, VmConfigPath};
 use super::status::ChangeCounters;
 use super::vmlist::VmList;
 
-pub use libc::{EACCES, EEXIST, EFBIG, EINVAL, EIO, ENOENT, ENOTDIR, ENOTEMPTY};
-
-/// A positive errno value, as the FUSE and IPC edges answer it.
-pub type Errno = i32;
+use super::errno::{Errno, EACCES, EEXIST, EFBIG, EIO, ENOENT, ENOTDIR, ENOTEMPTY};
 
 /// `MEMDB_MAX_FSSIZE` and `MEMDB_MAX_INODES` (reported by statfs only).
 pub const BLOCK_SIZE: u64 = 4096;

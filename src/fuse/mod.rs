@@ -1,10 +1,9 @@
-//! The /etc/pve mount (spec §5, observed-behaviour §3): the fixed root
-//! entries (symlinks and special files), memdb paths with C's modes and
-//! ownership, and each operation's errno as the C daemon answers it. Every
-//! decision about the tree is the core's; this layer maps FUSE requests to
-//! paths and results to replies.
+//! The /etc/pve mount: maps kernel requests (inode numbers, attributes,
+//! replies) onto the node. What a path is, its modes, the special files
+//! and every errno are the core's (`core::fs`, `core::memdb`); a change
+//! is a request of the node (`core::node::Request`).
 
-mod nodes;
+mod inodes;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -21,10 +20,13 @@ use fuser::{
     ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 
-use crate::core::memdb::{Entry, BLOCK_SIZE, MAX_FS_BLOCKS, MAX_INODES};
-use crate::core::paths;
-use crate::node::{now, Node, NodeState};
-use nodes::{NodeTable, ROOT_ID};
+use crate::core::fs::{self as view, Fixed, Kind, Special, Target, FIXED};
+use crate::core::logline::Subsystem;
+use crate::core::memdb::{BLOCK_SIZE, MAX_FS_BLOCKS, MAX_INODES};
+use crate::core::node::{Reply, Request as NodeRequest};
+use crate::log;
+use crate::node::{now, NodeHandle};
+use inodes::{InodeTable, ROOT_ID};
 use pmxcfs_wire::dcdb::MAX_FILE_SIZE;
 
 /// Writes reach us in chunks of at most 128 KiB, as with C's `big_writes`:
@@ -35,72 +37,11 @@ const TTL: Duration = Duration::from_secs(1);
 /// Special files are regenerated on every stat.
 const NO_TTL: Duration = Duration::ZERO;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Special {
-    Version,
-    Members,
-    Vmlist,
-    Rrd,
-    Clusterlog,
-    Debug,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fixed {
-    /// A symlink to `nodes/<hostname>` + suffix.
-    Link(&'static str),
-    Special(Special),
-}
-
-const FIXED: [(&str, Fixed); 10] = [
-    ("local", Fixed::Link("")),
-    ("qemu-server", Fixed::Link("/qemu-server")),
-    ("lxc", Fixed::Link("/lxc")),
-    ("openvz", Fixed::Link("/openvz")),
-    (".version", Fixed::Special(Special::Version)),
-    (".members", Fixed::Special(Special::Members)),
-    (".vmlist", Fixed::Special(Special::Vmlist)),
-    (".rrd", Fixed::Special(Special::Rrd)),
-    (".clusterlog", Fixed::Special(Special::Clusterlog)),
-    (".debug", Fixed::Special(Special::Debug)),
-];
-
-fn fixed(path: &[u8]) -> Option<Fixed> {
-    FIXED
-        .iter()
-        .find(|(n, _)| n.as_bytes() == path)
-        .map(|(_, f)| *f)
-}
-
-/// What a path is served by.
-enum Target {
-    Root,
-    Fixed(Fixed),
-    Memdb(Vec<u8>),
-    /// Below a special file or symlink: C has no plug for it (EACCES).
-    NoPlug,
-}
-
-fn classify(path: Vec<u8>) -> Target {
-    if path.is_empty() {
-        return Target::Root;
-    }
-    if let Some(f) = fixed(&path) {
-        return Target::Fixed(f);
-    }
-    let first = path.split(|&b| b == b'/').next().unwrap_or_default();
-    if fixed(first).is_some() {
-        return Target::NoPlug;
-    }
-    Target::Memdb(path)
-}
-
 /// The filesystem served at /etc/pve.
 pub struct PveFs {
-    node: Arc<Node>,
-    hostname: String,
+    node: Arc<NodeHandle>,
     www_data_gid: u32,
-    nodes: Mutex<NodeTable>,
+    inodes: Mutex<InodeTable>,
     /// Special-file content captured at open, so reads of one open file are
     /// consistent.
     snapshots: Mutex<HashMap<u64, Vec<u8>>>,
@@ -123,36 +64,19 @@ fn time(secs: u32) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs as u64)
 }
 
-/// C's legacy rule: OpenVZ action scripts get the owner execute bit.
-fn is_openvz_script(name: &[u8]) -> bool {
-    if name.starts_with(b"vps.") {
-        return true;
-    }
-    let Some(dot) = name.iter().position(|&b| b == b'.') else {
-        return false;
-    };
-    let (id, ext) = (&name[..dot], &name[dot + 1..]);
-    paths::parse_vmid(id).is_some()
-        && matches!(
-            ext,
-            b"mount" | b"umount" | b"start" | b"stop" | b"premount" | b"postumount"
-        )
-}
-
 impl PveFs {
-    pub fn new(node: Arc<Node>, hostname: &str, www_data_gid: u32) -> PveFs {
+    pub fn new(node: Arc<NodeHandle>, www_data_gid: u32) -> PveFs {
         PveFs {
             node,
-            hostname: hostname.to_string(),
             www_data_gid,
-            nodes: Mutex::new(NodeTable::new()),
+            inodes: Mutex::new(InodeTable::new()),
             snapshots: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
         }
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, NodeTable> {
-        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    fn table(&self) -> std::sync::MutexGuard<'_, InodeTable> {
+        self.inodes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn path_of(&self, ino: INodeNo) -> Option<Vec<u8>> {
@@ -160,41 +84,26 @@ impl PveFs {
     }
 
     fn target_of(&self, ino: INodeNo) -> Result<Target, Errno> {
-        self.path_of(ino).map(classify).ok_or(Errno::ENOENT)
+        self.path_of(ino).map(view::classify).ok_or(Errno::ENOENT)
     }
 
-    fn link_target(&self, suffix: &str) -> String {
-        format!("nodes/{}{}", self.hostname, suffix)
-    }
-
-    fn special_content(&self, s: &NodeState, special: Special) -> Vec<u8> {
-        match special {
-            Special::Version => s
-                .kv()
-                .status
-                .version_json(&s.memdb().vmlist, &s.memdb().changes)
-                .into_bytes(),
-            Special::Members => s.kv().members_json().into_bytes(),
-            Special::Vmlist => {
-                crate::core::status::Status::vmlist_json(&s.memdb().vmlist).into_bytes()
-            }
-            Special::Rrd => s.kv().status.rrd_dump(now()).into_bytes(),
-            Special::Clusterlog => s.kv().status.clog.dump_json(0, None).into_bytes(),
-            Special::Debug => s.kv().status.debug_text().as_bytes().to_vec(),
-        }
-    }
-
-    fn base_attr(&self, ino: u64, kind: FileType, perm: u16, size: u64, mtime: u32) -> FileAttr {
+    /// The kernel's attributes of a core answer.
+    fn file_attr(&self, ino: u64, a: view::Attr) -> FileAttr {
+        let kind = match a.kind {
+            Kind::Dir => FileType::Directory,
+            Kind::File => FileType::RegularFile,
+            Kind::Symlink => FileType::Symlink,
+        };
         FileAttr {
             ino: INodeNo(ino),
-            size,
-            blocks: size.div_ceil(BLOCK_SIZE),
-            atime: time(mtime),
-            mtime: time(mtime),
-            ctime: time(mtime),
-            crtime: time(mtime),
+            size: a.size,
+            blocks: a.blocks,
+            atime: time(a.mtime),
+            mtime: time(a.mtime),
+            ctime: time(a.mtime),
+            crtime: time(a.mtime),
             kind,
-            perm,
+            perm: a.perm,
             nlink: if kind == FileType::Directory { 2 } else { 1 },
             uid: 0,
             gid: self.www_data_gid,
@@ -204,66 +113,16 @@ impl PveFs {
         }
     }
 
-    /// Modes as C computes them (spec §5.3): 0777/0666 quorate, 0555/0444
-    /// not, then masked by 0700 for private paths, 0755 for directories and
-    /// symlinks, 0750 for files.
-    fn memdb_attr(&self, ino: u64, path: &[u8], e: &Entry, quorate: bool) -> FileAttr {
-        let (kind, mut mode) = if e.is_dir() {
-            (FileType::Directory, if quorate { 0o777 } else { 0o555 })
-        } else {
-            (FileType::RegularFile, if quorate { 0o666 } else { 0o444 })
-        };
-        if !e.is_dir() && is_openvz_script(&e.name) {
-            mode |= 0o100;
-        }
-        let mask = if paths::is_private(path) {
-            0o700
-        } else if e.is_dir() {
-            0o755
-        } else {
-            0o750
-        };
-        self.base_attr(ino, kind, (mode & mask) as u16, e.size as u64, e.mtime)
-    }
-
-    /// The symlinks and special files: no blocks (C's plugs leave
-    /// `st_blocks` at 0; only memdb entries count their size in blocks).
-    fn fixed_attr(&self, ino: u64, f: Fixed, s: &NodeState) -> FileAttr {
-        let mut attr = match f {
-            Fixed::Link(suffix) => {
-                let mode = if s.quorate() { 0o777 } else { 0o555 };
-                let len = self.link_target(suffix).len() as u64;
-                self.base_attr(ino, FileType::Symlink, mode & 0o755, len, 0)
-            }
-            Fixed::Special(sp) => {
-                let perm = if sp == Special::Debug { 0o640 } else { 0o440 };
-                let len = self.special_content(s, sp).len() as u64;
-                self.base_attr(ino, FileType::RegularFile, perm, len, 0)
-            }
-        };
-        attr.blocks = 0;
-        attr
-    }
-
-    /// Attributes and TTL of a node id.
+    /// Attributes and TTL of an inode number.
     fn attr(&self, ino: u64) -> Result<(FileAttr, Duration), Errno> {
         let target = self.target_of(INodeNo(ino))?;
-        let s = self.node.lock();
-        match target {
-            Target::Root => {
-                let root = s.memdb().root();
-                let mut a = self.base_attr(ino, FileType::Directory, 0o755, 0, 0);
-                a.mtime = time(0);
-                let _ = root;
-                Ok((a, TTL))
-            }
-            Target::Fixed(f) => Ok((self.fixed_attr(ino, f, &s), NO_TTL)),
-            Target::Memdb(path) => {
-                let e = s.memdb().lookup(&path).ok_or(Errno::ENOENT)?;
-                Ok((self.memdb_attr(ino, &path, e, s.quorate()), TTL))
-            }
-            Target::NoPlug => Err(Errno::EACCES),
-        }
+        let ttl = if matches!(target, Target::Fixed(_)) {
+            NO_TTL
+        } else {
+            TTL
+        };
+        let a = view::attr(&self.node.lock().node, &target, now().secs()).map_err(errno)?;
+        Ok((self.file_attr(ino, a), ttl))
     }
 
     /// The path of `name` in directory `parent`, for operations that create
@@ -271,10 +130,23 @@ impl PveFs {
     fn child_path(&self, parent: INodeNo, name: &OsStr) -> Result<Vec<u8>, Errno> {
         let parent_path = self.path_of(parent).ok_or(Errno::ENOENT)?;
         let path = join(&parent_path, name.as_bytes());
-        match classify(path) {
+        match view::classify(path) {
             Target::Memdb(p) => Ok(p),
             _ => Err(Errno::EACCES),
         }
+    }
+
+    /// A change, through the node; its value or errno.
+    fn change(&self, request: NodeRequest) -> Result<u32, Errno> {
+        let what = log::debug_enabled().then(|| format!("{request:?}"));
+        let result = match self.node.request(request) {
+            Reply::Fs(r) => r,
+            Reply::Ipc(_) => Err(libc::EIO),
+        };
+        if let Some(what) = what {
+            log::debug(Subsystem::Main, &format!("fuse {what}: {result:?}"));
+        }
+        result.map_err(errno)
     }
 
     /// Reply with a newly looked-up entry.
@@ -358,44 +230,41 @@ impl Filesystem for PveFs {
                 Target::Fixed(_) => Vec::new(),
                 Target::NoPlug => return Err(Errno::EACCES),
             };
-            // chmod and chown never change anything; C accepts only the
-            // values it would report anyway.
-            if let Some(mode) = mode {
-                let wanted = if paths::is_private(&path) {
-                    0o600
-                } else {
-                    0o640
-                };
-                if mode & 0o7777 != wanted {
-                    return Err(Errno::EPERM);
-                }
-            }
-            if uid.is_some_and(|u| u != 0 && u != u32::MAX) {
+            // chmod and chown never change anything (core::fs).
+            if mode.is_some_and(|m| !view::chmod_allowed(&path, m)) {
                 return Err(Errno::EPERM);
             }
-            if gid.is_some_and(|g| g != self.www_data_gid && g != u32::MAX) {
+            if !view::chown_allowed(uid, gid, self.www_data_gid) {
                 return Err(Errno::EPERM);
             }
             if let Some(size) = size {
                 match &target {
                     Target::Memdb(p) => {
                         let size = u32::try_from(size).map_err(|_| Errno::EFBIG)?;
-                        self.node.truncate(p, size).map_err(errno)?;
+                        self.change(NodeRequest::Truncate {
+                            path: p.clone(),
+                            size,
+                        })?;
                     }
                     Target::Fixed(Fixed::Special(Special::Debug)) => {}
                     _ => return Err(Errno::EIO),
                 }
             }
             if let Some(t) = mtime {
-                let secs = match t {
-                    TimeOrNow::Now => now(),
+                let mtime = match t {
+                    TimeOrNow::Now => now().secs(),
                     TimeOrNow::SpecificTime(t) => t
                         .duration_since(UNIX_EPOCH)
                         .map(|d| d.as_secs() as u32)
                         .unwrap_or(0),
                 };
                 match &target {
-                    Target::Memdb(p) => self.node.set_mtime(p, secs).map_err(errno)?,
+                    Target::Memdb(p) => {
+                        self.change(NodeRequest::SetMtime {
+                            path: p.clone(),
+                            mtime,
+                        })?;
+                    }
                     _ => return Err(Errno::EACCES),
                 }
             }
@@ -410,7 +279,8 @@ impl Filesystem for PveFs {
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.target_of(ino) {
             Ok(Target::Fixed(Fixed::Link(suffix))) => {
-                reply.data(self.link_target(suffix).as_bytes())
+                let target = view::link_target(self.node.lock().node.nodename(), suffix);
+                reply.data(target.as_bytes())
             }
             Ok(_) => reply.error(Errno::EACCES),
             Err(e) => reply.error(e),
@@ -433,9 +303,9 @@ impl Filesystem for PveFs {
         }
         match self
             .child_path(parent, name)
-            .and_then(|p| self.node.create(&p).map_err(errno))
+            .and_then(|path| self.change(NodeRequest::Create { path }))
         {
-            Ok(()) => self.entry(parent, name, reply),
+            Ok(_) => self.entry(parent, name, reply),
             Err(e) => reply.error(e),
         }
     }
@@ -451,9 +321,9 @@ impl Filesystem for PveFs {
     ) {
         match self
             .child_path(parent, name)
-            .and_then(|p| self.node.mkdir(&p).map_err(errno))
+            .and_then(|path| self.change(NodeRequest::Mkdir { path }))
         {
-            Ok(()) => self.entry(parent, name, reply),
+            Ok(_) => self.entry(parent, name, reply),
             Err(e) => reply.error(e),
         }
     }
@@ -461,9 +331,9 @@ impl Filesystem for PveFs {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         match self
             .child_path(parent, name)
-            .and_then(|p| self.node.delete(&p).map_err(errno))
+            .and_then(|path| self.change(NodeRequest::Delete { path }))
         {
-            Ok(()) => {
+            Ok(_) => {
                 self.table().detach(parent.0, name.as_bytes());
                 reply.ok()
             }
@@ -502,10 +372,10 @@ impl Filesystem for PveFs {
         }
         let result = self.child_path(parent, name).and_then(|from| {
             let to = self.child_path(newparent, newname)?;
-            self.node.rename(&from, &to).map_err(errno)
+            self.change(NodeRequest::Rename { from, to })
         });
         match result {
-            Ok(()) => {
+            Ok(_) => {
                 self.table()
                     .rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes());
                 reply.ok()
@@ -517,17 +387,14 @@ impl Filesystem for PveFs {
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.target_of(ino) {
             Ok(Target::Memdb(path)) => {
-                if self.node.lock().memdb().lookup(&path).is_some() {
+                if self.node.lock().node.memdb().lookup(&path).is_some() {
                     reply.opened(FileHandle(0), Self::open_flags())
                 } else {
                     reply.error(Errno::ENOENT)
                 }
             }
             Ok(Target::Fixed(Fixed::Special(sp))) => {
-                let content = {
-                    let s = self.node.lock();
-                    self.special_content(&s, sp)
-                };
+                let content = view::special_content(&self.node.lock().node, sp, now().secs());
                 let fh = self.new_fh();
                 self.snapshots
                     .lock()
@@ -559,7 +426,7 @@ impl Filesystem for PveFs {
         match self.target_of(ino) {
             Ok(Target::Memdb(path)) => {
                 let s = self.node.lock();
-                match s.memdb().lookup(&path) {
+                match s.node.memdb().lookup(&path) {
                     Some(e) if !e.is_dir() => {
                         let data = e.data();
                         if data.len() >= e.size as usize {
@@ -584,8 +451,7 @@ impl Filesystem for PveFs {
                     .get(&fh.0)
                     .cloned();
                 let content = snap.unwrap_or_else(|| {
-                    let s = self.node.lock();
-                    self.special_content(&s, sp)
+                    view::special_content(&self.node.lock().node, sp, now().secs())
                 });
                 reply.data(&slice(&content))
             }
@@ -621,23 +487,22 @@ impl Filesystem for PveFs {
                 } else {
                     data
                 };
-                match self.node.write(&path, offset, data) {
+                match self.change(NodeRequest::Write {
+                    path,
+                    offset,
+                    data: data.to_vec(),
+                }) {
                     Ok(n) => reply.written(n),
-                    Err(e) => reply.error(errno(e)),
+                    Err(e) => reply.error(e),
                 }
             }
             Ok(Target::Fixed(Fixed::Special(Special::Debug))) => {
-                // `0\n` or `1\n` at offset 0 switches debug logging.
-                if offset == 0
-                    && data.len() >= 2
-                    && (data.starts_with(b"0\n") || data.starts_with(b"1\n"))
-                {
-                    let on = data[0] == b'1';
-                    self.node.lock().kv_mut().status.debug = on;
-                    crate::log::set_debug(on);
-                    reply.written(2)
-                } else {
-                    reply.error(Errno::EIO)
+                match self.change(NodeRequest::WriteDebug {
+                    offset,
+                    data: data.to_vec(),
+                }) {
+                    Ok(n) => reply.written(n),
+                    Err(e) => reply.error(e),
                 }
             }
             Ok(Target::Fixed(_)) => reply.error(Errno::EIO),
@@ -722,10 +587,11 @@ impl Filesystem for PveFs {
         }
         {
             let s = self.node.lock();
+            let memdb = s.node.memdb();
             // A missing or non-directory path lists nothing, as in C.
-            if let Some(dir) = s.memdb().lookup(&path).filter(|e| e.is_dir()) {
-                for e in s.memdb().children(dir.inode) {
-                    if path.is_empty() && fixed(&e.name).is_some() {
+            if let Some(dir) = memdb.lookup(&path).filter(|e| e.is_dir()) {
+                for e in memdb.children(dir.inode) {
+                    if path.is_empty() && view::fixed(&e.name).is_some() {
                         continue;
                     }
                     let kind = if e.is_dir() {
@@ -752,7 +618,7 @@ impl Filesystem for PveFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let (bytes, entries) = self.node.lock().memdb().usage();
+        let (bytes, entries) = self.node.lock().node.memdb().usage();
         let free = MAX_FS_BLOCKS.saturating_sub(bytes.div_ceil(BLOCK_SIZE));
         let ffree = MAX_INODES.saturating_sub(entries);
         reply.statfs(
@@ -811,7 +677,7 @@ impl Filesystem for PveFs {
     ) {
         let created = self
             .child_path(parent, name)
-            .and_then(|p| self.node.create(&p).map_err(errno));
+            .and_then(|path| self.change(NodeRequest::Create { path }));
         if let Err(e) = created {
             return reply.error(e);
         }

@@ -181,10 +181,45 @@ impl ClogEntry {
         lossy(&self.msg)
     }
 
+    /// Parse an entry stored in a ring buffer: the strings are taken as
+    /// their lengths say, without the message checks.
+    fn parse_stored(i: &[u8]) -> PResult<'_, ClogEntry> {
+        let (i, fixed) = Fixed::parse(i)?;
+        let (i, node) = bytes_field("node", fixed.node_len as usize)(i)?;
+        let (i, ident) = bytes_field("ident", fixed.ident_len as usize)(i)?;
+        let (i, tag) = bytes_field("tag", fixed.tag_len as usize)(i)?;
+        let (i, msg) = bytes_field("msg", fixed.msg_len as usize)(i)?;
+        let (i, tail) = array_field::<4>("tail")(i)?;
+        Ok((i, fixed.into_entry(node, ident, tag, msg, tail)))
+    }
+
+    /// Everything but prev and next: what `clog_copy` moves into a ring.
+    fn encode_from_uid(&self, out: &mut Vec<u8>) {
+        let short_len = |s: &[u8]| s.len().min(u8::MAX as usize) as u8;
+        out.put_u32(self.uid);
+        out.put_u32(self.time);
+        out.put_u64(self.node_digest);
+        out.put_u64(self.ident_digest);
+        out.put_u32(self.pid);
+        out.put_u8(self.priority);
+        out.put_u8(short_len(&self.node));
+        out.put_u8(short_len(&self.ident));
+        out.put_u8(short_len(&self.tag));
+        out.put_u32(len_u32(self.msg.len()));
+        for s in [&self.node, &self.ident, &self.tag, &self.msg] {
+            out.put_bytes(s);
+        }
+        out.put_bytes(&self.tail);
+    }
+}
+
+impl Codec for ClogEntry {
+    const NAME: &'static str = "log entry";
+
     /// Parse a LOG message payload with the receiver's checks (spec §3.5.1):
     /// at least 48 bytes, exactly 48 + the string lengths, every string
     /// NUL-terminated at its last byte.
-    pub fn parse_message(i: &[u8]) -> PResult<'_, ClogEntry> {
+    fn parse(i: &[u8]) -> PResult<'_, Self> {
         let whole = i;
         expect_min_len(i, "log entry", ENTRY_FIXED_LEN)?;
         let (i, fixed) = Fixed::parse(i)?;
@@ -207,47 +242,10 @@ impl ClogEntry {
         Ok((i, fixed.into_entry(node, ident, tag, msg, tail)))
     }
 
-    /// Parse an entry stored in a ring buffer: the strings are taken as
-    /// their lengths say, without the message checks.
-    fn parse_stored(i: &[u8]) -> PResult<'_, ClogEntry> {
-        let (i, fixed) = Fixed::parse(i)?;
-        let (i, node) = bytes_field("node", fixed.node_len as usize)(i)?;
-        let (i, ident) = bytes_field("ident", fixed.ident_len as usize)(i)?;
-        let (i, tag) = bytes_field("tag", fixed.tag_len as usize)(i)?;
-        let (i, msg) = bytes_field("msg", fixed.msg_len as usize)(i)?;
-        let (i, tail) = array_field::<4>("tail")(i)?;
-        Ok((i, fixed.into_entry(node, ident, tag, msg, tail)))
-    }
-
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    fn encode(&self, out: &mut Vec<u8>) {
         out.put_u32(self.prev);
         out.put_u32(self.next);
         self.encode_from_uid(out);
-    }
-
-    /// Everything but prev and next: what `clog_copy` moves into a ring.
-    fn encode_from_uid(&self, out: &mut Vec<u8>) {
-        let short_len = |s: &[u8]| s.len().min(u8::MAX as usize) as u8;
-        out.put_u32(self.uid);
-        out.put_u32(self.time);
-        out.put_u64(self.node_digest);
-        out.put_u64(self.ident_digest);
-        out.put_u32(self.pid);
-        out.put_u8(self.priority);
-        out.put_u8(short_len(&self.node));
-        out.put_u8(short_len(&self.ident));
-        out.put_u8(short_len(&self.tag));
-        out.put_u32(len_u32(self.msg.len()));
-        for s in [&self.node, &self.ident, &self.tag, &self.msg] {
-            out.put_bytes(s);
-        }
-        out.put_bytes(&self.tail);
-    }
-
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.size());
-        self.encode(&mut out);
-        out
     }
 }
 

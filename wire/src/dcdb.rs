@@ -116,7 +116,21 @@ impl FuseMessage {
         }
     }
 
-    pub fn parse(i: &[u8]) -> PResult<'_, FuseMessage> {
+    /// The path as the C receiver sees it (up to the first NUL), lossily
+    /// converted for display.
+    pub fn path_lossy(&self) -> Option<String> {
+        self.path.as_deref().map(lossy_c_str)
+    }
+
+    pub fn to_lossy(&self) -> Option<String> {
+        self.to.as_deref().map(lossy_c_str)
+    }
+}
+
+impl Codec for FuseMessage {
+    const NAME: &'static str = "fuse message";
+
+    fn parse(i: &[u8]) -> PResult<'_, Self> {
         let whole = i;
         expect_min_len(i, "fuse message", Self::FIXED_LEN)?;
         let (i, size) = u32_field("size")(i)?;
@@ -152,7 +166,7 @@ impl FuseMessage {
         ))
     }
 
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    fn encode(&self, out: &mut Vec<u8>) {
         let c_len = |s: &Option<Vec<u8>>| s.as_ref().map_or(0, |s| len_u32(s.len() + 1));
         out.put_u32(len_u32(self.data.len()));
         out.put_u32(self.offset);
@@ -164,16 +178,6 @@ impl FuseMessage {
             out.put_u8(0);
         }
         out.put_bytes(&self.data);
-    }
-
-    /// The path as the C receiver sees it (up to the first NUL), lossily
-    /// converted for display.
-    pub fn path_lossy(&self) -> Option<String> {
-        self.path.as_deref().map(lossy_c_str)
-    }
-
-    pub fn to_lossy(&self) -> Option<String> {
-        self.to.as_deref().map(lossy_c_str)
     }
 }
 
@@ -203,7 +207,15 @@ pub struct UnlockMessage {
 }
 
 impl UnlockMessage {
-    pub fn parse(i: &[u8]) -> PResult<'_, UnlockMessage> {
+    pub fn path_lossy(&self) -> String {
+        lossy_c_str(&self.path)
+    }
+}
+
+impl Codec for UnlockMessage {
+    const NAME: &'static str = "unlock message";
+
+    fn parse(i: &[u8]) -> PResult<'_, Self> {
         expect_min_len(i, "unlock message", 33)?;
         let (i, csum) = array_field::<32>("csum")(i)?;
         let (i, path) = nul_terminated_field("path", i.len())(i)?;
@@ -216,14 +228,10 @@ impl UnlockMessage {
         ))
     }
 
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    fn encode(&self, out: &mut Vec<u8>) {
         out.put_bytes(&self.csum);
         out.put_bytes(&self.path);
         out.put_u8(0);
-    }
-
-    pub fn path_lossy(&self) -> String {
-        lossy_c_str(&self.path)
     }
 }
 
@@ -289,8 +297,12 @@ impl TreeEntry {
     pub fn is_dir(&self) -> bool {
         self.entry_type == EntryType::Dir
     }
+}
 
-    pub fn parse(i: &[u8]) -> PResult<'_, TreeEntry> {
+impl Codec for TreeEntry {
+    const NAME: &'static str = "tree entry";
+
+    fn parse(i: &[u8]) -> PResult<'_, Self> {
         // C checks >= 40 but reads the type byte at offset 40; a 40-byte
         // payload would make it read past the message, so 41 is required.
         expect_min_len(i, "tree entry", Self::FIXED_LEN)?;
@@ -344,7 +356,7 @@ impl TreeEntry {
     /// The UPDATE payload. Data is sent only for regular files with size > 0,
     /// exactly as C does; a size without data (C's empty-file truncate quirk)
     /// cannot be sent and is sent as zeroes of that size.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    fn encode(&self, out: &mut Vec<u8>) {
         out.put_u64(self.parent);
         out.put_u64(self.inode);
         out.put_u64(self.version);
@@ -419,8 +431,12 @@ impl MemdbIndex {
             && self.size as usize == self.entries.len()
             && self.bytes as usize == Self::HEADER_LEN + IndexEntry::LEN * self.entries.len()
     }
+}
 
-    pub fn parse(i: &[u8]) -> PResult<'_, MemdbIndex> {
+impl Codec for MemdbIndex {
+    const NAME: &'static str = "memdb index";
+
+    fn parse(i: &[u8]) -> PResult<'_, Self> {
         let whole = i;
         expect_min_len(i, "memdb index", Self::HEADER_LEN)?;
         let (i, version) = u64_field("version")(i)?;
@@ -463,7 +479,7 @@ impl MemdbIndex {
         ))
     }
 
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    fn encode(&self, out: &mut Vec<u8>) {
         out.put_u64(self.version);
         out.put_u64(self.last_inode);
         out.put_u32(self.writer);
@@ -475,12 +491,6 @@ impl MemdbIndex {
             out.put_bytes(&e.digest);
         }
         out.put_bytes(&self.remainder);
-    }
-
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.bytes as usize);
-        self.encode(&mut out);
-        out
     }
 }
 

@@ -98,7 +98,7 @@ pub fn run(target: Target, data: &[u8]) {
         Target::MemdbIndex => part(data, dcdb::MemdbIndex::parse, |m, o| m.encode(o)),
         Target::TreeEntry => part(data, dcdb::TreeEntry::parse, |m, o| m.encode(o)),
         Target::KvUpdate => part(data, kvstore::KvUpdate::parse, |m, o| m.encode(o)),
-        Target::ClogEntry => part(data, clog::ClogEntry::parse_message, |m, o| m.encode(o)),
+        Target::ClogEntry => part(data, clog::ClogEntry::parse, |m, o| m.encode(o)),
         Target::ClogBuffer => {
             if let Ok(buffer) = clog::ClogBuffer::decode(data) {
                 assert_eq!(buffer.as_bytes(), data);

@@ -89,8 +89,12 @@ impl KvUpdate {
     pub fn key_lossy(&self) -> String {
         String::from_utf8_lossy(self.key()).into_owned()
     }
+}
 
-    pub fn parse(i: &[u8]) -> PResult<'_, KvUpdate> {
+impl Codec for KvUpdate {
+    const NAME: &'static str = "kvstore update";
+
+    fn parse(i: &[u8]) -> PResult<'_, Self> {
         let (i, key_field) = array_field::<KEY_FIELD_LEN>("key")(i)?;
         if !key_field.contains(&0) {
             return Err(fail(i, "key", ErrorKind::MissingNul));
@@ -105,15 +109,9 @@ impl KvUpdate {
         ))
     }
 
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    fn encode(&self, out: &mut Vec<u8>) {
         out.put_bytes(&self.key_field);
         out.put_bytes(&self.value);
-    }
-
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(KEY_FIELD_LEN + self.value.len());
-        self.encode(&mut out);
-        out
     }
 }
 
@@ -172,7 +170,7 @@ impl Codec for Message {
                 (i, Payload::Update(m))
             }
             (MessageType::Normal, Subtype::Log) => {
-                let (i, m) = ClogEntry::parse_message(i)?;
+                let (i, m) = ClogEntry::parse(i)?;
                 (i, Payload::Log(m))
             }
             (MessageType::State, _) => {

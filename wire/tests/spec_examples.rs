@@ -200,7 +200,7 @@ fn clog_pack_vector() {
     // The 4 trailing bytes are uninitialised in C; ours are zero.
     assert_eq!(&bytes[93..], &[0, 0, 0, 0]);
 
-    let (rest, parsed) = ClogEntry::parse_message(&bytes).unwrap();
+    let (rest, parsed) = ClogEntry::parse(&bytes).unwrap();
     assert!(rest.is_empty());
     assert_eq!(parsed, entry);
 }
@@ -264,8 +264,7 @@ fn clog_pack_overlong_message_loses_its_nul() {
     assert_ne!(entry.msg.last(), Some(&0));
 
     let bytes = entry.to_bytes();
-    let err =
-        pmxcfs_wire::codec::decode_frame("log", &bytes, ClogEntry::parse_message).unwrap_err();
+    let err = pmxcfs_wire::codec::decode_frame("log", &bytes, ClogEntry::parse).unwrap_err();
     assert_eq!(err.field, "msg");
     assert_eq!(err.kind, pmxcfs_wire::ErrorKind::MissingNul);
     // Short of the limit, nothing is cut.

@@ -69,7 +69,7 @@ fn on_deliver(_h: &cpg::Handle, group: String, nodeid: NodeId, pid: u32, msg: &[
 }
 
 fn addresses(list: &[cpg::Address]) -> Vec<CpgAddress> {
-    list.iter().map(pmxcfs::cluster::address).collect()
+    list.iter().map(pmxcfs::corosync::address).collect()
 }
 
 fn on_confchg(

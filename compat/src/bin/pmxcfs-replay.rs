@@ -144,6 +144,9 @@ fn check(args: &[String]) -> ExitCode {
                             format!(", {} problem(s)", r.problems.len())
                         }
                     );
+                    for n in &r.notes {
+                        println!("    note: {n}");
+                    }
                     let shown = if verbose { r.problems.len() } else { 3 };
                     for p in r.problems.iter().take(shown) {
                         println!("    {p}");

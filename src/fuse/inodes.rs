@@ -1,14 +1,15 @@
-//! FUSE node ids, assigned per path like libfuse's high-level API does for
-//! the C daemon: an id stands for (parent id, name), and every request is
-//! resolved to a path and looked up in memdb again. So a name whose file was
-//! replaced (a rename from another node) still reaches the new file, and
-//! `st_ino` is this id, not the memdb inode (as observed with C).
+//! The kernel's inode numbers of the mount, assigned per path like
+//! libfuse's high-level API does for the C daemon: a number stands for
+//! (parent number, name), and every request is resolved to a path and
+//! looked up in memdb again. So a name whose file was replaced (a rename
+//! from another node) still reaches the new file, and `st_ino` is this
+//! number, not the memdb inode (as observed with C).
 
 use std::collections::HashMap;
 
 pub const ROOT_ID: u64 = 1;
 
-struct NodeRef {
+struct InodeRef {
     parent: u64,
     name: Vec<u8>,
     lookups: u64,
@@ -16,38 +17,38 @@ struct NodeRef {
     detached: bool,
 }
 
-pub struct NodeTable {
-    by_id: HashMap<u64, NodeRef>,
+pub struct InodeTable {
+    by_id: HashMap<u64, InodeRef>,
     by_name: HashMap<(u64, Vec<u8>), u64>,
     next: u64,
 }
 
-impl Default for NodeTable {
+impl Default for InodeTable {
     fn default() -> Self {
-        NodeTable::new()
+        InodeTable::new()
     }
 }
 
-impl NodeTable {
-    pub fn new() -> NodeTable {
+impl InodeTable {
+    pub fn new() -> InodeTable {
         let mut by_id = HashMap::new();
         by_id.insert(
             ROOT_ID,
-            NodeRef {
+            InodeRef {
                 parent: 0,
                 name: Vec::new(),
                 lookups: 1,
                 detached: false,
             },
         );
-        NodeTable {
+        InodeTable {
             by_id,
             by_name: HashMap::new(),
             next: ROOT_ID + 1,
         }
     }
 
-    /// The id of `name` in `parent`, counting one kernel lookup.
+    /// The number of `name` in `parent`, counting one kernel lookup.
     pub fn lookup(&mut self, parent: u64, name: &[u8]) -> u64 {
         if let Some(&id) = self.by_name.get(&(parent, name.to_vec())) {
             if let Some(n) = self.by_id.get_mut(&id) {
@@ -59,7 +60,7 @@ impl NodeTable {
         self.next += 1;
         self.by_id.insert(
             id,
-            NodeRef {
+            InodeRef {
                 parent,
                 name: name.to_vec(),
                 lookups: 1,
@@ -70,7 +71,7 @@ impl NodeTable {
         id
     }
 
-    /// The id of `name` in `parent` if the kernel knows it (for readdir).
+    /// The number of `name` in `parent` if the kernel knows it (readdir).
     pub fn peek(&self, parent: u64, name: &[u8]) -> Option<u64> {
         self.by_name.get(&(parent, name.to_vec())).copied()
     }
@@ -79,19 +80,19 @@ impl NodeTable {
         if id == ROOT_ID {
             return;
         }
-        let Some(node) = self.by_id.get_mut(&id) else {
+        let Some(inode) = self.by_id.get_mut(&id) else {
             return;
         };
-        node.lookups = node.lookups.saturating_sub(n);
-        if node.lookups == 0 {
-            let node = self.by_id.remove(&id).expect("present");
-            if !node.detached {
-                self.by_name.remove(&(node.parent, node.name));
+        inode.lookups = inode.lookups.saturating_sub(n);
+        if inode.lookups == 0 {
+            let gone = self.by_id.remove(&id).expect("present");
+            if !gone.detached {
+                self.by_name.remove(&(gone.parent, gone.name));
             }
         }
     }
 
-    /// The path of a node relative to the mount root ("" for the root).
+    /// The path of an inode number relative to the mount ("" for the root).
     pub fn path(&self, id: u64) -> Option<Vec<u8>> {
         let mut parts: Vec<&[u8]> = Vec::new();
         let mut cur = id;
@@ -116,7 +117,7 @@ impl NodeTable {
         }
     }
 
-    /// A successful rename: the node moves, a node at the target is gone.
+    /// A successful rename: the inode moves, one at the target is gone.
     pub fn rename(&mut self, parent: u64, name: &[u8], newparent: u64, newname: &[u8]) {
         self.detach(newparent, newname);
         if let Some(id) = self.by_name.remove(&(parent, name.to_vec())) {
@@ -135,7 +136,7 @@ mod tests {
 
     #[test]
     fn paths_follow_renames_and_forgets() {
-        let mut t = NodeTable::new();
+        let mut t = InodeTable::new();
         let a = t.lookup(ROOT_ID, b"a");
         let b = t.lookup(a, b"b");
         assert_eq!(t.path(b).unwrap(), b"a/b");

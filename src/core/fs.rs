@@ -1,0 +1,244 @@
+//! What /etc/pve shows (spec §5, observed-behaviour §3): the fixed root
+//! entries (symlinks and special files), which path is served by what,
+//! the modes by path class and quorum, the contents of the special files,
+//! and which chmod and chown C accepts. Pure; the FUSE edge maps kernel
+//! requests onto these answers.
+
+use super::errno::{Errno, EACCES, ENOENT};
+use super::memdb::{Entry, BLOCK_SIZE};
+use super::node::Node;
+use super::paths;
+use super::status::Status;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Special {
+    Version,
+    Members,
+    Vmlist,
+    Rrd,
+    Clusterlog,
+    Debug,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fixed {
+    /// A symlink to `nodes/<hostname>` + suffix.
+    Link(&'static str),
+    Special(Special),
+}
+
+/// The fixed root entries, in the order C lists them.
+pub const FIXED: [(&str, Fixed); 10] = [
+    ("local", Fixed::Link("")),
+    ("qemu-server", Fixed::Link("/qemu-server")),
+    ("lxc", Fixed::Link("/lxc")),
+    ("openvz", Fixed::Link("/openvz")),
+    (".version", Fixed::Special(Special::Version)),
+    (".members", Fixed::Special(Special::Members)),
+    (".vmlist", Fixed::Special(Special::Vmlist)),
+    (".rrd", Fixed::Special(Special::Rrd)),
+    (".clusterlog", Fixed::Special(Special::Clusterlog)),
+    (".debug", Fixed::Special(Special::Debug)),
+];
+
+pub fn fixed(name: &[u8]) -> Option<Fixed> {
+    FIXED
+        .iter()
+        .find(|(n, _)| n.as_bytes() == name)
+        .map(|(_, f)| *f)
+}
+
+/// What a path (relative to the mount, no leading slash) is served by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Root,
+    Fixed(Fixed),
+    Memdb(Vec<u8>),
+    /// Below a special file or symlink: C has no plug for it (EACCES).
+    NoPlug,
+}
+
+pub fn classify(path: Vec<u8>) -> Target {
+    if path.is_empty() {
+        return Target::Root;
+    }
+    if let Some(f) = fixed(&path) {
+        return Target::Fixed(f);
+    }
+    let first = path.split(|&b| b == b'/').next().unwrap_or_default();
+    if fixed(first).is_some() {
+        return Target::NoPlug;
+    }
+    Target::Memdb(path)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// The attributes C reports (the edge adds the inode number, root as
+/// owner and the www-data group).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub kind: Kind,
+    pub perm: u16,
+    pub size: u64,
+    pub blocks: u64,
+    pub mtime: u32,
+}
+
+impl Attr {
+    fn new(kind: Kind, perm: u32, size: u64, mtime: u32) -> Attr {
+        Attr {
+            kind,
+            perm: perm as u16,
+            size,
+            blocks: size.div_ceil(BLOCK_SIZE),
+            mtime,
+        }
+    }
+}
+
+/// C's legacy rule: OpenVZ action scripts get the owner execute bit.
+pub fn is_openvz_script(name: &[u8]) -> bool {
+    if name.starts_with(b"vps.") {
+        return true;
+    }
+    let Some(dot) = name.iter().position(|&b| b == b'.') else {
+        return false;
+    };
+    let (id, ext) = (&name[..dot], &name[dot + 1..]);
+    paths::parse_vmid(id).is_some()
+        && matches!(
+            ext,
+            b"mount" | b"umount" | b"start" | b"stop" | b"premount" | b"postumount"
+        )
+}
+
+/// Modes as C computes them (spec §5.3): 0777/0666 quorate, 0555/0444
+/// not, then masked by 0700 for private paths, 0755 for directories and
+/// symlinks, 0750 for files.
+pub fn entry_attr(path: &[u8], e: &Entry, quorate: bool) -> Attr {
+    let (kind, mut mode) = if e.is_dir() {
+        (Kind::Dir, if quorate { 0o777 } else { 0o555 })
+    } else {
+        (Kind::File, if quorate { 0o666 } else { 0o444 })
+    };
+    if !e.is_dir() && is_openvz_script(&e.name) {
+        mode |= 0o100;
+    }
+    let mask = if paths::is_private(path) {
+        0o700
+    } else if e.is_dir() {
+        0o755
+    } else {
+        0o750
+    };
+    Attr::new(kind, mode & mask, e.size as u64, e.mtime)
+}
+
+/// The symlink target of a `Link` entry.
+pub fn link_target(nodename: &str, suffix: &str) -> String {
+    format!("nodes/{nodename}{suffix}")
+}
+
+/// The content of a special file, generated now.
+pub fn special_content(node: &Node, special: Special, now: u32) -> Vec<u8> {
+    let memdb = node.memdb();
+    let kv = node.kv();
+    match special {
+        Special::Version => kv
+            .status
+            .version_json(&memdb.vmlist, &memdb.changes)
+            .into_bytes(),
+        Special::Members => kv.members_json().into_bytes(),
+        Special::Vmlist => Status::vmlist_json(&memdb.vmlist).into_bytes(),
+        Special::Rrd => kv.status.rrd_dump(now).into_bytes(),
+        Special::Clusterlog => kv.status.clog.dump_json(0, None).into_bytes(),
+        Special::Debug => kv.status.debug_text().as_bytes().to_vec(),
+    }
+}
+
+/// The attributes of what `target` names. The root is always 0755; the
+/// symlinks and special files have mtime 0 and no blocks (C's plugs leave
+/// `st_blocks` at 0); a symlink's size is its target's length and a special
+/// file's its content's, generated now.
+pub fn attr(node: &Node, target: &Target, now: u32) -> Result<Attr, Errno> {
+    match target {
+        Target::Root => Ok(Attr::new(Kind::Dir, 0o755, 0, 0)),
+        Target::Fixed(Fixed::Link(suffix)) => {
+            let mode = if node.quorate() { 0o777 } else { 0o555 };
+            let len = link_target(node.nodename(), suffix).len() as u64;
+            Ok(Attr {
+                blocks: 0,
+                ..Attr::new(Kind::Symlink, mode & 0o755, len, 0)
+            })
+        }
+        Target::Fixed(Fixed::Special(sp)) => {
+            let perm = if *sp == Special::Debug { 0o640 } else { 0o440 };
+            let len = special_content(node, *sp, now).len() as u64;
+            Ok(Attr {
+                blocks: 0,
+                ..Attr::new(Kind::File, perm, len, 0)
+            })
+        }
+        Target::Memdb(path) => {
+            let e = node.memdb().lookup(path).ok_or(ENOENT)?;
+            Ok(entry_attr(path, e, node.quorate()))
+        }
+        Target::NoPlug => Err(EACCES),
+    }
+}
+
+/// chmod never changes anything; C accepts only the mode it would report
+/// for a file of that class (0600 private, 0640 otherwise), even on a
+/// directory.
+pub fn chmod_allowed(path: &[u8], mode: u32) -> bool {
+    let wanted = if paths::is_private(path) {
+        0o600
+    } else {
+        0o640
+    };
+    mode & 0o7777 == wanted
+}
+
+/// chown never changes anything; C accepts root (or -1) as the owner and
+/// www-data (or -1) as the group.
+pub fn chown_allowed(uid: Option<u32>, gid: Option<u32>, www_data_gid: u32) -> bool {
+    uid.is_none_or(|u| u == 0 || u == u32::MAX)
+        && gid.is_none_or(|g| g == www_data_gid || g == u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_classes() {
+        assert_eq!(classify(Vec::new()), Target::Root);
+        assert_eq!(classify(b"local".to_vec()), Target::Fixed(Fixed::Link("")));
+        assert_eq!(classify(b".version/x".to_vec()), Target::NoPlug);
+        assert_eq!(
+            classify(b"nodes/a".to_vec()),
+            Target::Memdb(b"nodes/a".to_vec())
+        );
+    }
+
+    #[test]
+    fn chmod_and_chown_rules_of_c() {
+        assert!(chmod_allowed(b"storage.cfg", 0o640));
+        assert!(!chmod_allowed(b"storage.cfg", 0o644));
+        assert!(chmod_allowed(b"priv/x", 0o600));
+        assert!(!chmod_allowed(b"priv/x", 0o640));
+        assert!(chown_allowed(Some(0), Some(33), 33));
+        assert!(chown_allowed(Some(0), None, 33));
+        assert!(!chown_allowed(Some(1000), Some(33), 33));
+        assert!(!chown_allowed(Some(0), Some(0), 33));
+        assert!(is_openvz_script(b"101.mount"));
+        assert!(is_openvz_script(b"vps.x"));
+        assert!(!is_openvz_script(b"101.conf"));
+    }
+}

@@ -1,0 +1,978 @@
+//! The corosync edge and the cluster-mode driver of the node: CPG for
+//! `pve_dcdb_v1` and `pve_kvstore_v1`, quorum, and cmap's nodelist.
+//!
+//! One thread runs a small tokio runtime (the quinn driver shape): the
+//! corosync descriptors as `AsyncFd`, the node's next deadline as a timer,
+//! and the requests of the FUSE and IPC threads over a channel. It feeds
+//! every input to the core and performs the core's output in order
+//! (persist under the lock, then send, reply, effects). Callbacks of the
+//! corosync libraries only queue what corosync said.
+//!
+//! The services connect independently, as C's do (quorum, confdb, dcdb,
+//! status); one that is not connected is tried again every 5 s, with C's
+//! log lines. The retry schedule is this edge's; every protocol decision
+//! (what to send, when to leave or rejoin a group) is the core's.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rust_corosync::{cmap, cpg, quorum, CsError, DispatchFlags, NodeId, TrackFlags};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+use crate::core::corosync_conf::{config_version, decide, Decision};
+use crate::core::dfsm::Member;
+use crate::core::errno::EBUSY;
+use crate::core::logline::Subsystem;
+use crate::core::node::{
+    Action, ClusterInfo, Effect, Group, Input, Reply, Request, RequestId, Time,
+};
+use crate::log;
+use crate::node::NodeHandle;
+use crate::record::Recorder;
+use pmxcfs_wire::capture::{CpgAddress, EventBody, EventKind};
+
+/// C's pause between (re)initialisation attempts of a service.
+const RETRY: Duration = Duration::from_secs(5);
+/// C's service loop looks at its services every second.
+const TICK: Duration = Duration::from_secs(1);
+
+/// C's name of a corosync error, as its log prints it: `CS_ERR_LIBRARY`.
+fn cs_name(e: &CsError) -> String {
+    let mut out = String::new();
+    for (i, c) in format!("{e:?}").char_indices() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// The numeric cs_error_t of a failure (C prints it for cmap dispatch).
+fn cs_code(e: &CsError) -> i32 {
+    *e as u32 as i32
+}
+
+/// `quorum_initialize failed: CS_ERR_LIBRARY (failed to connect to corosync)`.
+fn init_failure(call: &str, e: &CsError) -> String {
+    let why = if *e == CsError::CsErrLibrary {
+        " (failed to connect to corosync)"
+    } else {
+        ""
+    };
+    format!("{call} failed: {}{why}", cs_name(e))
+}
+
+/// What corosync told us, queued by the callbacks.
+enum Incoming {
+    Confchg {
+        group: Group,
+        members: Vec<CpgAddress>,
+        left: Vec<CpgAddress>,
+        joined: Vec<CpgAddress>,
+    },
+    Deliver {
+        group: Group,
+        from: Member,
+        msg: Vec<u8>,
+    },
+    Quorum {
+        quorate: bool,
+        ring_seq: u64,
+        nodes: Vec<u32>,
+    },
+    CmapChanged,
+}
+
+thread_local! {
+    static INCOMING: RefCell<Vec<Incoming>> = const { RefCell::new(Vec::new()) };
+}
+
+fn queue(e: Incoming) {
+    INCOMING.with(|q| q.borrow_mut().push(e));
+}
+
+fn on_deliver(_h: &cpg::Handle, group: String, nodeid: NodeId, pid: u32, msg: &[u8], _len: usize) {
+    if let Some(group) = Group::of_name(group.as_bytes()) {
+        let from = Member {
+            nodeid: u32::from(nodeid),
+            pid,
+        };
+        queue(Incoming::Deliver {
+            group,
+            from,
+            msg: msg.to_vec(),
+        });
+    }
+}
+
+/// A corosync CPG address as the capture format and the core keep it
+/// (also used by `cpg-probe`).
+pub fn address(a: &cpg::Address) -> CpgAddress {
+    CpgAddress {
+        nodeid: u32::from(a.nodeid),
+        pid: a.pid,
+        reason: a.reason as u32,
+    }
+}
+
+fn on_confchg(
+    _h: &cpg::Handle,
+    group: &str,
+    members: Vec<cpg::Address>,
+    left: Vec<cpg::Address>,
+    joined: Vec<cpg::Address>,
+) {
+    if let Some(group) = Group::of_name(group.as_bytes()) {
+        queue(Incoming::Confchg {
+            group,
+            members: members.iter().map(address).collect(),
+            left: left.iter().map(address).collect(),
+            joined: joined.iter().map(address).collect(),
+        });
+    }
+}
+
+fn on_quorum(_h: &quorum::Handle, quorate: bool, ring: quorum::RingId, members: Vec<NodeId>) {
+    queue(Incoming::Quorum {
+        quorate,
+        ring_seq: ring.seq,
+        nodes: members.into_iter().map(u32::from).collect(),
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn on_cmap(
+    _h: &cmap::Handle,
+    _t: &cmap::TrackHandle,
+    _event: cmap::TrackType,
+    _key: &str,
+    _new: &cmap::Data,
+    _old: &cmap::Data,
+    _user: u64,
+) {
+    // Re-read everything after the dispatch (no cmap call may be made
+    // from inside a callback).
+    queue(Incoming::CmapChanged);
+}
+
+/// A raw descriptor for `AsyncFd` (the library owns it).
+struct Fd(RawFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// A connected service: its descriptor and its handle (in this order, so
+/// the descriptor is deregistered before the handle closes it).
+struct Connected<H> {
+    fd: AsyncFd<Fd>,
+    handle: H,
+}
+
+/// Watch a service's descriptor (inside the runtime).
+fn watch<H>(handle: H, fd: Result<i32, CsError>) -> Result<Connected<H>, CsError> {
+    let fd = fd?;
+    // SAFETY: the descriptor belongs to `handle`, which is kept beside the
+    // AsyncFd and dropped after it, so it stays open while registered.
+    let fd = unsafe { AsyncFd::register_with_interest(Fd(fd), tokio::io::Interest::READABLE) }
+        .map_err(|_| CsError::CsErrLibrary)?;
+    Ok(Connected { fd, handle })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Service {
+    Quorum,
+    Confdb,
+    Group(Group),
+}
+
+/// A request of a FUSE or IPC thread.
+enum Call {
+    Request {
+        request: Request,
+        reply: std_mpsc::SyncSender<Reply>,
+    },
+    Shutdown(std_mpsc::SyncSender<()>),
+}
+
+/// How the rest of the daemon reaches the driver.
+pub struct DriverLink {
+    tx: mpsc::UnboundedSender<Call>,
+}
+
+impl DriverLink {
+    /// Hand a request to the driver and wait for its reply; EBUSY when the
+    /// driver is gone.
+    pub fn call(&self, request: Request) -> Reply {
+        let (tx, rx) = std_mpsc::sync_channel(1);
+        if self.tx.send(Call::Request { request, reply: tx }).is_err() {
+            return Reply::Fs(Err(EBUSY));
+        }
+        rx.recv().unwrap_or(Reply::Fs(Err(EBUSY)))
+    }
+
+    /// Leave the groups and close every connection (at shutdown).
+    pub fn shutdown(&self) {
+        let (tx, rx) = std_mpsc::sync_channel(1);
+        if self.tx.send(Call::Shutdown(tx)).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+struct Driver {
+    node: Arc<NodeHandle>,
+    quorum: Option<Connected<quorum::Handle>>,
+    cmap: Option<(Connected<cmap::Handle>, Vec<cmap::TrackHandle>)>,
+    groups: [Option<Connected<cpg::Handle>>; 2],
+    /// Whether the node wants to be in the group (not after it left one).
+    wanted: [bool; 2],
+    last_attempt: HashMap<Service, Instant>,
+    /// When the service loop next looks at the services (every second,
+    /// as C's start job).
+    next_round: Instant,
+    /// Services lost after being connected (C logs "start cluster
+    /// connection" when it starts over).
+    lost: [bool; 2],
+    waiters: HashMap<RequestId, std_mpsc::SyncSender<Reply>>,
+    host_conf: PathBuf,
+    recorder: Option<Recorder>,
+    /// The instant of the input being processed: the core's clock and the
+    /// timestamp of its records (so a recording replays exactly).
+    input_time: SystemTime,
+}
+
+fn time_of(t: SystemTime) -> Time {
+    Time(
+        t.duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0),
+    )
+}
+
+fn group_index(g: Group) -> usize {
+    match g {
+        Group::Dcdb => 0,
+        Group::Kvstore => 1,
+    }
+}
+
+/// CS_ERR_TRY_AGAIN: wait 100 ms and retry, at most 100 times (C); the
+/// number of retries it took.
+fn retry(mut f: impl FnMut() -> Result<(), CsError>) -> (Result<(), CsError>, u32) {
+    for n in 0..100 {
+        match f() {
+            Err(CsError::CsErrTryAgain) => std::thread::sleep(Duration::from_millis(100)),
+            other => return (other, n),
+        }
+    }
+    (Err(CsError::CsErrTryAgain), 100)
+}
+
+fn read_cmap(h: &cmap::Handle) -> Result<ClusterInfo, CsError> {
+    let text = |d: cmap::Data| match d {
+        cmap::Data::String(s) => Some(s),
+        _ => None,
+    };
+    let number = |d: &cmap::Data| match d {
+        cmap::Data::UInt32(v) => Some(*v as u64),
+        cmap::Data::UInt64(v) => Some(*v),
+        cmap::Data::Int32(v) => Some(*v as u64),
+        _ => None,
+    };
+    // The cluster name is required (C restarts the service without it).
+    let name = text(cmap::get(h, "totem.cluster_name")?).unwrap_or_default();
+    let config_version = match cmap::get(h, "totem.config_version") {
+        Ok(d) => number(&d).unwrap_or(0),
+        Err(e) => {
+            log::crit(
+                Subsystem::Confdb,
+                &format!("cmap_get totem.config_version failed: {}", cs_name(&e)),
+            );
+            0
+        }
+    };
+    let mut entries: std::collections::BTreeMap<
+        String,
+        (Option<u32>, Option<String>, Option<String>),
+    > = Default::default();
+    for item in cmap::CmapIterStart::new(h, "nodelist.node.")? {
+        let key = item.key_name().to_string();
+        log::debug(Subsystem::Confdb, &format!("cmap {key} = {}", item.data()));
+        let mut parts = key.splitn(4, '.');
+        let (Some(_), Some(_), Some(n), Some(field)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let e = entries.entry(n.to_string()).or_default();
+        match (field, item.data()) {
+            ("nodeid", d) => e.0 = number(d).map(|v| v as u32),
+            ("name", cmap::Data::String(v)) => e.1 = Some(v.clone()),
+            ("ring0_addr", cmap::Data::String(v)) => e.2 = Some(v.clone()),
+            _ => {}
+        }
+    }
+    let nodes = entries
+        .into_values()
+        .filter_map(|(id, name, addr)| Some((id.filter(|i| *i != 0)?, name.or(addr)?)))
+        .collect();
+    Ok(ClusterInfo {
+        name,
+        config_version,
+        nodes,
+    })
+}
+
+/// Resolves when the descriptor is readable (never without one).
+async fn readable(fd: Option<&AsyncFd<Fd>>) {
+    match fd {
+        Some(fd) => {
+            if let Ok(mut guard) = fd.readable().await {
+                guard.clear_ready();
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+enum Event {
+    Ready(Service),
+    Call(Option<Call>),
+    Timer,
+}
+
+impl Driver {
+    fn stamp(&mut self) -> Time {
+        self.input_time = SystemTime::now();
+        time_of(self.input_time)
+    }
+
+    fn fd(&self, s: Service) -> Option<&AsyncFd<Fd>> {
+        match s {
+            Service::Quorum => self.quorum.as_ref().map(|c| &c.fd),
+            Service::Confdb => self.cmap.as_ref().map(|(c, _)| &c.fd),
+            Service::Group(g) => self.groups[group_index(g)].as_ref().map(|c| &c.fd),
+        }
+    }
+
+    /// Feed one input to the core and perform its output.
+    fn feed(&mut self, input: Input) {
+        let now = self.stamp();
+        let actions = {
+            let mut s = self.node.lock();
+            s.node.handle(now, input);
+            s.drain(now)
+        };
+        self.perform(actions);
+    }
+
+    fn timeout(&mut self) {
+        let now = self.stamp();
+        let actions = {
+            let mut s = self.node.lock();
+            s.node.handle_timeout(now);
+            s.drain(now)
+        };
+        self.perform(actions);
+    }
+
+    fn perform(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Send { group, bytes } => self.send(group, bytes),
+                Action::Reply { id, reply } => {
+                    if let Some(w) = self.waiters.remove(&id) {
+                        let _ = w.send(reply);
+                    }
+                }
+                Action::Effect(effect) => {
+                    if let Some(effect) = self.node.perform(effect) {
+                        self.effect(effect);
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, group: Group, bytes: Vec<u8>) {
+        let Some(c) = &self.groups[group_index(group)] else {
+            self.feed(Input::SendFailed { group, bytes });
+            return;
+        };
+        let handle = &c.handle;
+        let recorder = &mut self.recorder;
+        let at = self.input_time;
+        let (result, retries) = retry(|| {
+            let r = cpg::mcast_joined(handle, cpg::Guarantee::TypeAgreed, &bytes);
+            if let Some(rec) = recorder.as_mut() {
+                let result = match &r {
+                    Ok(()) => 1,
+                    Err(e) => cs_code(e),
+                };
+                rec.record(
+                    at,
+                    group.cpg_name().as_bytes(),
+                    EventKind::Mcast,
+                    EventBody::Mcast {
+                        guarantee: 2,
+                        result,
+                        msg: bytes.clone(),
+                    },
+                );
+            }
+            r
+        });
+        match result {
+            Ok(()) => {
+                if retries > 0 {
+                    log::notice(
+                        group.subsystem(),
+                        &format!("cpg_send_message retried {retries} times"),
+                    );
+                }
+            }
+            Err(e) => {
+                log::crit(
+                    group.subsystem(),
+                    &format!("cpg_send_message failed: {}", cs_name(&e)),
+                );
+                self.feed(Input::SendFailed { group, bytes });
+            }
+        }
+    }
+
+    fn effect(&mut self, effect: Effect) {
+        match effect {
+            Effect::LeaveGroup(g) => {
+                self.wanted[group_index(g)] = false;
+                if let Some(c) = &self.groups[group_index(g)] {
+                    let (r, _) = retry(|| cpg::leave(&c.handle, g.cpg_name()));
+                    if let Err(e) = r {
+                        log::crit(g.subsystem(), &format!("cpg_leave failed: {}", cs_name(&e)));
+                    }
+                }
+            }
+            Effect::JoinGroup(g) => {
+                self.wanted[group_index(g)] = true;
+                if self.groups[group_index(g)].is_some() {
+                    self.join(g);
+                }
+                // Otherwise the group joins when its connection is back.
+            }
+            Effect::SyncCorosyncConf { conf, reload } => self.sync_corosync_conf(conf, reload),
+            Effect::ProbeStorage => {
+                let probe = self.node.lock().db.probe();
+                match probe {
+                    Ok(rows) => self.feed(Input::StorageRecovered { rows }),
+                    Err(e) => log::debug(
+                        Subsystem::Database,
+                        &format!("config.db still takes no writes: {e}"),
+                    ),
+                }
+            }
+            other => log::debug(Subsystem::Main, &format!("unexpected effect {other:?}")),
+        }
+    }
+
+    /// Join a connected group; the core hears of it once joined.
+    fn join(&mut self, g: Group) {
+        let Some(c) = &self.groups[group_index(g)] else {
+            return;
+        };
+        let me = match cpg::local_get(&c.handle) {
+            Ok(id) => Member {
+                nodeid: u32::from(id),
+                pid: std::process::id(),
+            },
+            Err(e) => {
+                log::crit(
+                    g.subsystem(),
+                    &format!("cpg_local_get failed: {}", cs_name(&e)),
+                );
+                return;
+            }
+        };
+        let (r, _) = retry(|| cpg::join(&c.handle, g.cpg_name()));
+        match r {
+            Ok(()) => {
+                if let Some(rec) = self.recorder.as_mut() {
+                    rec.me = me;
+                }
+                self.feed(Input::Joined { group: g, me });
+            }
+            Err(e) => {
+                log::crit(g.subsystem(), &format!("cpg_join failed: {}", cs_name(&e)));
+                self.groups[group_index(g)] = None;
+            }
+        }
+    }
+
+    /// Bring the host's corosync.conf up to date (spec §7.4); a reload
+    /// waits 1 s and runs `corosync-cfgtool -R`, off this thread.
+    fn sync_corosync_conf(&mut self, new: Option<Vec<u8>>, reload: bool) {
+        let old = std::fs::read(&self.host_conf).ok();
+        match decide(new.as_deref(), old.as_deref(), reload) {
+            Decision::Keep(why) => log::debug(Subsystem::Dcdb, &format!("corosync.conf: {why}")),
+            Decision::Write { reload } => {
+                let new = new.unwrap_or_default();
+                if let Err(e) = write_atomically(&self.host_conf, &new) {
+                    log::crit(
+                        Subsystem::Dcdb,
+                        &format!("unable to write '{}': {e}", self.host_conf.display()),
+                    );
+                    return;
+                }
+                log::notice(
+                    Subsystem::Dcdb,
+                    &format!(
+                        "wrote new corosync config '{}' (version = {})",
+                        self.host_conf.display(),
+                        config_version(&new)
+                    ),
+                );
+                if reload {
+                    std::thread::spawn(|| {
+                        std::thread::sleep(Duration::from_secs(1));
+                        match std::process::Command::new("corosync-cfgtool")
+                            .arg("-R")
+                            .output()
+                        {
+                            Ok(o) if o.status.success() => {}
+                            Ok(o) => log::crit(
+                                Subsystem::Dcdb,
+                                &format!("corosync-cfgtool -R failed: {}", o.status),
+                            ),
+                            Err(e) => log::crit(
+                                Subsystem::Dcdb,
+                                &format!("unable to run corosync-cfgtool: {e}"),
+                            ),
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    fn due(&self, s: Service) -> bool {
+        self.last_attempt
+            .get(&s)
+            .is_none_or(|t| t.elapsed() >= RETRY)
+    }
+
+    /// (Re)connect the services that are not connected and due, in C's
+    /// order: quorum, confdb, dcdb, status; once a second, so what was
+    /// lost at once is reported before it is tried again.
+    fn connect_due(&mut self) {
+        if Instant::now() < self.next_round {
+            return;
+        }
+        self.next_round = Instant::now() + TICK;
+        if self.quorum.is_none() && self.due(Service::Quorum) {
+            self.last_attempt.insert(Service::Quorum, Instant::now());
+            self.connect_quorum();
+        }
+        if self.cmap.is_none() && self.due(Service::Confdb) {
+            self.last_attempt.insert(Service::Confdb, Instant::now());
+            self.connect_cmap();
+        }
+        for g in Group::ALL {
+            let i = group_index(g);
+            if self.groups[i].is_none() && self.due(Service::Group(g)) {
+                self.last_attempt.insert(Service::Group(g), Instant::now());
+                self.connect_group(g);
+            }
+        }
+    }
+
+    fn connect_quorum(&mut self) {
+        let model = quorum::ModelData::ModelV1(quorum::Model1Data {
+            flags: quorum::Model1Flags::None,
+            quorum_notification_fn: Some(on_quorum),
+            nodelist_notification_fn: None,
+        });
+        let connected = quorum::initialize(&model, 0)
+            .map_err(|e| init_failure("quorum_initialize", &e))
+            .and_then(|(h, _)| {
+                // The current state comes as the first notification.
+                quorum::trackstart(&h, TrackFlags::Changes)
+                    .map_err(|e| format!("quorum_trackstart failed: {}", cs_name(&e)))?;
+                let fd = quorum::fd_get(&h);
+                watch(h, fd).map_err(|e| format!("quorum_fd_get failed: {}", cs_name(&e)))
+            });
+        match connected {
+            Ok(c) => self.quorum = Some(c),
+            Err(why) => {
+                log::crit(Subsystem::Quorum, &why);
+                log::crit(Subsystem::Quorum, "can't initialize service");
+            }
+        }
+    }
+
+    fn connect_cmap(&mut self) {
+        let connected = cmap::initialize(cmap::Map::Icmap)
+            .map_err(|e| init_failure("cmap_initialize", &e))
+            .and_then(|h| {
+                let notify = cmap::NotifyCallback {
+                    notify_fn: Some(on_cmap),
+                };
+                let changes =
+                    || cmap::TrackType::ADD | cmap::TrackType::DELETE | cmap::TrackType::MODIFY;
+                let mut tracks = Vec::new();
+                for (key, kind) in [
+                    ("nodelist.node.", changes() | cmap::TrackType::PREFIX),
+                    ("totem.config_version", changes()),
+                ] {
+                    tracks.push(
+                        cmap::track_add(&h, key, kind, &notify, 0)
+                            .map_err(|e| format!("cmap_track_add failed: {}", cs_name(&e)))?,
+                    );
+                }
+                let info =
+                    read_cmap(&h).map_err(|e| format!("cmap read failed: {}", cs_name(&e)))?;
+                let fd = cmap::fd_get(&h);
+                let c = watch(h, fd).map_err(|e| format!("cmap_fd_get failed: {}", cs_name(&e)))?;
+                Ok((c, tracks, info))
+            });
+        match connected {
+            Ok((c, tracks, info)) => {
+                self.cmap = Some((c, tracks));
+                self.feed(Input::ClusterInfo(info));
+            }
+            Err(why) => {
+                log::crit(Subsystem::Confdb, &why);
+                log::crit(Subsystem::Confdb, "can't initialize service");
+            }
+        }
+    }
+
+    fn connect_group(&mut self, g: Group) {
+        let i = group_index(g);
+        if self.lost[i] {
+            log::notice(g.subsystem(), "start cluster connection");
+            self.lost[i] = false;
+        }
+        let model = cpg::ModelData::ModelV1(cpg::Model1Data {
+            flags: cpg::Model1Flags::None,
+            deliver_fn: Some(on_deliver),
+            confchg_fn: Some(on_confchg),
+            totem_confchg_fn: None,
+        });
+        let connected = cpg::initialize(&model, 0)
+            .map_err(|e| init_failure("cpg_initialize", &e))
+            .and_then(|h| {
+                let fd = cpg::fd_get(&h);
+                watch(h, fd).map_err(|e| format!("cpg_fd_get failed: {}", cs_name(&e)))
+            });
+        match connected {
+            Ok(c) => {
+                self.groups[i] = Some(c);
+                if self.wanted[i] {
+                    self.join(g);
+                }
+            }
+            Err(why) => {
+                log::crit(g.subsystem(), &why);
+                log::crit(g.subsystem(), "can't initialize service");
+            }
+        }
+    }
+
+    /// A readable descriptor: dispatch what corosync has, then feed it.
+    fn dispatch(&mut self, s: Service) {
+        let result = match s {
+            Service::Quorum => self
+                .quorum
+                .as_ref()
+                .map(|c| quorum::dispatch(&c.handle, DispatchFlags::All)),
+            Service::Confdb => self
+                .cmap
+                .as_ref()
+                .map(|(c, _)| cmap::dispatch(&c.handle, DispatchFlags::All)),
+            Service::Group(g) => self.groups[group_index(g)]
+                .as_ref()
+                .map(|c| cpg::dispatch(&c.handle, DispatchFlags::All)),
+        };
+        self.process_incoming();
+        match result {
+            Some(Err(CsError::CsErrTryAgain)) | Some(Ok(())) | None => {}
+            Some(Err(e)) => self.lost_service(s, e),
+        }
+    }
+
+    fn lost_service(&mut self, s: Service, e: CsError) {
+        match s {
+            Service::Quorum => {
+                log::crit(
+                    Subsystem::Quorum,
+                    &format!("quorum_dispatch failed: {}", cs_name(&e)),
+                );
+                self.quorum = None;
+                self.feed(Input::Quorum { quorate: false });
+            }
+            Service::Confdb => {
+                log::crit(
+                    Subsystem::Confdb,
+                    &format!("cmap_dispatch failed: {}", cs_code(&e)),
+                );
+                self.cmap = None;
+            }
+            Service::Group(g) => {
+                log::crit(
+                    g.subsystem(),
+                    &format!("cpg_dispatch failed: {}", cs_name(&e)),
+                );
+                if let Some(c) = self.groups[group_index(g)].take() {
+                    if let Err(e) = cpg::leave(&c.handle, g.cpg_name()) {
+                        log::crit(g.subsystem(), &format!("cpg_leave failed: {}", cs_name(&e)));
+                    }
+                }
+                self.lost[group_index(g)] = true;
+                self.feed(Input::GroupLost { group: g });
+            }
+        }
+        // Try again at the next round of the service loop.
+        self.last_attempt.remove(&s);
+    }
+
+    fn record(&mut self, e: &Incoming) {
+        let at = self.input_time;
+        let Some(rec) = self.recorder.as_mut() else {
+            return;
+        };
+        match e {
+            Incoming::Quorum {
+                quorate,
+                ring_seq,
+                nodes,
+            } => rec.record(
+                at,
+                b"",
+                EventKind::Quorum,
+                EventBody::Quorum {
+                    quorate: u32::from(*quorate),
+                    ring_seq: *ring_seq,
+                    nodes: nodes.clone(),
+                },
+            ),
+            Incoming::Confchg {
+                group,
+                members,
+                left,
+                joined,
+            } => rec.record(
+                at,
+                group.cpg_name().as_bytes(),
+                EventKind::Confchg,
+                EventBody::Confchg {
+                    members: members.clone(),
+                    left: left.clone(),
+                    joined: joined.clone(),
+                },
+            ),
+            Incoming::Deliver { group, from, msg } => rec.record(
+                at,
+                group.cpg_name().as_bytes(),
+                EventKind::Deliver,
+                EventBody::Deliver {
+                    sender_nodeid: from.nodeid,
+                    sender_pid: from.pid,
+                    msg: msg.clone(),
+                },
+            ),
+            Incoming::CmapChanged => {}
+        }
+    }
+
+    fn process_incoming(&mut self) {
+        let events = INCOMING.with(|q| std::mem::take(&mut *q.borrow_mut()));
+        let mut cmap_changed = false;
+        for e in events {
+            self.stamp();
+            self.record(&e);
+            match e {
+                Incoming::Quorum { quorate, .. } => self.feed(Input::Quorum { quorate }),
+                Incoming::Confchg {
+                    group,
+                    members,
+                    joined,
+                    ..
+                } => self.feed(Input::Confchg {
+                    group,
+                    members: members.iter().map(Member::from).collect(),
+                    joined_any: !joined.is_empty(),
+                }),
+                Incoming::Deliver { group, from, msg } => {
+                    self.feed(Input::Deliver { group, from, msg })
+                }
+                Incoming::CmapChanged => cmap_changed = true,
+            }
+        }
+        if cmap_changed {
+            let info = self.cmap.as_ref().map(|(c, _)| read_cmap(&c.handle));
+            match info {
+                Some(Ok(info)) => self.feed(Input::ClusterInfo(info)),
+                Some(Err(e)) => {
+                    log::crit(
+                        Subsystem::Confdb,
+                        &format!("cmap read failed: {}", cs_name(&e)),
+                    );
+                    self.cmap = None;
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// When the loop must wake up at the latest.
+    fn deadline(&self) -> tokio::time::Instant {
+        let mut wait = Duration::from_secs(3600);
+        if let Some(t) = self.node.lock().node.poll_timeout() {
+            let now = time_of(SystemTime::now());
+            wait = wait.min(Duration::from_micros(t.0.saturating_sub(now.0)));
+        }
+        let all_up =
+            self.quorum.is_some() && self.cmap.is_some() && self.groups.iter().all(|g| g.is_some());
+        if !all_up {
+            wait = wait.min(self.next_round.saturating_duration_since(Instant::now()));
+        }
+        tokio::time::Instant::now() + wait
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Call>) {
+        loop {
+            self.connect_due();
+            let deadline = self.deadline();
+            let event = tokio::select! {
+                biased;
+                _ = readable(self.fd(Service::Confdb)) => Event::Ready(Service::Confdb),
+                _ = readable(self.fd(Service::Quorum)) => Event::Ready(Service::Quorum),
+                _ = readable(self.fd(Service::Group(Group::Dcdb))) => Event::Ready(Service::Group(Group::Dcdb)),
+                _ = readable(self.fd(Service::Group(Group::Kvstore))) => Event::Ready(Service::Group(Group::Kvstore)),
+                call = rx.recv() => Event::Call(call),
+                _ = tokio::time::sleep_until(deadline) => Event::Timer,
+            };
+            match event {
+                Event::Ready(s) => self.dispatch(s),
+                Event::Call(Some(Call::Request { request, reply })) => {
+                    let id = self.node.new_request_id();
+                    self.waiters.insert(id, reply);
+                    self.feed(Input::Request { id, request });
+                }
+                Event::Call(Some(Call::Shutdown(done))) => {
+                    self.shutdown();
+                    let _ = done.send(());
+                    return;
+                }
+                Event::Call(None) => return,
+                Event::Timer => {}
+            }
+            // The core's timers, whenever the loop comes by.
+            if self
+                .node
+                .lock()
+                .node
+                .poll_timeout()
+                .is_some_and(|t| t <= time_of(SystemTime::now()))
+            {
+                self.timeout();
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        for g in Group::ALL {
+            if let Some(c) = self.groups[group_index(g)].take() {
+                let _ = cpg::leave(&c.handle, g.cpg_name());
+            }
+        }
+        self.cmap = None;
+        self.quorum = None;
+    }
+}
+
+/// Write a file as C does: a temporary file beside it (root:root, 0644),
+/// then a rename over the target.
+fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let tmp = path.with_extension(format!("conf.{}", std::process::id()));
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Start the corosync driver for `node`; `host_conf` is the host's
+/// corosync.conf; `initial` is the node's first output batch (boot), which
+/// the driver performs before anything else.
+pub fn start(
+    node: Arc<NodeHandle>,
+    host_conf: &Path,
+    recorder: Option<Recorder>,
+    initial: Vec<Action>,
+) -> std::io::Result<DriverLink> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let driver = Driver {
+        node,
+        quorum: None,
+        cmap: None,
+        groups: [None, None],
+        wanted: [true, true],
+        last_attempt: HashMap::new(),
+        next_round: Instant::now(),
+        lost: [false, false],
+        waiters: HashMap::new(),
+        host_conf: host_conf.to_path_buf(),
+        recorder,
+        input_time: SystemTime::now(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    std::thread::Builder::new()
+        .name("corosync".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let mut driver = driver;
+                driver.perform(initial);
+                driver.run(rx).await
+            })
+        })?;
+    Ok(DriverLink { tx })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corosync_error_names_as_c_prints_them() {
+        assert_eq!(cs_name(&CsError::CsErrLibrary), "CS_ERR_LIBRARY");
+        assert_eq!(cs_name(&CsError::CsErrTryAgain), "CS_ERR_TRY_AGAIN");
+        assert_eq!(cs_name(&CsError::CsErrBadHandle), "CS_ERR_BAD_HANDLE");
+        assert_eq!(cs_code(&CsError::CsErrLibrary), 2);
+        assert_eq!(
+            init_failure("cpg_initialize", &CsError::CsErrLibrary),
+            "cpg_initialize failed: CS_ERR_LIBRARY (failed to connect to corosync)"
+        );
+    }
+}
