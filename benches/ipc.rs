@@ -6,6 +6,7 @@
 //!
 //!     cargo bench --bench ipc        (as root)
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 #[path = "../tests/common/qb.rs"]
@@ -14,7 +15,7 @@ mod qb;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use common::{scratch, start};
+use common::{scratch_dir as scratch, Daemon, HOSTNAME};
 use pmxcfs_wire::ipc::{Request, RequestBody};
 
 /// The middle of C's range.
@@ -30,12 +31,12 @@ fn main() {
     let fixture =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/files-5000.db");
     fs::copy(fixture, dir.join("lib/config.db")).unwrap();
-    let (d, _) = start(&dir, ".version");
-    fs::create_dir_all(d.mount.join("nodes/benchnode/qemu-server")).unwrap();
+    let (mut d, _) = Daemon::start_waiting_for(&dir, ".version");
+    fs::create_dir_all(d.mount.join(format!("nodes/{HOSTNAME}/qemu-server"))).unwrap();
     for vmid in 100..600 {
         fs::write(
             d.mount
-                .join(format!("nodes/benchnode/qemu-server/{vmid}.conf")),
+                .join(format!("nodes/{HOSTNAME}/qemu-server/{vmid}.conf")),
             b"name: vm\nmemory: 512\n",
         )
         .unwrap();
@@ -93,5 +94,5 @@ fn main() {
         );
     }
     drop(client);
-    d.stop();
+    let _ = d.stop();
 }

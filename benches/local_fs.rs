@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{scratch, start};
+use common::{scratch_dir as scratch, Daemon};
 
 /// C medians (seconds; kB for memory) from observed-behaviour §6.
 const C_CREATE: f64 = 0.163;
@@ -52,7 +53,7 @@ struct Sample {
 
 fn one_run() -> Sample {
     let dir = scratch("ops");
-    let (d, _) = start(&dir, ".version");
+    let (mut d, _) = Daemon::start_waiting_for(&dir, ".version");
     let payload = vec![b'x'; 200];
     let paths: Vec<PathBuf> = (0..1000)
         .map(|i| d.mount.join(format!("dir{}/file{i}", i % 10)))
@@ -85,7 +86,7 @@ fn one_run() -> Sample {
     }
     let rename = t.elapsed().as_secs_f64();
     let hwm_kb = d.hwm_kb();
-    d.stop();
+    let _ = d.stop();
     let _ = fs::remove_dir_all(&dir);
     Sample {
         create,
@@ -128,10 +129,10 @@ fn run() {
         let dir = scratch("f5000");
         fs::create_dir_all(dir.join("lib")).unwrap();
         fs::copy(&fixture, dir.join("lib/config.db")).unwrap();
-        let (d, took) = start(&dir, &last_file);
+        let (mut d, took) = Daemon::start_waiting_for(&dir, &last_file);
         startups.push(took.as_secs_f64());
         hwm5000.push(d.hwm_kb());
-        d.stop();
+        let _ = d.stop();
         let _ = fs::remove_dir_all(&dir);
     }
 

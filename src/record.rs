@@ -20,9 +20,19 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// Record into `path`; a recording that exists goes on (a restarted
+    /// daemon's events follow its earlier processes', as in the C
+    /// captures).
     pub fn create(path: &Path) -> std::io::Result<Recorder> {
-        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-        out.write_all(&pcap_file_header())?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let empty = file.metadata()?.len() == 0;
+        let mut out = std::io::BufWriter::new(file);
+        if empty {
+            out.write_all(&pcap_file_header())?;
+        }
         out.flush()?;
         Ok(Recorder {
             out,

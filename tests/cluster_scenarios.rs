@@ -113,6 +113,23 @@ fn three_nodes_form_and_replicate_writes() {
     assert_eq!(dump(2), d1);
     assert_eq!(dump(3), d1);
 
+    // PVE's join procedure on node 3: stop, delete config.db, start. The
+    // new process starts on a new database (corosync.conf imported) and
+    // is brought up to date; its recording goes on in the same file.
+    c.stop_pmxcfs(3);
+    assert!(c
+        .sh(3, "rm /var/lib/pve-cluster/config.db*")
+        .status
+        .success());
+    c.start_pmxcfs(3);
+    c.wait_for(
+        3,
+        "the tree after the new database",
+        "grep -q 'keyboard: de' /etc/pve/datacenter.cfg",
+        60,
+    );
+    wait_same_tree(&c, 1, 3);
+
     // Our own traffic, recorded natively, replays through the core exactly
     // as C recordings do: the same sends, the same databases.
     for id in 1..=3 {
@@ -121,6 +138,14 @@ fn three_nodes_form_and_replicate_writes() {
     let scenario = c.base.join("scenario");
     cluster::collect_scenario(&c, &scenario);
     let reports = pmxcfs_compat::check::check_scenario(&scenario).unwrap();
+    assert!(
+        reports[2]
+            .notes
+            .iter()
+            .any(|n| n.contains("started on a new database")),
+        "{:?}",
+        reports[2].notes
+    );
     for r in &reports {
         assert!(r.sends_total > 5, "{}: {} sends", r.node, r.sends_total);
         assert!(
@@ -234,66 +259,97 @@ fn a_stopped_node_catches_up_and_a_killed_writer_loses_nothing() {
         );
     }
 
-    // kill -9 of a daemon during a write storm on it: every write that
-    // returned success is on every node, and on the killed node after it
-    // restarts.
-    let storm = c
-        .command(2, "sh")
-        .args(["-c", "for i in $(seq 1 400); do echo $i > /etc/pve/storm$i || exit 0; echo $i >> /run/acked; done"])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
-    c.kill_pmxcfs(2);
-    let _ = storm.wait_with_output();
-    let acked: Vec<String> = String::from_utf8_lossy(&c.sh(2, "cat /run/acked").stdout)
-        .lines()
-        .map(String::from)
-        .collect();
-    assert!(
-        acked.len() > 5,
-        "too few writes before the kill: {}",
-        acked.len()
-    );
-    c.start_pmxcfs(2);
-    for id in 1..=3 {
-        c.wait_for(
-            id,
-            "synced after the restart",
-            "test $(grep -c '\"online\": 1' /etc/pve/.members) -eq 3",
-            60,
+    // kill -9 of a daemon during a write storm on it, at a few points:
+    // every write that returned success is in the killed node's config.db
+    // before it syncs with anyone, and on every node afterwards.
+    for (round, after_ms) in [450u64, 900].into_iter().enumerate() {
+        let script = format!(
+            "for i in $(seq 1 400); do echo $i > /etc/pve/storm{round}-$i || exit 0; echo $i >> /run/acked{round}; done"
         );
+        let storm = c.command(2, "sh").args(["-c", &script]).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(after_ms));
+        c.kill_pmxcfs(2);
+        let _ = storm.wait_with_output();
+        let acked: Vec<String> =
+            String::from_utf8_lossy(&c.sh(2, &format!("cat /run/acked{round}")).stdout)
+                .lines()
+                .map(String::from)
+                .collect();
+        assert!(
+            acked.len() > 5,
+            "too few writes before the kill: {}",
+            acked.len()
+        );
+        let on_disk = String::from_utf8_lossy(
+            &c.sh(
+                2,
+                &format!("sqlite3 /var/lib/pve-cluster/config.db \"select name || '=' || data from tree where name like 'storm{round}-%'\""),
+            )
+            .stdout,
+        )
+        .into_owned();
         for i in &acked {
+            assert!(
+                on_disk
+                    .lines()
+                    .any(|l| l == format!("storm{round}-{i}={i}")),
+                "storm{round}-{i} not in the killed node's config.db"
+            );
+        }
+        c.start_pmxcfs(2);
+        for id in 1..=3 {
             c.wait_for(
                 id,
-                &format!("acknowledged storm{i}"),
-                &format!("grep -qx {i} /etc/pve/storm{i}"),
-                30,
+                "synced after the restart",
+                "test $(grep -c '\"online\": 1' /etc/pve/.members) -eq 3",
+                60,
             );
+            for i in &acked {
+                c.wait_for(
+                    id,
+                    &format!("acknowledged storm{round}-{i}"),
+                    &format!("grep -qx {i} /etc/pve/storm{round}-{i}"),
+                    30,
+                );
+            }
         }
     }
 }
 
+/// The tree of a node's config.db, row by row (without the version row).
+fn tree_dump(c: &Cluster, id: u32) -> String {
+    let out = c.sh(id, "sqlite3 /var/lib/pve-cluster/config.db 'select inode,parent,version,writer,mtime,type,name,hex(data) from tree where inode != 0 order by inode'");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_same_tree(c: &Cluster, a: u32, b: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while tree_dump(c, a) != tree_dump(c, b) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "config.db of node {a} and node {b} differ:\n{}\n{}\n{}",
+            tree_dump(c, a),
+            tree_dump(c, b),
+            c.log(a)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 #[test]
-fn corosync_restart_and_daemon_started_before_corosync() {
+fn a_full_disk_on_one_node_loses_nothing_acknowledged_and_heals() {
     require_root();
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let mut c = Cluster::new("r", 3);
-    // Node 3's daemon starts before its corosync, as the C unit does.
-    c.start_corosync(1);
-    c.start_corosync(2);
-    for id in 1..=2 {
-        c.wait_for(
-            id,
-            "corosync quorate",
-            "corosync-quorumtool -s >/dev/null 2>&1",
-            60,
-        );
-    }
-    c.start_pmxcfs(1);
-    c.start_pmxcfs(2);
-    c.start_pmxcfs(3);
-    c.wait_for(3, "read-only without corosync", READ_ONLY, 20);
-    c.start_corosync(3);
+    let mut c = Cluster::new("d", 3);
+    // Node 2 keeps its database on a small file system of its own.
+    assert!(c
+        .sh(
+            2,
+            "mkdir -p /var/lib/pve-cluster && mount -t tmpfs -o size=3m tmpfs /var/lib/pve-cluster"
+        )
+        .status
+        .success());
+    c.start_all();
     for id in 1..=3 {
         c.wait_for(
             id,
@@ -302,24 +358,94 @@ fn corosync_restart_and_daemon_started_before_corosync() {
             60,
         );
     }
-    write(&c, 3, "late.cfg", "late\n").unwrap();
-    c.wait_for(1, "the late node's write", "test -e /etc/pve/late.cfg", 20);
-
-    // corosync goes away under a running daemon and comes back.
-    c.stop_corosync(2);
-    c.wait_for(2, "read-only while corosync is down", READ_ONLY, 30);
-    write(&c, 1, "during-outage.cfg", "o\n").unwrap();
-    c.start_corosync(2);
-    c.wait_for(2, "quorum again", QUORATE, 60);
-    c.wait_for(2, "resynced", "grep -q o /etc/pve/during-outage.cfg", 60);
-    write(&c, 2, "after-outage.cfg", "a\n").unwrap();
-    c.wait_for(3, "writes again", "test -e /etc/pve/after-outage.cfg", 20);
-    assert!(
-        c.log(2)
-            .contains("[dcdb] crit: cpg_dispatch failed: CS_ERR_LIBRARY"),
-        "{}",
-        c.log(2)
+    write(&c, 1, "before.cfg", "before\n").unwrap();
+    c.wait_for(2, "the first write", "test -e /etc/pve/before.cfg", 20);
+    // Full but for a few pages: some writes still fit, then none.
+    c.sh(
+        2,
+        "avail=$(df --output=avail -k /var/lib/pve-cluster | tail -n 1); dd if=/dev/zero of=/var/lib/pve-cluster/filler bs=1k count=$((avail - 48)) >/dev/null 2>&1; true",
     );
+    // Writes on the full node: each one succeeds (and is on its disk) or
+    // fails with an error; none hangs.
+    let storm = c.sh(
+        2,
+        "for i in $(seq 1 150); do { head -c 3000 /dev/zero > /etc/pve/full$i; } 2>>/run/errors && echo $i >> /run/acked; done; true",
+    );
+    assert!(storm.status.success());
+    let errors = String::from_utf8_lossy(&c.sh(2, "cat /run/errors").stdout).into_owned();
+    assert!(!errors.is_empty(), "the full disk never refused a write");
+    assert!(
+        errors.lines().all(|l| l.contains("Input/output error")),
+        "{errors}"
+    );
+    let acked: Vec<String> = String::from_utf8_lossy(&c.sh(2, "cat /run/acked").stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert!(
+        !acked.is_empty(),
+        "no write fitted before the disk was full"
+    );
+    // The others carry on.
+    write(&c, 1, "while-full.cfg", "carry on\n").unwrap();
+    c.wait_for(
+        3,
+        "the others' writes",
+        "grep -q 'carry on' /etc/pve/while-full.cfg",
+        20,
+    );
+    let log = c.log(2);
+    assert!(
+        log.contains("[database] crit: commit transaction failed: database or disk is full#010"),
+        "{log}"
+    );
+    assert!(log.contains("[dcdb] crit: cannot write config.db"), "{log}");
+    // Space again: the node notices, reloads its database, rejoins and
+    // catches up, without a restart.
+    c.sh(2, "rm /var/lib/pve-cluster/filler");
+    c.wait_for(
+        2,
+        "catching up",
+        "grep -q 'carry on' /etc/pve/while-full.cfg",
+        60,
+    );
+    assert!(c
+        .log(2)
+        .contains("[database] notice: config.db takes writes again"));
+    write(&c, 2, "after.cfg", "after\n").unwrap();
+    c.wait_for(
+        1,
+        "the healed node's write",
+        "test -e /etc/pve/after.cfg",
+        20,
+    );
+    wait_same_tree(&c, 1, 2);
+    wait_same_tree(&c, 3, 2);
+    // Every write the full node acknowledged is in its config.db.
+    c.kill_pmxcfs(2);
+    let on_disk = String::from_utf8_lossy(
+        &c.sh(
+            2,
+            "sqlite3 /var/lib/pve-cluster/config.db \"select name from tree where name like 'full%' or name in ('after.cfg', 'while-full.cfg')\"",
+        )
+        .stdout,
+    )
+    .into_owned();
+    for i in &acked {
+        assert!(
+            on_disk.lines().any(|l| l == format!("full{i}")),
+            "full{i} not on disk"
+        );
+    }
+    assert!(on_disk.lines().any(|l| l == "after.cfg"));
+    c.start_pmxcfs(2);
+    c.wait_for(
+        2,
+        "synced after the restart",
+        "test $(grep -c '\"online\": 1' /etc/pve/.members) -eq 3",
+        60,
+    );
+    wait_same_tree(&c, 1, 2);
 }
 
 #[test]

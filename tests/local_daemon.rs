@@ -260,43 +260,141 @@ fn refuses_bad_databases_without_touching_them() {
 }
 
 #[test]
-fn sigkill_during_writes_leaves_a_database_that_opens() {
-    if !common::in_namespace("sigkill_during_writes_leaves_a_database_that_opens") {
+fn sigkill_during_writes_loses_no_acknowledged_write() {
+    if !common::in_namespace("sigkill_during_writes_loses_no_acknowledged_write") {
         return;
     }
     let dir = common::scratch_dir("kill9");
-    let mut d = Daemon::start(&dir);
-    let mount = d.mount.clone();
-    // Write until the daemon dies; remember what returned success.
-    let writer = std::thread::spawn(move || {
-        let mut done = Vec::new();
-        for i in 0..100_000 {
-            let name = format!("f{i}");
-            if fs::write(mount.join(&name), format!("content {i}\n")).is_err() {
-                break;
-            }
-            done.push(name);
-        }
-        done
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    d.kill9();
-    let done = writer.join().unwrap();
-    assert!(
-        done.len() > 10,
-        "too few writes before the kill: {}",
-        done.len()
-    );
     let db = dir.join("lib/config.db");
-    assert_eq!(sqlite(&db, "PRAGMA integrity_check"), "ok\n");
-    let mut d = Daemon::start(&dir);
-    for name in &done {
-        let n: usize = name[1..].parse().unwrap();
-        assert_eq!(
-            fs::read_to_string(d.path(name)).unwrap(),
-            format!("content {n}\n"),
-            "{name}"
+    // Killed at a few points of a storm of small writes; every write that
+    // returned success is in config.db as the daemon left it (read by an
+    // independent reader before anything restarts), and served after.
+    let mut acknowledged: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (round, after_ms) in [170u64, 320, 610].into_iter().enumerate() {
+        let mut d = Daemon::start(&dir);
+        let mount = d.mount.clone();
+        let writer = std::thread::spawn(move || {
+            let mut done = Vec::new();
+            for i in 0..100_000 {
+                let name = format!("r{round}f{i}");
+                let content = format!("content {round} {i}\n");
+                if fs::write(mount.join(&name), &content).is_err() {
+                    break;
+                }
+                done.push((name, content.into_bytes()));
+            }
+            done
+        });
+        std::thread::sleep(Duration::from_millis(after_ms));
+        d.kill9();
+        let done = writer.join().unwrap();
+        assert!(
+            done.len() > 10,
+            "too few writes before the kill: {}",
+            done.len()
         );
+        assert_eq!(sqlite(&db, "PRAGMA integrity_check"), "ok\n");
+        acknowledged.extend(done);
+        let on_disk = files_in_db(&db);
+        for (name, content) in &acknowledged {
+            assert_eq!(on_disk.get(name), Some(content), "{name} in config.db");
+        }
+    }
+    let mut d = Daemon::start(&dir);
+    let served = files_in_mount(&d.mount);
+    for (name, content) in &acknowledged {
+        assert_eq!(served.get(name), Some(content), "{name} served");
+    }
+    assert!(d.stop().success());
+}
+
+/// Fill the file system of `dir` (a small tmpfs) with a filler file, but
+/// for a few pages, so that some writes still fit.
+fn fill(dir: &Path) -> std::path::PathBuf {
+    let filler = dir.join("filler");
+    let mut f = fs::File::create(&filler).unwrap();
+    use std::io::Write;
+    let chunk = vec![0u8; 4096];
+    while f.write_all(&chunk).is_ok() {}
+    let len = f.metadata().unwrap().len();
+    f.set_len(len.saturating_sub(48 * 1024)).unwrap();
+    filler
+}
+
+#[test]
+fn a_full_disk_refuses_changes_as_c_and_loses_nothing_acknowledged() {
+    if !common::in_namespace("a_full_disk_refuses_changes_as_c_and_loses_nothing_acknowledged") {
+        return;
+    }
+    let dir = common::scratch_dir("diskfull");
+    let lib = dir.join("lib");
+    fs::create_dir_all(&lib).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&lib)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let mut d = Daemon::start(&dir);
+    fs::write(d.path("before.cfg"), "before\n").unwrap();
+    let filler = fill(&lib);
+    // Write until the database refuses: each failure is an error for the
+    // caller, never a success that is not on disk.
+    let mut acknowledged = BTreeMap::new();
+    let mut failed = 0;
+    for i in 0..400 {
+        let name = format!("f{i}");
+        let content = vec![b'a' + (i % 26) as u8; 3000];
+        match fs::write(d.path(&name), &content) {
+            Ok(()) => {
+                acknowledged.insert(name, content);
+            }
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EIO), "{name}: {e}");
+                failed += 1;
+                if failed >= 3 {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(failed >= 3, "the full disk never refused a write");
+    assert!(
+        !acknowledged.is_empty(),
+        "no write fitted before the disk was full"
+    );
+    // From the first failure on, every change is EIO (as C, until a
+    // restart); reads still work.
+    assert_eq!(
+        fs::write(d.path("later.cfg"), "x")
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::EIO)
+    );
+    assert_eq!(
+        fs::read_to_string(d.path("before.cfg")).unwrap(),
+        "before\n"
+    );
+    let log = d.log();
+    assert!(
+        log.contains("[database] crit: commit transaction failed: database or disk is full#010"),
+        "{log}"
+    );
+    d.kill9();
+    fs::remove_file(&filler).unwrap();
+    let on_disk = files_in_db(&lib.join("config.db"));
+    assert_eq!(
+        on_disk.get("before.cfg").map(Vec::as_slice),
+        Some(&b"before\n"[..])
+    );
+    for (name, content) in &acknowledged {
+        assert_eq!(on_disk.get(name), Some(content), "{name} in config.db");
+    }
+    // With space again, a restarted daemon takes changes.
+    let mut d = Daemon::start(&dir);
+    fs::write(d.path("after.cfg"), "after\n").unwrap();
+    for (name, content) in &acknowledged {
+        assert_eq!(&fs::read(d.path(name)).unwrap(), content, "{name}");
     }
     assert!(d.stop().success());
 }

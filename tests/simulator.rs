@@ -231,3 +231,23 @@ fn writes_of_synced_members_during_an_update_keep_their_order() {
     assert_converged(&c);
     assert_acknowledged_writes_survive(&c);
 }
+
+/// The daemon, the simulator and capture replay drive one node type: the
+/// compiler checks that each hands out a `core::node::Node`, and the
+/// replayed C node ends where the C node ended.
+#[test]
+fn daemon_simulator_and_replay_drive_one_node_type() {
+    use pmxcfs::core::node::Node;
+    let _daemon: fn(&pmxcfs::node::Shared) -> &Node = |s| &s.node;
+    let sim: fn(&pmxcfs::sim::SimNode) -> &Node = |n| &n.node;
+    let c = Cluster::new(1);
+    assert_eq!(sim(&c.nodes[&1]).dcdb_mode(), Mode::Synced);
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/s1-formation-and-writes");
+    let (report, node): (_, Option<Node>) =
+        pmxcfs_compat::check::replay_node(&dir, "node1", &dir.join("node1.pcap")).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    let node = node.expect("a replayed process");
+    assert_eq!(node.dcdb_mode(), Mode::Synced);
+    assert!(node.memdb().lookup(b"datacenter.cfg").is_some());
+}

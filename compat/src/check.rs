@@ -432,7 +432,8 @@ impl Replayer {
         }
     }
 
-    fn run(&mut self, records: &[Record]) {
+    /// Replay every process; the last one's node.
+    fn run(&mut self, records: &[Record]) -> Option<Node> {
         let mut current: Option<Process> = None;
         for (i, record) in records.iter().enumerate() {
             let event = match record.event() {
@@ -460,9 +461,9 @@ impl Replayer {
             self.feed(&mut p, &event, now);
             current = Some(p);
         }
-        if let Some(mut p) = current.take() {
-            self.end_process(&mut p);
-        }
+        let mut p = current.take()?;
+        self.end_process(&mut p);
+        Some(p.node)
     }
 
     fn compare_final_state(&mut self) {
@@ -740,12 +741,23 @@ pub fn check_scenario(dir: &Path) -> Result<Vec<NodeReport>, String> {
     }
     let mut reports = Vec::new();
     for (label, path) in nodes {
-        let records = read_capture(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut r = Replayer::new(dir, &label);
-        r.nodelist = parse_nodelist(&String::from_utf8_lossy(&r.corosync_conf));
-        r.run(&records);
-        r.compare_final_state();
-        reports.push(r.report);
+        reports.push(replay_node(dir, &label, &path)?.0);
     }
     Ok(reports)
+}
+
+/// Replay one node's recording (`path`, in scenario folder `dir`): its
+/// report, and the node core as its last process left it — the type the
+/// daemon and the simulator drive.
+pub fn replay_node(
+    dir: &Path,
+    label: &str,
+    path: &Path,
+) -> Result<(NodeReport, Option<Node>), String> {
+    let records = read_capture(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut r = Replayer::new(dir, label);
+    r.nodelist = parse_nodelist(&String::from_utf8_lossy(&r.corosync_conf));
+    let last = r.run(&records);
+    r.compare_final_state();
+    Ok((r.report, last))
 }

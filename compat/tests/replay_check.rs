@@ -150,6 +150,35 @@ fn a_changed_autonomous_send_is_reported() {
 }
 
 #[test]
+fn a_local_request_takes_its_time_from_its_own_header() {
+    // The recorder stamps an MCAST a moment after C read the clock for its
+    // header; across a second boundary the record is a second later. Such
+    // records (every NORMAL a node sent, here) still replay exactly.
+    let dir = copy_scenario("s1-formation-and-writes", "late");
+    let mut moved = 0;
+    for node in ["node1.pcap", "node2.pcap", "node3.pcap"] {
+        let path = dir.join(node);
+        let mut records = read_capture(&path).unwrap();
+        for r in records.iter_mut() {
+            let e = r.event().unwrap();
+            let normal = e.kind == EventKind::Mcast
+                && Group::of(&e.group) != Group::Other
+                && e.message().is_some_and(|m| m[0] == 0 && m[1] == 0);
+            if normal {
+                r.ts_sec += 1;
+                moved += 1;
+            }
+        }
+        write_capture(&path, &records).unwrap();
+    }
+    assert!(moved > 10, "{moved}");
+    for r in check_scenario(&dir).unwrap() {
+        assert!(r.ok(), "{}: {:?}", r.node, r.problems);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn unsanitize_round_trips_through_the_sanitiser() {
     use pmxcfs_wire::clog::utf8_to_ascii;
     for original in [

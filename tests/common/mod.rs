@@ -1,9 +1,10 @@
-//! Harness for daemon integration tests: each test re-runs itself inside
-//! private mount, UTS and network namespaces (`unshare -m -u -n`; the IPC
-//! socket is an abstract one, private to the network namespace), where it sets a
-//! hostname that resolves to a non-loopback address, starts the real
-//! daemon on a real FUSE mount under a unique state directory, and stops
-//! only the process it started. Needs root and /dev/fuse.
+//! Harness for daemon integration tests and benchmarks: each test (or
+//! benchmark program) re-runs itself inside private mount, UTS and network
+//! namespaces (`unshare -m -u -n`; the IPC socket is an abstract one,
+//! private to the network namespace), where it sets a hostname that
+//! resolves to a non-loopback address, starts the real daemon on a real
+//! FUSE mount under a unique state directory, and stops only the process
+//! it started. Needs root and /dev/fuse.
 
 #![allow(dead_code)]
 
@@ -14,10 +15,26 @@ use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub const HOSTNAME: &str = "refnode1";
 const INSIDE: &str = "PMXCFS_TEST_IN_NAMESPACE";
+
+/// This executable again, with `args`, inside fresh namespaces.
+fn in_fresh_namespaces(args: &[&str]) -> Command {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this needs root (namespaces, /dev/fuse); run it as root"
+    );
+    assert!(Path::new("/dev/fuse").exists(), "this needs /dev/fuse");
+    let mut c = Command::new("unshare");
+    c.args(["-m", "-u", "-n", "--propagation", "private"])
+        .arg(std::env::current_exe().unwrap())
+        .args(args)
+        .env(INSIDE, "1");
+    c
+}
 
 /// Run the calling test inside a fresh namespace. Returns true in the
 /// child, where the test body runs; false in the parent, after asserting
@@ -27,20 +44,7 @@ pub fn in_namespace(test: &str) -> bool {
         setup_identity();
         return true;
     }
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "this integration test needs root (namespaces, /dev/fuse); run the suite as root"
-    );
-    assert!(
-        Path::new("/dev/fuse").exists(),
-        "this integration test needs /dev/fuse"
-    );
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new("unshare")
-        .args(["-m", "-u", "-n", "--propagation", "private"])
-        .arg(exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(INSIDE, "1")
+    let out = in_fresh_namespaces(&["--exact", test, "--nocapture", "--test-threads=1"])
         .output()
         .expect("run unshare");
     // The inner run's output is shown only when it failed, so that its
@@ -78,13 +82,29 @@ fn setup_identity() {
     assert!(ok, "bind-mount /etc/hosts");
 }
 
-/// A unique directory for one test's state.
+/// For a program that is not a test (the benchmarks): re-run it inside
+/// its own namespaces and exit with its status; inside, set up the host
+/// name and return.
+pub fn enter_namespace() {
+    if std::env::var_os(INSIDE).is_some() {
+        setup_identity();
+        return;
+    }
+    let status = in_fresh_namespaces(&[]).status().expect("run unshare");
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+/// A new directory for one test's state, unique in this process (a
+/// counter) and among processes (the pid); a left-over of an earlier run
+/// with the same pid is cleared first.
 pub fn scratch_dir(tag: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
         "pmxcfs-test-{tag}-{}-{}",
         std::process::id(),
-        Instant::now().elapsed().as_nanos()
+        NEXT.fetch_add(1, Ordering::Relaxed)
     ));
+    let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -123,7 +143,14 @@ impl Daemon {
 
     /// Start on `dir` and wait until the mount answers.
     pub fn start(dir: &Path) -> Daemon {
+        Self::start_waiting_for(dir, ".version").0
+    }
+
+    /// Start on `dir` and wait until `rel` is there below the mount; how
+    /// long that took from the start of the process.
+    pub fn start_waiting_for(dir: &Path, rel: &str) -> (Daemon, Duration) {
         let (mount, statedir, rundir) = Self::paths(dir);
+        let started = Instant::now();
         let child = Self::command(dir)
             .stdout(Stdio::null())
             .stderr(fs::File::create(dir.join("daemon.log")).unwrap())
@@ -136,22 +163,29 @@ impl Daemon {
             statedir,
             rundir,
         };
-        d.wait_mounted();
-        d
+        d.wait_for(rel);
+        (d, started.elapsed())
     }
 
-    fn wait_mounted(&mut self) {
+    /// The daemon's peak resident set (VmHWM), in kB.
+    pub fn hwm_kb(&self) -> f64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    fn wait_for(&mut self, rel: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if fs::symlink_metadata(self.mount.join(".version")).is_ok() {
+            if fs::symlink_metadata(self.mount.join(rel)).is_ok() {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("pmxcfs exited during start-up ({status}): {}", self.log());
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_micros(200));
         }
-        panic!("pmxcfs did not mount within 10 s: {}", self.log());
+        panic!("pmxcfs did not serve {rel} within 10 s: {}", self.log());
     }
 
     pub fn log(&self) -> String {

@@ -1,8 +1,20 @@
 //! Fixed-offset fields in the sender's byte order: everything from the
 //! totem header down (totem, totempg, the service messages) is written in
-//! the native order of the node that sent it (knet-wire.md §1).
+//! the native order of the node that sent it (knet-wire.md §1). The ring
+//! id is the one compound field they all share.
 
-use super::totem::RingId;
+/// A ring id: representative and ring seq (`rep.seq` in corosync's logs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RingId {
+    pub rep: u32,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for RingId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:x}.{:x}", self.rep, self.seq)
+    }
+}
 
 #[derive(Clone, Copy)]
 pub struct Fields<'a> {

@@ -1,19 +1,7 @@
 //! Layer 4: totemsrp messages, in the sender's byte order (knet-wire.md §6).
 
 use super::fields::Fields;
-
-/// A ring id: representative and ring seq (`rep.seq` in corosync's logs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RingId {
-    pub rep: u32,
-    pub seq: u64,
-}
-
-impl std::fmt::Display for RingId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:x}.{:x}", self.rep, self.seq)
-    }
-}
+pub use super::fields::RingId;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mcast {
