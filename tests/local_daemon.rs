@@ -503,3 +503,154 @@ fn command_line_is_that_of_c() {
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--local"));
 }
+
+/// As a service (no `-f`) the daemon logs to syslog through /dev/log,
+/// ident `pmxcfs`, facility daemon, with its pid, from the first line on
+/// (nothing lost around the fork). Here /dev is a private tmpfs with the
+/// devices the daemon needs, and /dev/log a datagram socket of the test.
+#[test]
+fn as_a_service_it_logs_to_syslog_from_the_first_line() {
+    if !common::in_namespace("as_a_service_it_logs_to_syslog_from_the_first_line") {
+        return;
+    }
+    use std::os::unix::net::UnixDatagram;
+    let dir = common::scratch_dir("syslog");
+    let olddev = dir.join("olddev");
+    fs::create_dir_all(&olddev).unwrap();
+    let sh = |script: &str| {
+        let ok = Command::new("sh")
+            .args(["-c", script])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{script}");
+    };
+    sh(&format!(
+        "mount --bind /dev {d} && mount -t tmpfs tmpfs /dev && mkdir /dev/shm && mount --bind {d}/shm /dev/shm && \
+         for n in null zero full random urandom fuse; do touch /dev/$n && mount --bind {d}/$n /dev/$n; done",
+        d = olddev.display()
+    ));
+    let log = UnixDatagram::bind("/dev/log").unwrap();
+    log.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (mount, statedir, rundir) = Daemon::paths(&dir);
+    let pidfile = dir.join("pmxcfs.pid");
+    let status = Command::new(env!("CARGO_BIN_EXE_pmxcfs"))
+        .arg("-l")
+        .arg("--mountpoint")
+        .arg(&mount)
+        .arg("--statedir")
+        .arg(&statedir)
+        .arg("--rundir")
+        .arg(&rundir)
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pid: u32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut receive = |until: &str| -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let n = log.recv(&mut buf).expect("a syslog datagram");
+            let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let done = line.contains(until);
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    };
+    let start = receive("[libqb] info: server name: pve2");
+    let tag = format!("pmxcfs[{pid}]: ");
+    // <29> is daemon.notice, <30> daemon.info.
+    assert!(
+        start[0].starts_with("<29>")
+            && start[0].ends_with(&format!(
+                "{tag}[main] notice: resolved node name 'refnode1' to '192.0.2.11' for default node IP address"
+            )),
+        "{start:?}"
+    );
+    assert!(start.last().unwrap().starts_with("<30>"), "{start:?}");
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let stop = receive("exit proxmox configuration filesystem (0)");
+    let texts: Vec<&str> = stop
+        .iter()
+        .filter_map(|l| l.split_once(&tag).map(|(_, t)| t))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "[main] notice: teardown filesystem",
+            "[libqb] info: withdrawing server sockets",
+            "[main] notice: exit proxmox configuration filesystem (0)"
+        ],
+        "{stop:?}"
+    );
+}
+
+/// `1` written to /etc/pve/.debug turns debug lines on (with C's notice),
+/// `0` off again; `-d` starts with them.
+#[test]
+fn the_debug_switch_turns_debug_lines_on_and_off() {
+    if !common::in_namespace("the_debug_switch_turns_debug_lines_on_and_off") {
+        return;
+    }
+    let dir = common::scratch_dir("debug");
+    let mut d = Daemon::start(&dir);
+    fs::create_dir(d.path("quiet")).unwrap();
+    assert!(!d.log().contains("debug:"), "{}", d.log());
+    fs::write(d.path(".debug"), "1\n").unwrap();
+    fs::create_dir(d.path("traced")).unwrap();
+    fs::write(d.path("traced/file"), "x").unwrap();
+    let _ = fs::read(d.path("traced/file")).unwrap();
+    let log = d.log();
+    assert!(log.contains("[main] notice: enable debug mode ("), "{log}");
+    for line in [
+        "[main] debug: fuse mkdir 'traced': Ok(0)",
+        "[main] debug: fuse create 'traced/file': Ok(0)",
+        "[main] debug: fuse write 'traced/file' 1 bytes at 0: Ok(1)",
+        "[main] debug: fuse read 'traced/file'",
+    ] {
+        assert!(log.contains(line), "{line}\n{log}");
+    }
+    assert_eq!(fs::read_to_string(d.path(".debug")).unwrap(), "1\n");
+    fs::write(d.path(".debug"), "0\n").unwrap();
+    let before = d.log().len();
+    fs::create_dir(d.path("quiet-again")).unwrap();
+    let log = d.log();
+    assert!(log.contains("[main] notice: disable debug mode ("), "{log}");
+    assert!(!log[before..].contains("debug:"), "{}", &log[before..]);
+    assert!(d.stop().success());
+    // -d: debug from the start.
+    let mut cmd = Daemon::command(&dir);
+    cmd.arg("-d");
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(dir.join("daemon.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut d = Daemon {
+        child: Some(child),
+        dir: dir.clone(),
+        mount: d.mount.clone(),
+        statedir: d.statedir.clone(),
+        rundir: d.rundir.clone(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs::metadata(d.path(".version")).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = fs::metadata(d.path("quiet"));
+    assert!(
+        d.log().contains("[main] debug: fuse lookup 'quiet'"),
+        "{}",
+        d.log()
+    );
+    assert!(d.stop().success());
+}

@@ -145,7 +145,8 @@ pub enum Request {
 }
 
 impl Request {
-    fn describe(&self) -> String {
+    /// One line for debug logs (data by its length only).
+    pub fn describe(&self) -> String {
         let p = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         match self {
             Request::Mkdir { path } => format!("mkdir '{}'", p(path)),

@@ -138,7 +138,7 @@ impl PveFs {
 
     /// A change, through the node; its value or errno.
     fn change(&self, request: NodeRequest) -> Result<u32, Errno> {
-        let what = log::debug_enabled().then(|| format!("{request:?}"));
+        let what = log::debug_enabled().then(|| request.describe());
         let result = match self.node.request(request) {
             Reply::Fs(r) => r,
             Reply::Ipc(_) => Err(libc::EIO),
@@ -147,6 +147,21 @@ impl PveFs {
             log::debug(Subsystem::Main, &format!("fuse {what}: {result:?}"));
         }
         result.map_err(errno)
+    }
+
+    /// A debug line for a kernel request that reads (changes have theirs
+    /// in `change`).
+    fn trace(&self, op: &str, ino: INodeNo, name: Option<&OsStr>) {
+        if log::debug_enabled() {
+            let mut path = self.path_of(ino).unwrap_or_default();
+            if let Some(n) = name {
+                path = join(&path, n.as_bytes());
+            }
+            log::debug(
+                Subsystem::Main,
+                &format!("fuse {op} '{}'", String::from_utf8_lossy(&path)),
+            );
+        }
     }
 
     /// Reply with a newly looked-up entry.
@@ -190,6 +205,7 @@ impl Filesystem for PveFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.trace("lookup", parent, Some(name));
         self.entry(parent, name, reply);
     }
 
@@ -198,6 +214,7 @@ impl Filesystem for PveFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.trace("getattr", ino, None);
         match self.attr(ino.0) {
             Ok((a, ttl)) => reply.attr(&ttl, &a),
             Err(e) => reply.error(e),
@@ -277,6 +294,7 @@ impl Filesystem for PveFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.trace("readlink", ino, None);
         match self.target_of(ino) {
             Ok(Target::Fixed(Fixed::Link(suffix))) => {
                 let target = view::link_target(self.node.lock().node.nodename(), suffix);
@@ -385,6 +403,7 @@ impl Filesystem for PveFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.trace("open", ino, None);
         match self.target_of(ino) {
             Ok(Target::Memdb(path)) => {
                 if self.node.lock().node.memdb().lookup(&path).is_some() {
@@ -418,6 +437,7 @@ impl Filesystem for PveFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.trace("read", ino, None);
         let slice = |data: &[u8]| -> Vec<u8> {
             let start = (offset as usize).min(data.len());
             let end = start.saturating_add(size as usize).min(data.len());
@@ -563,6 +583,7 @@ impl Filesystem for PveFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.trace("readdir", ino, None);
         let target = match self.target_of(ino) {
             Ok(t) => t,
             Err(e) => return reply.error(e),
@@ -618,6 +639,7 @@ impl Filesystem for PveFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.trace("statfs", _ino, None);
         let (bytes, entries) = self.node.lock().node.memdb().usage();
         let free = MAX_FS_BLOCKS.saturating_sub(bytes.div_ceil(BLOCK_SIZE));
         let ffree = MAX_INODES.saturating_sub(entries);

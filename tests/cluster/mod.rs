@@ -258,7 +258,13 @@ impl Cluster {
                 self.extra_args.clone(),
             ),
         };
-        let log = fs::File::create(self.node(id).dir.join("pmxcfs.log")).unwrap();
+        // One log per node; a restarted daemon's lines follow the earlier
+        // ones.
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.node(id).dir.join("pmxcfs.log"))
+            .unwrap();
         let child = self
             .command(id, &cmd)
             .arg("-f")
