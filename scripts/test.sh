@@ -20,6 +20,12 @@ read -r passed failed < <(awk '/^test result:/ { for (i = 1; i < NF; i++) {
     if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
     END { print p + 0, f + 0 }' target/test-output.txt)
 
+echo "== pmxcfs-replay needs none of the daemon's system libraries"
+if cargo tree --locked -p pmxcfs-compat -e normal | grep -E "rust-corosync|fuser|tokio"; then
+    echo "pmxcfs-replay depends on a crate of the daemon's edges (above)" >&2
+    exit 1
+fi
+
 echo "== pmxcfs-replay decode over the recorded captures"
 cargo run -q --locked -p pmxcfs-compat --bin pmxcfs-replay -- decode captures/*/node*.pcap > target/replay-decode.txt
 tail -n 1 target/replay-decode.txt
