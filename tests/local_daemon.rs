@@ -162,7 +162,19 @@ fn serves_the_5000_file_database() {
 
 /// The daemon must refuse a bad database with a message naming the problem
 /// and leave the file exactly as it was.
+/// The daemon refuses the database with `message`, and leaves it alone;
+/// `pmxcfs --check-db` says so too (`check_message`), exit 1.
 fn refuses(dir: &Path, setup_sql: Option<&str>, raw: Option<&[u8]>, message: &str) {
+    refuses_checked(dir, setup_sql, raw, message, message)
+}
+
+fn refuses_checked(
+    dir: &Path,
+    setup_sql: Option<&str>,
+    raw: Option<&[u8]>,
+    message: &str,
+    check_message: &str,
+) {
     let lib = dir.join("lib");
     fs::create_dir_all(&lib).unwrap();
     let db = lib.join("config.db");
@@ -186,6 +198,19 @@ fn refuses(dir: &Path, setup_sql: Option<&str>, raw: Option<&[u8]>, message: &st
         "the bad database was modified"
     );
     assert!(!dir.join("pve").join(".version").exists());
+    let check = Command::new(env!("CARGO_BIN_EXE_pmxcfs"))
+        .arg("--check-db")
+        .arg(&db)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(check_message),
+        "expected '{check_message}' in: {stdout}"
+    );
+    assert!(stdout.contains("result: the daemon would NOT start on this database"));
+    assert_eq!(fs::read(&db).unwrap(), before, "--check-db modified it");
 }
 
 const SCHEMA: &str = "CREATE TABLE tree (  inode INTEGER PRIMARY KEY NOT NULL,  parent INTEGER NOT NULL CHECK(typeof(parent)=='integer'),  version INTEGER NOT NULL CHECK(typeof(version)=='integer'),  writer INTEGER NOT NULL CHECK(typeof(writer)=='integer'),  mtime INTEGER NOT NULL CHECK(typeof(mtime)=='integer'),  type INTEGER NOT NULL CHECK(typeof(type)=='integer'),  name TEXT NOT NULL,  data BLOB);";
@@ -215,13 +240,14 @@ fn refuses_bad_databases_without_touching_them() {
         "no table `tree`",
     );
     let base = format!("{SCHEMA} INSERT INTO tree VALUES (0,0,9,0,0,8,'__version__',NULL); INSERT INTO tree VALUES (2,0,2,0,0,4,'nodes',NULL);");
-    refuses(
+    refuses_checked(
         &case("dupname"),
         Some(&format!(
             "{base} INSERT INTO tree VALUES (3,0,3,0,0,8,'nodes',NULL);"
         )),
         None,
-        "duplicate name 'nodes' in directory 0",
+        "found entry with duplicate name 'nodes' in directory inode 0 (inode 3)",
+        "found entry with duplicate name 'nodes' in directory / (inodes 2, 3)",
     );
     refuses(
         &case("dupvmid"),
@@ -241,22 +267,74 @@ fn refuses_bad_databases_without_touching_them() {
         None,
         "`__version__` row (inode 0) is missing",
     );
-    refuses(
+    refuses_checked(
         &case("orphan"),
         Some(&format!(
             "{base} INSERT INTO tree VALUES (3,99,3,0,0,8,'lost',NULL);"
         )),
         None,
         "parent directory inode 99 does not exist",
+        "entry 'lost' (inode 3) is an orphan: its parent directory inode 99 does not exist",
     );
-    refuses(
+    refuses_checked(
         &case("badtype"),
         Some(&format!(
             "{base} INSERT INTO tree VALUES (3,0,3,0,0,5,'odd',NULL);"
         )),
         None,
         "row inode 3: unknown type 5",
+        "entry /odd (inode 3) has the unknown type 5 (expected 4 or 8)",
     );
+    refuses_checked(
+        &case("dupvmid-check"),
+        Some(&format!(
+            "{base} INSERT INTO tree VALUES (3,2,3,0,0,4,'a',NULL); INSERT INTO tree VALUES (4,3,4,0,0,4,'qemu-server',NULL);
+             INSERT INTO tree VALUES (5,4,5,0,0,8,'100.conf',X'00'); INSERT INTO tree VALUES (6,2,6,0,0,4,'b',NULL);
+             INSERT INTO tree VALUES (7,6,7,0,0,4,'lxc',NULL); INSERT INTO tree VALUES (8,7,8,0,0,8,'100.conf',X'00');"
+        )),
+        None,
+        "VMID 100 is configured more than once",
+        "VMID 100 is configured more than once: /nodes/a/qemu-server/100.conf, /nodes/b/lxc/100.conf",
+    );
+}
+
+/// `pmxcfs --check-db` on databases the daemon starts on: the C daemon's
+/// two, and one whose version is below an entry's (repaired at start).
+#[test]
+fn check_db_accepts_what_the_daemon_starts_on() {
+    let check = |db: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_pmxcfs"))
+            .arg("--check-db")
+            .arg(db)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    for name in ["functional.db", "files-5000.db"] {
+        let (code, out) = check(&common::fixture(name));
+        assert_eq!(code, Some(0), "{out}");
+        assert!(
+            out.contains("result: the daemon would start on this database"),
+            "{out}"
+        );
+    }
+    let dir = common::scratch_dir("check-db-repair");
+    let db = dir.join("config.db");
+    sqlite(
+        &db,
+        &format!("{SCHEMA} INSERT INTO tree VALUES (0,0,2,0,0,8,'__version__',NULL); INSERT INTO tree VALUES (7,0,7,0,0,8,'x.cfg',X'00');"),
+    );
+    let (code, out) = check(&db);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("repaired at start: the database version 2 is lower than an entry's (7)"),
+        "{out}"
+    );
+    let (code, out) = check(&dir.join("missing.db"));
+    assert_eq!(code, Some(0), "{out}");
 }
 
 #[test]

@@ -206,7 +206,7 @@ impl std::fmt::Display for LoadError {
                 name,
             } => write!(
                 f,
-                "row inode {inode}: duplicate name '{}' in directory {parent}",
+                "found entry with duplicate name '{}' in directory inode {parent} (inode {inode})",
                 s(name)
             ),
             LoadError::DuplicateInode { inode } => write!(f, "row inode {inode}: duplicate inode"),
@@ -470,6 +470,26 @@ impl Memdb {
         let locks: Vec<(Vec<u8>, [u8; 32])> = self.lock_dirs();
         self.locks.rebuild(locks, now);
         Ok(())
+    }
+
+    /// Raise the global version to the highest version or inode of any
+    /// entry when a database has it lower. C never writes such a database,
+    /// but would give a new entry the number of an existing one; the
+    /// version row is queued for persisting. Returns (old, new).
+    pub fn repair_version(&mut self) -> Option<(u64, u64)> {
+        let max = self
+            .entries
+            .values()
+            .filter(|e| e.inode != 0)
+            .map(|e| e.version.max(e.inode))
+            .max()?;
+        let old = self.root().version;
+        if old >= max {
+            return None;
+        }
+        self.entries.get_mut(&0).expect("root exists").version = max;
+        self.pending.push(self.root_change(None, None));
+        Some((old, max))
     }
 
     /// The rows of a fresh database (only its `__version__` row).

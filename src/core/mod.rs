@@ -4,6 +4,7 @@
 
 pub mod clog;
 pub mod corosync_conf;
+pub mod dbcheck;
 pub mod dcdb;
 pub mod dfsm;
 pub mod errno;

@@ -397,6 +397,7 @@ impl Node {
             memdb.locks.set_timeout(secs);
         }
         let mut persist: Vec<DbChange> = first.into_iter().collect();
+        let repaired = memdb.repair_version();
         if new_database && !config.force_local {
             if let Some(conf) = host_corosync_conf {
                 memdb
@@ -436,6 +437,15 @@ impl Node {
             verify_last: start,
             synced_once: false,
         };
+        if let Some((old, new)) = repaired {
+            node.log(
+                Subsystem::Database,
+                Level::Crit,
+                format!(
+                    "database version {old} is lower than an entry's ({new}) - raised to {new}"
+                ),
+            );
+        }
         if cluster_mode {
             // C syncs the host's corosync.conf at start, reload allowed.
             node.effects.push_back(Effect::SyncCorosyncConf {
