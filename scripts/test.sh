@@ -14,6 +14,9 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 echo "== build"
 cargo build --workspace --all-targets --locked --features pmxcfs-compat/probe
 
+echo "== Debian packages (dpkg-buildpackage, lintian); tests/package.rs installs them"
+scripts/build-deb.sh
+
 echo "== tests"
 cargo test --workspace --locked --features pmxcfs-compat/probe 2>&1 | tee target/test-output.txt
 read -r passed failed < <(awk '/^test result:/ { for (i = 1; i < NF; i++) {

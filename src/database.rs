@@ -30,6 +30,10 @@ const COLUMNS: [(&str, &str); 8] = [
     ("data", "BLOB"),
 ];
 
+/// How long a write waits for a reader's lock (another process reading
+/// config.db, e.g. a backup).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 const REPLACE: &str =
     "REPLACE INTO tree (inode, parent, version, writer, mtime, type, name, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
@@ -124,7 +128,14 @@ impl Database {
             .map_err(sqlite)?;
         conn.execute_batch("PRAGMA synchronous=NORMAL")
             .map_err(sqlite)?;
-        conn.busy_timeout(Duration::from_millis(10_000))
+        // The pragma, not rusqlite's busy_timeout(): that one needs SQLite
+        // 3.44 (sqlite3_set_clientdata), and Debian 12 ships 3.40.
+        let _: i64 = conn
+            .query_row(
+                &format!("PRAGMA busy_timeout={}", BUSY_TIMEOUT.as_millis()),
+                [],
+                |r| r.get(0),
+            )
             .map_err(sqlite)?;
         conn.execute_batch(CREATE_TABLE).map_err(sqlite)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(

@@ -316,6 +316,55 @@ fn a_stopped_node_catches_up_and_a_killed_writer_loses_nothing() {
     }
 }
 
+#[test]
+fn corosync_restart_and_daemon_started_before_corosync() {
+    require_root();
+    let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = Cluster::new("r", 3);
+    // Node 3's daemon starts before its corosync, as the C unit does.
+    c.start_corosync(1);
+    c.start_corosync(2);
+    for id in 1..=2 {
+        c.wait_for(
+            id,
+            "corosync quorate",
+            "corosync-quorumtool -s >/dev/null 2>&1",
+            60,
+        );
+    }
+    c.start_pmxcfs(1);
+    c.start_pmxcfs(2);
+    c.start_pmxcfs(3);
+    c.wait_for(3, "read-only without corosync", READ_ONLY, 20);
+    c.start_corosync(3);
+    for id in 1..=3 {
+        c.wait_for(
+            id,
+            "3 members online",
+            "test $(grep -c '\"online\": 1' /etc/pve/.members) -eq 3",
+            60,
+        );
+    }
+    write(&c, 3, "late.cfg", "late\n").unwrap();
+    c.wait_for(1, "the late node's write", "test -e /etc/pve/late.cfg", 20);
+
+    // corosync goes away under a running daemon and comes back.
+    c.stop_corosync(2);
+    c.wait_for(2, "read-only while corosync is down", READ_ONLY, 30);
+    write(&c, 1, "during-outage.cfg", "o\n").unwrap();
+    c.start_corosync(2);
+    c.wait_for(2, "quorum again", QUORATE, 60);
+    c.wait_for(2, "resynced", "grep -q o /etc/pve/during-outage.cfg", 60);
+    write(&c, 2, "after-outage.cfg", "a\n").unwrap();
+    c.wait_for(3, "writes again", "test -e /etc/pve/after-outage.cfg", 20);
+    assert!(
+        c.log(2)
+            .contains("[dcdb] crit: cpg_dispatch failed: CS_ERR_LIBRARY"),
+        "{}",
+        c.log(2)
+    );
+}
+
 /// The tree of a node's config.db, row by row (without the version row).
 fn tree_dump(c: &Cluster, id: u32) -> String {
     let out = c.sh(id, "sqlite3 /var/lib/pve-cluster/config.db 'select inode,parent,version,writer,mtime,type,name,hex(data) from tree where inode != 0 order by inode'");

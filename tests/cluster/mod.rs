@@ -91,6 +91,22 @@ impl Cluster {
     /// A cluster whose corosync.conf carries `totem_lines` (crypto,
     /// compression) and whose nodes share `authkey`.
     pub fn new_with(tag: &str, n: u32, totem_lines: &str, authkey: Option<&[u8]>) -> Cluster {
+        Cluster::build(tag, n, totem_lines, authkey, false)
+    }
+
+    /// A cluster whose nodes can install packages: /usr and all of /var
+    /// are overlaid too, and /root is a private tmpfs.
+    pub fn new_for_packages(tag: &str, n: u32) -> Cluster {
+        Cluster::build(tag, n, NO_CRYPTO, None, true)
+    }
+
+    fn build(
+        tag: &str,
+        n: u32,
+        totem_lines: &str,
+        authkey: Option<&[u8]>,
+        whole_system: bool,
+    ) -> Cluster {
         let prefix = format!("px{}{}", tag, std::process::id() % 100_000);
         let base = std::env::temp_dir().join(format!("pmxcfs-cluster-{prefix}"));
         let _ = fs::remove_dir_all(&base);
@@ -140,7 +156,16 @@ impl Cluster {
             ]);
             ip(&["-n", &ns, "link", "set", "eth0", "up"]);
             let dir = base.join(format!("n{id}"));
-            for d in ["etc/corosync", "etcwork", "varlib", "varlibwork"] {
+            for d in [
+                "etc/corosync",
+                "etcwork",
+                "varlib",
+                "varlibwork",
+                "usr",
+                "usrwork",
+                "var",
+                "varwork",
+            ] {
                 fs::create_dir_all(dir.join(d)).unwrap();
             }
             let mut hosts = String::from("127.0.0.1 localhost\n");
@@ -160,10 +185,17 @@ impl Cluster {
                 fs::write(&path, key).unwrap();
                 fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
             }
+            let var = if whole_system {
+                "mount -t overlay overlay -o lowerdir=/var,upperdir={d}/var,workdir={d}/varwork /var; \
+                 mount -t overlay overlay -o lowerdir=/usr,upperdir={d}/usr,workdir={d}/usrwork /usr; \
+                 mount -t tmpfs tmpfs /root;"
+            } else {
+                "mount -t overlay overlay -o lowerdir=/var/lib,upperdir={d}/varlib,workdir={d}/varlibwork /var/lib;"
+            }
+            .replace("{d}", &dir.display().to_string());
             let setup = format!(
                 "set -e; mount -t overlay overlay -o lowerdir=/etc,upperdir={d}/etc,workdir={d}/etcwork /etc; \
-                 mount -t overlay overlay -o lowerdir=/var/lib,upperdir={d}/varlib,workdir={d}/varlibwork /var/lib; \
-                 mount -t tmpfs tmpfs /run; hostname {h}; echo ready; exec sleep infinity",
+                 {var} mount -t tmpfs tmpfs /run; hostname {h}; echo ready; exec sleep infinity",
                 d = dir.display(),
                 h = hostname(id)
             );

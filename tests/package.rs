@@ -1,0 +1,428 @@
+//! The Debian packages (built by `scripts/build-deb.sh` into target/deb/)
+//! installed and removed in throwaway roots: an overlay of / in a private
+//! mount namespace, once with a stand-in `pve-cluster` package that
+//! provides /usr/bin/pmxcfs and pve-cluster.service (Proxmox's own package
+//! is not in Debian), once without. Then the service contract of the
+//! packaged daemon: forking, pid file, failing starts, SIGTERM.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn debs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/deb")
+}
+
+/// The built package file of `name`.
+fn deb(name: &str) -> PathBuf {
+    let prefix = format!("{name}_");
+    fs::read_dir(debs())
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+        })
+        .unwrap_or_else(|| {
+            panic!("no {name} package in target/deb: run scripts/build-deb.sh first (scripts/test.sh does)")
+        })
+}
+
+fn sh(script: &str) -> Output {
+    Command::new("sh").args(["-c", script]).output().unwrap()
+}
+
+fn ok(script: &str) -> String {
+    let out = sh(script);
+    assert!(
+        out.status.success(),
+        "{script}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A copy-on-write root: the host's / below, writes in a tmpfs.
+struct Root {
+    merged: PathBuf,
+}
+
+impl Root {
+    fn new(dir: &Path) -> Root {
+        let layers = dir.join("layers");
+        let merged = dir.join("merged");
+        fs::create_dir_all(&layers).unwrap();
+        fs::create_dir_all(&merged).unwrap();
+        ok(&format!(
+            "mount -t tmpfs tmpfs {l} && mkdir {l}/upper {l}/work && \
+             mount -t overlay overlay -o lowerdir=/,upperdir={l}/upper,workdir={l}/work {m} && \
+             mount --bind /proc {m}/proc && mount --bind /dev {m}/dev && mount -t tmpfs tmpfs {m}/tmp && \
+             mount -t tmpfs tmpfs {m}/run",
+            l = layers.display(),
+            m = merged.display()
+        ));
+        Root { merged }
+    }
+
+    /// A shell command in the root; its output.
+    fn run(&self, script: &str) -> Output {
+        Command::new("chroot")
+            .arg(&self.merged)
+            .args(["sh", "-c", script])
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, script: &str) -> String {
+        let out = self.run(script);
+        assert!(
+            out.status.success(),
+            "in the root: {script}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.merged.join(p.trim_start_matches('/'))
+    }
+
+    /// Copy a package into the root; its path there.
+    fn add(&self, deb: &Path) -> String {
+        let name = format!("/tmp/{}", deb.file_name().unwrap().to_string_lossy());
+        fs::copy(deb, self.path(&name)).unwrap();
+        name
+    }
+}
+
+/// The unit of pve-cluster (spec §7.7), as the stand-in package ships it.
+const PVE_CLUSTER_UNIT: &str = "[Unit]
+Description=The Proxmox VE cluster filesystem
+ConditionFileIsExecutable=/usr/bin/pmxcfs
+Wants=corosync.service
+Wants=rrdcached.service
+Before=corosync.service
+Before=cron.service
+After=network.target
+After=sys-fs-fuse-connections.mount
+After=time-sync.target
+After=rrdcached.service
+DefaultDependencies=no
+Before=shutdown.target
+Conflicts=shutdown.target
+
+[Service]
+ExecStart=/usr/bin/pmxcfs
+KillMode=mixed
+Restart=on-failure
+TimeoutStopSec=10
+Type=forking
+PIDFile=/run/pve-cluster.pid
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// A stand-in for Proxmox's pve-cluster package: /usr/bin/pmxcfs (a script
+/// that says which version it is) and pve-cluster.service.
+fn stand_in_pve_cluster(dir: &Path, version: &str) -> PathBuf {
+    let root = dir.join(format!("pve-cluster-{version}"));
+    fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    fs::create_dir_all(root.join("usr/bin")).unwrap();
+    fs::create_dir_all(root.join("lib/systemd/system")).unwrap();
+    fs::write(
+        root.join("DEBIAN/control"),
+        format!(
+            "Package: pve-cluster\nVersion: {version}\nArchitecture: all\nMaintainer: tests <tests@example.org>\nDescription: stand-in for Proxmox's pve-cluster (tests)\n"
+        ),
+    )
+    .unwrap();
+    fs::write(
+        root.join("usr/bin/pmxcfs"),
+        format!("#!/bin/sh\necho \"C pmxcfs {version}\"\n"),
+    )
+    .unwrap();
+    ok(&format!(
+        "chmod 755 {}",
+        root.join("usr/bin/pmxcfs").display()
+    ));
+    fs::write(
+        root.join("lib/systemd/system/pve-cluster.service"),
+        PVE_CLUSTER_UNIT,
+    )
+    .unwrap();
+    let deb = dir.join(format!("pve-cluster_{version}_all.deb"));
+    ok(&format!(
+        "dpkg-deb --root-owner-group --build {} {} >/dev/null",
+        root.display(),
+        deb.display()
+    ));
+    deb
+}
+
+/// The files of a package, unpacked.
+fn unpacked(deb: &Path, dir: &Path) -> PathBuf {
+    let out = dir.join(format!(
+        "unpacked-{}",
+        deb.file_stem().unwrap().to_string_lossy()
+    ));
+    ok(&format!("dpkg-deb -x {} {}", deb.display(), out.display()));
+    out
+}
+
+const DIVERSION: &str = "diversion of /usr/bin/pmxcfs to /usr/bin/pmxcfs.distrib by pmxcfs-rs";
+
+/// The cluster's data, which no package operation may touch.
+fn seed_cluster_data(root: &Root) {
+    root.ok(
+        "mkdir -p /var/lib/pve-cluster /etc/pve /etc/corosync && echo db > /var/lib/pve-cluster/config.db && \
+         echo conf > /etc/corosync/corosync.conf && echo key > /etc/corosync/authkey",
+    );
+}
+
+fn assert_cluster_data_kept(root: &Root) {
+    assert_eq!(
+        root.ok(
+            "cat /var/lib/pve-cluster/config.db /etc/corosync/corosync.conf /etc/corosync/authkey"
+        ),
+        "db\nconf\nkey\n"
+    );
+    assert!(root.path("/etc/pve").is_dir());
+}
+
+#[test]
+fn the_package_diverts_pve_clusters_binary_and_gives_it_back() {
+    if !common::in_namespace("the_package_diverts_pve_clusters_binary_and_gives_it_back") {
+        return;
+    }
+    let dir = common::scratch_dir("package");
+    let ours = deb("pmxcfs-rs");
+    let ours_files = unpacked(&ours, &dir);
+    let ours_binary = fs::read(ours_files.join("usr/bin/pmxcfs")).unwrap();
+    let stand_in = stand_in_pve_cluster(&dir, "9.1.6-1");
+    let stand_in_next = stand_in_pve_cluster(&dir, "9.1.7-1");
+
+    // A PVE node: pve-cluster there first.
+    let root = Root::new(&dir.join("pve"));
+    seed_cluster_data(&root);
+    let p = root.add(&stand_in);
+    root.ok(&format!("dpkg -i {p} >/dev/null"));
+    let unit = fs::read(root.path("/lib/systemd/system/pve-cluster.service")).unwrap();
+    assert_eq!(root.ok("/usr/bin/pmxcfs"), "C pmxcfs 9.1.6-1\n");
+    let p = root.add(&ours);
+    root.ok(&format!("dpkg -i {p} >/dev/null"));
+    assert_eq!(fs::read(root.path("/usr/bin/pmxcfs")).unwrap(), ours_binary);
+    assert_eq!(root.ok("/usr/bin/pmxcfs.distrib"), "C pmxcfs 9.1.6-1\n");
+    assert_eq!(
+        root.ok("dpkg-divert --list /usr/bin/pmxcfs").trim(),
+        DIVERSION
+    );
+    assert!(root
+        .ok("/usr/bin/pmxcfs --version")
+        .starts_with("pmxcfs (pmxcfs-rs) "));
+    assert_eq!(
+        fs::read(root.path("/lib/systemd/system/pve-cluster.service")).unwrap(),
+        unit,
+        "pve-cluster's unit is unchanged"
+    );
+    assert_eq!(root.ok("dpkg -S /usr/bin/pmxcfs").trim(), "diversion by pmxcfs-rs from: /usr/bin/pmxcfs\ndiversion by pmxcfs-rs to: /usr/bin/pmxcfs.distrib\npmxcfs-rs, pve-cluster: /usr/bin/pmxcfs");
+    // The units verify, with our binary behind pve-cluster's.
+    for unit in ["pve-cluster.service", "pmxcfs-rs.service"] {
+        let out = root.run(&format!(
+            "systemd-analyze verify /lib/systemd/system/{unit} 2>&1"
+        ));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && !text.contains(unit),
+            "systemd-analyze verify {unit}: {text}"
+        );
+    }
+    // pve-cluster upgraded while diverted: its binary goes aside.
+    let p = root.add(&stand_in_next);
+    root.ok(&format!("dpkg -i {p} >/dev/null"));
+    assert_eq!(fs::read(root.path("/usr/bin/pmxcfs")).unwrap(), ours_binary);
+    assert_eq!(root.ok("/usr/bin/pmxcfs.distrib"), "C pmxcfs 9.1.7-1\n");
+    // Removing ours brings C back; nothing of the cluster is touched.
+    root.ok("dpkg -r pmxcfs-rs >/dev/null");
+    assert_eq!(root.ok("/usr/bin/pmxcfs"), "C pmxcfs 9.1.7-1\n");
+    assert!(!root.path("/usr/bin/pmxcfs.distrib").exists());
+    assert_eq!(root.ok("dpkg-divert --list /usr/bin/pmxcfs"), "");
+    root.ok("dpkg -i /tmp/pmxcfs-rs_*.deb >/dev/null && dpkg --purge pmxcfs-rs >/dev/null");
+    assert_eq!(root.ok("/usr/bin/pmxcfs"), "C pmxcfs 9.1.7-1\n");
+    assert_cluster_data_kept(&root);
+
+    // A plain Debian machine with corosync but no pve-cluster.
+    let root = Root::new(&dir.join("plain"));
+    seed_cluster_data(&root);
+    assert!(!root.path("/usr/bin/pmxcfs").exists());
+    let p = root.add(&ours);
+    root.ok(&format!("dpkg -i {p} >/dev/null"));
+    assert_eq!(fs::read(root.path("/usr/bin/pmxcfs")).unwrap(), ours_binary);
+    assert!(!root.path("/usr/bin/pmxcfs.distrib").exists());
+    assert_eq!(
+        root.ok("dpkg-divert --list /usr/bin/pmxcfs").trim(),
+        DIVERSION
+    );
+    // Its own unit, which the operator enables; nothing started.
+    assert!(root.path("/lib/systemd/system/pmxcfs-rs.service").exists());
+    assert!(!root
+        .path("/etc/systemd/system/multi-user.target.wants/pmxcfs-rs.service")
+        .exists());
+    root.ok("dpkg --purge pmxcfs-rs >/dev/null");
+    assert!(!root.path("/usr/bin/pmxcfs").exists());
+    assert_eq!(root.ok("dpkg-divert --list /usr/bin/pmxcfs"), "");
+    assert_cluster_data_kept(&root);
+
+    // The analysis tool needs neither corosync nor FUSE.
+    let tools = deb("pmxcfs-rs-tools");
+    let p = root.add(&tools);
+    root.ok(&format!("dpkg -i {p} >/dev/null"));
+    let libs = root.ok("ldd /usr/bin/pmxcfs-replay");
+    for lib in ["libqb", "libcpg", "libfuse", "libquorum", "librrd"] {
+        assert!(!libs.contains(lib), "pmxcfs-replay links {lib}: {libs}");
+    }
+    let dir_captures =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/s1-formation-and-writes");
+    let mut out = Command::new(root.path("/usr/bin/pmxcfs-replay"));
+    let run = out.arg("check").arg(&dir_captures).output().unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    let control = ok(&format!("dpkg-deb -f {} Depends", tools.display()));
+    for dep in ["corosync", "libcpg", "libqb", "fuse"] {
+        assert!(!control.contains(dep), "{control}");
+    }
+}
+
+/// What systemd relies on, with the daemon from the package: without `-f`
+/// the parent returns 0 once /etc/pve is served, the pid file holding the
+/// daemon's pid; a start that fails returns non-zero with the reason;
+/// SIGTERM to the pid in the pid file unmounts and exits within
+/// pve-cluster's TimeoutStopSec (10 s).
+#[test]
+fn the_packaged_daemon_keeps_the_service_contract() {
+    if !common::in_namespace("the_packaged_daemon_keeps_the_service_contract") {
+        return;
+    }
+    let dir = common::scratch_dir("contract");
+    let files = unpacked(&deb("pmxcfs-rs"), &dir);
+    let binary = files.join("usr/bin/pmxcfs");
+    let (mount, statedir, rundir) = common::Daemon::paths(&dir);
+    let pidfile = dir.join("pve-cluster.pid");
+    let start = |extra: &[&str]| {
+        let t = Instant::now();
+        let out = Command::new(&binary)
+            .args(["-l", "--mountpoint"])
+            .arg(&mount)
+            .arg("--statedir")
+            .arg(&statedir)
+            .arg("--rundir")
+            .arg(&rundir)
+            .arg("--pidfile")
+            .arg(&pidfile)
+            .args(extra)
+            .output()
+            .unwrap();
+        (out, t.elapsed())
+    };
+    let (out, took) = start(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        fs::metadata(mount.join(".version")).is_ok(),
+        "served when the parent returns"
+    );
+    let pid: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+        binary,
+        "the pid file names the daemon"
+    );
+    fs::write(mount.join("written.cfg"), "x\n").unwrap();
+
+    // A second instance: the lock is held; it gives up after C's 11 tries.
+    let (out, took) = start(&[]);
+    assert!(!out.status.success());
+    assert!(took >= Duration::from_secs(9), "{took:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unable to acquire pmxcfs lock"), "{err}");
+    assert_eq!(
+        fs::read_to_string(&pidfile).unwrap().trim(),
+        pid.to_string(),
+        "the running daemon's pid file stays"
+    );
+
+    // SIGTERM: unmount, exit, pid file gone, well within 10 s.
+    let t = Instant::now();
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "still running after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!pidfile.exists());
+    assert!(!fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .contains(mount.to_str().unwrap()));
+
+    // A database the daemon refuses: non-zero, with the reason.
+    let saved = fs::read(statedir.join("config.db")).unwrap();
+    fs::write(statedir.join("config.db"), [0x42; 4096]).unwrap();
+    let (out, _) = start(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not an SQLite database"), "{err}");
+    assert!(!pidfile.exists());
+    fs::write(statedir.join("config.db"), saved).unwrap();
+
+    // A node name that resolves to loopback only.
+    ok("echo '127.0.0.1 localhost refnode1' > /tmp/hosts.loopback && mount --bind /tmp/hosts.loopback /etc/hosts");
+    let (out, _) = start(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Unable to resolve node name 'refnode1' to a non-loopback IP address"),
+        "{err}"
+    );
+    ok("umount /etc/hosts");
+    let (out, _) = start(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(mount.join("written.cfg")).unwrap(),
+        "x\n"
+    );
+    let pid: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let t = Instant::now();
+    while unsafe { libc::kill(pid, 0) } == 0 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
