@@ -335,6 +335,7 @@ fn check_db_accepts_what_the_daemon_starts_on() {
     );
     let (code, out) = check(&dir.join("missing.db"));
     assert_eq!(code, Some(0), "{out}");
+    fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -7,32 +7,12 @@
 
 mod common;
 
+use common::debian::{deb, stand_in_pve_cluster, unpacked};
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn debs() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/deb")
-}
-
-/// The built package file of `name`.
-fn deb(name: &str) -> PathBuf {
-    let prefix = format!("{name}_");
-    fs::read_dir(debs())
-        .ok()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
-        })
-        .unwrap_or_else(|| {
-            panic!("no {name} package in target/deb: run scripts/build-deb.sh first (scripts/test.sh does)")
-        })
-}
 
 fn sh(script: &str) -> Output {
     Command::new("sh").args(["-c", script]).output().unwrap()
@@ -103,81 +83,6 @@ impl Root {
     }
 }
 
-/// The unit of pve-cluster (spec §7.7), as the stand-in package ships it.
-const PVE_CLUSTER_UNIT: &str = "[Unit]
-Description=The Proxmox VE cluster filesystem
-ConditionFileIsExecutable=/usr/bin/pmxcfs
-Wants=corosync.service
-Wants=rrdcached.service
-Before=corosync.service
-Before=cron.service
-After=network.target
-After=sys-fs-fuse-connections.mount
-After=time-sync.target
-After=rrdcached.service
-DefaultDependencies=no
-Before=shutdown.target
-Conflicts=shutdown.target
-
-[Service]
-ExecStart=/usr/bin/pmxcfs
-KillMode=mixed
-Restart=on-failure
-TimeoutStopSec=10
-Type=forking
-PIDFile=/run/pve-cluster.pid
-
-[Install]
-WantedBy=multi-user.target
-";
-
-/// A stand-in for Proxmox's pve-cluster package: /usr/bin/pmxcfs (a script
-/// that says which version it is) and pve-cluster.service.
-fn stand_in_pve_cluster(dir: &Path, version: &str) -> PathBuf {
-    let root = dir.join(format!("pve-cluster-{version}"));
-    fs::create_dir_all(root.join("DEBIAN")).unwrap();
-    fs::create_dir_all(root.join("usr/bin")).unwrap();
-    fs::create_dir_all(root.join("lib/systemd/system")).unwrap();
-    fs::write(
-        root.join("DEBIAN/control"),
-        format!(
-            "Package: pve-cluster\nVersion: {version}\nArchitecture: all\nMaintainer: tests <tests@example.org>\nDescription: stand-in for Proxmox's pve-cluster (tests)\n"
-        ),
-    )
-    .unwrap();
-    fs::write(
-        root.join("usr/bin/pmxcfs"),
-        format!("#!/bin/sh\necho \"C pmxcfs {version}\"\n"),
-    )
-    .unwrap();
-    ok(&format!(
-        "chmod 755 {}",
-        root.join("usr/bin/pmxcfs").display()
-    ));
-    fs::write(
-        root.join("lib/systemd/system/pve-cluster.service"),
-        PVE_CLUSTER_UNIT,
-    )
-    .unwrap();
-    let deb = dir.join(format!("pve-cluster_{version}_all.deb"));
-    ok(&format!(
-        "dpkg-deb --root-owner-group --build {} {} >/dev/null",
-        root.display(),
-        deb.display()
-    ));
-    deb
-}
-
-/// The files of a package, unpacked.
-fn unpacked(deb: &Path, dir: &Path) -> PathBuf {
-    let out = dir.join(format!(
-        "unpacked-{}",
-        deb.file_stem().unwrap().to_string_lossy()
-    ));
-    ok(&format!("dpkg-deb -x {} {}", deb.display(), out.display()));
-    out
-}
-
 const DIVERSION: &str = "diversion of /usr/bin/pmxcfs to /usr/bin/pmxcfs.distrib by pmxcfs-rs";
 
 /// The cluster's data, which no package operation may touch.
@@ -207,8 +112,8 @@ fn the_package_diverts_pve_clusters_binary_and_gives_it_back() {
     let ours = deb("pmxcfs-rs");
     let ours_files = unpacked(&ours, &dir);
     let ours_binary = fs::read(ours_files.join("usr/bin/pmxcfs")).unwrap();
-    let stand_in = stand_in_pve_cluster(&dir, "9.1.6-1");
-    let stand_in_next = stand_in_pve_cluster(&dir, "9.1.7-1");
+    let stand_in = stand_in_pve_cluster(&dir, "9.1.6-1", None);
+    let stand_in_next = stand_in_pve_cluster(&dir, "9.1.7-1", None);
 
     // A PVE node: pve-cluster there first.
     let root = Root::new(&dir.join("pve"));

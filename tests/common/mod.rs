@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod debian;
 pub mod qb;
 
 use std::fs;
@@ -44,9 +45,17 @@ pub fn in_namespace(test: &str) -> bool {
         setup_identity();
         return true;
     }
-    let out = in_fresh_namespaces(&["--exact", test, "--nocapture", "--test-threads=1"])
-        .output()
+    let child = in_fresh_namespaces(&["--exact", test, "--nocapture", "--test-threads=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run unshare");
+    // unshare execs the test: the pid names its scratch directories.
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait for the test");
+    if out.status.success() {
+        remove_scratch_dirs_of(pid);
+    }
     // The inner run's output is shown only when it failed, so that its
     // summary lines do not count as tests of their own.
     assert!(
@@ -80,6 +89,20 @@ fn setup_identity() {
         .unwrap()
         .success();
     assert!(ok, "bind-mount /etc/hosts");
+}
+
+/// The scratch directories a process made (kept when its test failed, to
+/// look at).
+fn remove_scratch_dirs_of(pid: u32) {
+    let marker = format!("-{pid}-");
+    if let Ok(entries) = fs::read_dir(std::env::temp_dir()) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("pmxcfs-test-") && name.contains(&marker) {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }
 
 /// For a program that is not a test (the benchmarks): re-run it inside
