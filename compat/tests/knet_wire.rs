@@ -690,6 +690,75 @@ fn w1_encrypted_capture_matches_every_node_recording() {
     assert!(cmp.iter().all(|c| c.ok()), "{cmp:?}");
 }
 
+/// The streaming decoder (reading the file as it goes, a bounded window of
+/// undecided mcasts) hands every node exactly the callbacks the batch
+/// decoder computes, and the same ring starts.
+#[test]
+fn w1_streamed_gives_the_batch_views() {
+    let dir = w1();
+    let file = std::fs::read(dir.join("wire.pcapng")).unwrap();
+    let key = std::fs::read(dir.join("authkey")).unwrap();
+    let batch = decode(&file, vec![key.clone()], DEFAULT_PORTS).unwrap();
+    let mut per_node: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+    let mut rings = Vec::new();
+    let mut reader = std::io::BufReader::new(std::fs::File::open(dir.join("wire.pcapng")).unwrap());
+    let summary = pmxcfs_compat::knet::stream(
+        &mut reader,
+        vec![key.clone()],
+        DEFAULT_PORTS,
+        None,
+        &mut |s| match s {
+            pmxcfs_compat::knet::Streamed::RingStart(r) => rings.push(r.id.unwrap().to_string()),
+            pmxcfs_compat::knet::Streamed::Emitted(pmxcfs_compat::knet::views::Emitted::View(
+                n,
+                v,
+            )) => per_node
+                .entry(n)
+                .or_default()
+                .push(format!("{:.6} {} {:?}", v.time, v.ring, v.event)),
+            _ => {}
+        },
+    )
+    .unwrap();
+    assert_eq!(rings, ["2.9", "1.d", "2.11", "3.15"]);
+    assert_eq!(summary.order.authenticated, 7650);
+    let want: std::collections::BTreeMap<u32, Vec<String>> = batch
+        .views
+        .per_node
+        .iter()
+        .map(|(n, evs)| {
+            (
+                *n,
+                evs.iter()
+                    .map(|v| format!("{:.6} {} {:?}", v.time, v.ring, v.event))
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(per_node.len(), 3);
+    assert_eq!(per_node, want);
+    // Only node 2's callbacks, when only node 2 is asked for.
+    let mut only = 0;
+    let mut reader = std::io::BufReader::new(std::fs::File::open(dir.join("wire.pcapng")).unwrap());
+    pmxcfs_compat::knet::stream(
+        &mut reader,
+        vec![key],
+        DEFAULT_PORTS,
+        Some(vec![2]),
+        &mut |s| {
+            if let pmxcfs_compat::knet::Streamed::Emitted(
+                pmxcfs_compat::knet::views::Emitted::View(n, _),
+            ) = s
+            {
+                assert_eq!(n, 2);
+                only += 1;
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(only, want[&2].len());
+}
+
 #[test]
 fn w1_with_a_wrong_key_says_so() {
     let file = std::fs::read(w1().join("wire.pcapng")).unwrap();

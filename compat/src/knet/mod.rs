@@ -18,8 +18,15 @@ pub mod totem;
 pub mod totempg;
 pub mod views;
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 pub use order::Totem;
 pub use views::Views;
+
+use order::{OrderEvent, Orderer, Ring};
+use packets::Datagram;
+use views::{Emitted, Emulator};
 
 /// The default knet ports: link L uses 5405 + L, eight links.
 pub const DEFAULT_PORTS: std::ops::RangeInclusive<u16> = 5405..=5412;
@@ -73,4 +80,159 @@ pub fn decode(
     }
     let views = views::emulate(&totem);
     Ok(Decoded { read, totem, views })
+}
+
+/// What [`stream`] hands on, in order.
+pub enum Streamed {
+    /// A ring starts: its members and where they came from.
+    RingStart(Ring),
+    /// A callback of a node's CPG clients, or a message in the agreed order.
+    Emitted(Emitted),
+}
+
+/// What streaming a capture found, besides what it handed on.
+pub struct StreamSummary {
+    pub read: packets::ReadStats,
+    pub order: order::Stats,
+    pub totempg_orphans: u64,
+    pub totempg_unfinished: u64,
+    /// The first and last datagram's time.
+    pub first_time: Option<f64>,
+    pub last_time: Option<f64>,
+}
+
+/// How far (capture seconds) a datagram may come before an earlier one
+/// and still be put in its place: pcapng files of several interfaces
+/// interleave their blocks, in time order only per interface.
+pub const REORDER_WINDOW: f64 = 2.0;
+
+/// After this many datagrams without one that authenticates, the key is
+/// wrong (a cluster sends a token every few milliseconds).
+const KEY_PROBE: u64 = 5000;
+
+/// Datagrams in time order, released once nothing earlier can come.
+struct Reorder {
+    heap: BinaryHeap<Reverse<(TimeKey, u64)>>,
+    held: std::collections::HashMap<u64, Datagram>,
+    newest: f64,
+    next: u64,
+}
+
+#[derive(PartialEq, PartialOrd)]
+struct TimeKey(f64);
+impl Eq for TimeKey {}
+impl Ord for TimeKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+impl Reorder {
+    fn new() -> Reorder {
+        Reorder {
+            heap: BinaryHeap::new(),
+            held: std::collections::HashMap::new(),
+            newest: f64::MIN,
+            next: 0,
+        }
+    }
+
+    fn push(&mut self, d: Datagram, out: &mut dyn FnMut(Datagram)) {
+        self.newest = self.newest.max(d.time);
+        self.heap.push(Reverse((TimeKey(d.time), self.next)));
+        self.held.insert(self.next, d);
+        self.next += 1;
+        while let Some(Reverse((TimeKey(t), _))) = self.heap.peek() {
+            if *t > self.newest - REORDER_WINDOW {
+                break;
+            }
+            self.pop(out);
+        }
+    }
+
+    fn pop(&mut self, out: &mut dyn FnMut(Datagram)) {
+        if let Some(Reverse((_, i))) = self.heap.pop() {
+            if let Some(d) = self.held.remove(&i) {
+                out(d);
+            }
+        }
+    }
+
+    fn finish(&mut self, out: &mut dyn FnMut(Datagram)) {
+        while !self.heap.is_empty() {
+            self.pop(out);
+        }
+    }
+}
+
+/// Layers 1–7 as a stream over a capture file being read: memory stays
+/// bounded by what is undecided (an open ring's unacknowledged mcasts, the
+/// reorder window), whatever the capture's length. `only` limits the
+/// per-node callbacks computed to those nodes.
+pub fn stream(
+    reader: &mut dyn std::io::Read,
+    keys: Vec<Vec<u8>>,
+    ports: std::ops::RangeInclusive<u16>,
+    only: Option<Vec<u32>>,
+    sink: &mut dyn FnMut(Streamed),
+) -> Result<StreamSummary, WireError> {
+    let mut orderer = Orderer::new(keys);
+    let mut emulator = match only {
+        Some(nodes) => Emulator::for_nodes(nodes),
+        None => Emulator::default(),
+    };
+    let mut reorder = Reorder::new();
+    let mut read = packets::ReadStats::default();
+    let mut first_time: Option<f64> = None;
+    let mut last_time: Option<f64> = None;
+    let mut wrong_key = false;
+    let stop = std::cell::Cell::new(false);
+    let mut pass_on = |events: Vec<OrderEvent>, emulator: &mut Emulator| {
+        for e in events {
+            if let OrderEvent::Start(ring) = &e {
+                sink(Streamed::RingStart(ring.clone()));
+            }
+            emulator.handle(e, &mut |x| sink(Streamed::Emitted(x)));
+        }
+    };
+    {
+        let mut ordered = |d: Datagram| {
+            if wrong_key {
+                return;
+            }
+            first_time.get_or_insert(d.time);
+            last_time = Some(d.time);
+            orderer.push(&d);
+            if orderer.stats.authenticated == 0 && orderer.stats.datagrams >= KEY_PROBE {
+                wrong_key = true;
+                stop.set(true);
+            }
+            pass_on(orderer.take_events(), &mut emulator);
+        };
+        let mut on_datagram = |d: Datagram| {
+            reorder.push(d, &mut ordered);
+            !stop.get()
+        };
+        packets::for_each_datagram(reader, ports, &mut read, &mut on_datagram)
+            .map_err(WireError::File)?;
+        reorder.finish(&mut ordered);
+    }
+    if read.udp_on_ports == 0 {
+        return Err(WireError::NoKnetTraffic);
+    }
+    if orderer.stats.authenticated == 0 {
+        return Err(WireError::WrongKey {
+            datagrams: orderer.stats.datagrams,
+        });
+    }
+    orderer.finish();
+    pass_on(orderer.take_events(), &mut emulator);
+    Ok(StreamSummary {
+        read,
+        order: orderer.stats,
+        totempg_orphans: emulator.totempg_orphans,
+        totempg_unfinished: emulator.totempg_unfinished,
+        first_time,
+        last_time,
+    })
 }

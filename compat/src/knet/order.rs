@@ -81,171 +81,370 @@ pub struct Stats {
     pub crypto: Vec<(String, u64)>,
 }
 
-/// Runs layers 2–5 over the datagrams of a capture (already in time order).
-pub fn order(datagrams: &[Datagram], keys: Vec<Vec<u8>>) -> Totem {
-    let mut opener = Opener::new(keys);
-    let mut defrag = Defragmenter::default();
-    let mut stats = Stats::default();
-    let mut rings: HashMap<RingId, Ring> = HashMap::new();
-    // The delivery order of rings: by first appearance, with a ring seen
-    // only through recovery copies placed before the ring carrying them.
-    let mut ring_order: Vec<RingId> = Vec::new();
-    // Old-ring seqs that some survivor re-sent in recovery.
-    let mut recovered: HashMap<RingId, BTreeSet<u32>> = HashMap::new();
-    let note_ring = |rings: &mut HashMap<RingId, Ring>,
-                     order: &mut Vec<RingId>,
-                     id: RingId,
-                     t: f64,
-                     before: Option<RingId>| {
-        if !rings.contains_key(&id) {
-            rings.insert(
-                id,
-                Ring {
+/// How long after the first commit token that names a ring as a member's
+/// old ring the ring stays open, in capture seconds: the other part of a
+/// split reports its survivors, and recovery copies arrive, within it.
+pub const CLOSE_DELAY: f64 = 10.0;
+
+/// What the ordering layer hands on, ring by ring: a ring starts (its
+/// members and where they came from), its mcasts follow in agreed order
+/// with their delivery decided, and it ends. A ring whose members come
+/// from other rings starts only after those ended.
+#[derive(Clone, Debug)]
+pub enum OrderEvent {
+    Start(Ring),
+    Mcast {
+        ring: RingId,
+        seq: u32,
+        mcast: OrderedMcast,
+    },
+    /// The ring's facts as they stand at its end (tokens counted, the
+    /// best commit copy).
+    End(Ring),
+}
+
+#[derive(Default)]
+struct OpenRing {
+    /// The ring's facts (its `mcasts` stay empty: they are handed on).
+    meta: Ring,
+    /// Mcasts not handed on yet.
+    pending: BTreeMap<u32, OrderedMcast>,
+    /// The highest seq handed on.
+    emitted: u32,
+    /// The highest `aru` of the ring's tokens: every member holds every
+    /// mcast up to it, so they are delivered whatever happens next.
+    safe: u32,
+    started: bool,
+    /// A token or an mcast of the ring was seen: its commit token has gone
+    /// round, so its members and their old rings are known.
+    operational: bool,
+    /// When a commit token first named this ring as a member's old ring.
+    succeeded_at: Option<f64>,
+}
+
+/// Layers 2–5 as a stream: datagrams in (in time order), ordered mcasts
+/// out ([`OrderEvent`]), with memory bounded by what is not yet decided.
+pub struct Orderer {
+    opener: Opener,
+    defrag: Defragmenter,
+    pub stats: Stats,
+    rings: HashMap<RingId, OpenRing>,
+    /// Rings in order of first appearance (a ring seen only through
+    /// recovery copies before the ring carrying them).
+    appearance: Vec<RingId>,
+    closed: BTreeSet<RingId>,
+    /// Old-ring seqs that some survivor re-sent in recovery.
+    recovered: HashMap<RingId, BTreeSet<u32>>,
+    /// The highest aru survivors reported for a ring in later commit tokens.
+    survivors_aru: HashMap<RingId, u32>,
+    out: Vec<OrderEvent>,
+    now: f64,
+}
+
+impl Orderer {
+    pub fn new(keys: Vec<Vec<u8>>) -> Orderer {
+        Orderer {
+            opener: Opener::new(keys),
+            defrag: Defragmenter::default(),
+            stats: Stats::default(),
+            rings: HashMap::new(),
+            appearance: Vec::new(),
+            closed: BTreeSet::new(),
+            recovered: HashMap::new(),
+            survivors_aru: HashMap::new(),
+            out: Vec::new(),
+            now: 0.0,
+        }
+    }
+
+    /// What was decided since the last call, in order.
+    pub fn take_events(&mut self) -> Vec<OrderEvent> {
+        std::mem::take(&mut self.out)
+    }
+
+    fn note_ring(&mut self, id: RingId, t: f64, before: Option<RingId>) {
+        if self.rings.contains_key(&id) || self.closed.contains(&id) {
+            return;
+        }
+        self.rings.insert(
+            id,
+            OpenRing {
+                meta: Ring {
                     id: Some(id),
                     first_seen: t,
                     ..Ring::default()
                 },
-            );
-            match before.and_then(|b| order.iter().position(|r| *r == b)) {
-                Some(p) => order.insert(p, id),
-                None => order.push(id),
-            }
+                ..OpenRing::default()
+            },
+        );
+        match before.and_then(|b| self.appearance.iter().position(|r| *r == b)) {
+            Some(p) => self.appearance.insert(p, id),
+            None => self.appearance.push(id),
         }
-    };
-    for d in datagrams {
-        stats.datagrams += 1;
-        let Some(plain) = opener.open(&d.payload) else {
-            stats.failed_auth += 1;
-            continue;
+    }
+
+    /// One datagram of the capture.
+    pub fn push(&mut self, d: &Datagram) {
+        self.now = self.now.max(d.time);
+        self.stats.datagrams += 1;
+        let Some(plain) = self.opener.open(&d.payload) else {
+            self.stats.failed_auth += 1;
+            return;
         };
-        stats.authenticated += 1;
+        self.stats.authenticated += 1;
         let (header, data) = match link::parse(&plain) {
             Some(KnetPacket::Data(h, data)) => (h, data),
             Some(KnetPacket::Link { kind, node, seq }) => {
-                stats.knet_link += 1;
+                self.stats.knet_link += 1;
                 if kind == link::TYPE_PING && seq == Some(0) {
-                    defrag.forget_node(node);
+                    self.defrag.forget_node(node);
                 }
-                continue;
+                return;
             }
             _ => {
-                stats.knet_unknown += 1;
-                continue;
+                self.stats.knet_unknown += 1;
+                return;
             }
         };
-        stats.knet_data += 1;
+        self.stats.knet_data += 1;
         let key = (
             format!("{:?}", d.src),
             format!("{:?}", d.dst),
             header.node,
             header.seq,
         );
-        let Some(whole) = defrag.add(key, &header, data) else {
-            continue;
+        let Some(whole) = self.defrag.add(key, &header, data) else {
+            return;
         };
         if header.compress != 0 {
-            stats.compressed += 1;
+            self.stats.compressed += 1;
         }
         let packet = match link::decompress(header.compress, &whole) {
             Ok(p) => p,
             Err(e) => {
-                if stats.decompress_errors.len() < 10 {
-                    stats.decompress_errors.push(e);
+                if self.stats.decompress_errors.len() < 10 {
+                    self.stats.decompress_errors.push(e);
                 }
-                continue;
+                return;
             }
         };
         let big = totem::is_big_endian(&packet);
         match totem::parse(&packet) {
-            None => stats.not_totem += 1,
+            None => self.stats.not_totem += 1,
             Some(TotemMessage::Mcast(m)) => {
-                stats.mcast_copies += 1;
-                note_ring(&mut rings, &mut ring_order, m.ring, d.time, None);
+                self.stats.mcast_copies += 1;
+                self.note_ring(m.ring, d.time, None);
                 if m.encapsulated == 1 {
                     let outer = m.ring;
-                    rings.get_mut(&outer).unwrap().recovery_seqs.insert(m.seq);
+                    if let Some(r) = self.rings.get_mut(&outer) {
+                        r.operational = true;
+                        r.meta.recovery_seqs.insert(m.seq);
+                    }
                     let inner_big = totem::is_big_endian(&m.payload);
                     if let Some(TotemMessage::Mcast(inner)) = totem::parse(&m.payload) {
-                        stats.recovery_copies += 1;
-                        note_ring(&mut rings, &mut ring_order, inner.ring, d.time, Some(outer));
-                        recovered.entry(inner.ring).or_default().insert(inner.seq);
-                        let ring = rings.get_mut(&inner.ring).unwrap();
-                        ring.senders.insert(inner.nodeid);
-                        ring.mcasts.entry(inner.seq).or_insert(OrderedMcast {
-                            time: d.time,
-                            mcast: inner,
-                            big_endian: inner_big,
-                            delivered: true,
-                        });
+                        self.stats.recovery_copies += 1;
+                        self.note_ring(inner.ring, d.time, Some(outer));
+                        self.recovered
+                            .entry(inner.ring)
+                            .or_default()
+                            .insert(inner.seq);
+                        if let Some(ring) = self.rings.get_mut(&inner.ring) {
+                            ring.meta.senders.insert(inner.nodeid);
+                            if inner.seq > ring.emitted {
+                                ring.pending.entry(inner.seq).or_insert(OrderedMcast {
+                                    time: d.time,
+                                    mcast: inner,
+                                    big_endian: inner_big,
+                                    delivered: true,
+                                });
+                            }
+                        }
                     }
-                    continue;
-                }
-                let ring = rings.get_mut(&m.ring).unwrap();
-                ring.senders.insert(m.nodeid);
-                if ring.mcasts.contains_key(&m.seq) {
-                    stats.duplicate_mcasts += 1;
-                } else {
-                    ring.mcasts.insert(
-                        m.seq,
-                        OrderedMcast {
-                            time: d.time,
-                            mcast: m,
-                            big_endian: big,
-                            delivered: true,
-                        },
-                    );
+                } else if let Some(ring) = self.rings.get_mut(&m.ring) {
+                    ring.operational = true;
+                    ring.meta.senders.insert(m.nodeid);
+                    if m.seq <= ring.emitted || ring.pending.contains_key(&m.seq) {
+                        self.stats.duplicate_mcasts += 1;
+                    } else {
+                        ring.pending.insert(
+                            m.seq,
+                            OrderedMcast {
+                                time: d.time,
+                                mcast: m,
+                                big_endian: big,
+                                delivered: true,
+                            },
+                        );
+                    }
                 }
             }
-            Some(TotemMessage::OrfToken { ring, rtr, .. }) => {
-                note_ring(&mut rings, &mut ring_order, ring, d.time, None);
-                let r = rings.get_mut(&ring).unwrap();
-                r.tokens += 1;
-                r.retransmit_requests += rtr.len() as u64;
+            Some(TotemMessage::OrfToken { ring, aru, rtr, .. }) => {
+                self.note_ring(ring, d.time, None);
+                if let Some(r) = self.rings.get_mut(&ring) {
+                    r.operational = true;
+                    r.meta.tokens += 1;
+                    r.meta.retransmit_requests += rtr.len() as u64;
+                    r.safe = r.safe.max(aru);
+                }
             }
             Some(TotemMessage::Commit(c)) => {
-                note_ring(&mut rings, &mut ring_order, c.ring, d.time, None);
-                let r = rings.get_mut(&c.ring).unwrap();
-                // Keep the copy where every member filled in its entry.
-                let better = match &r.commit {
-                    None => true,
-                    Some(old) => c.token_seq > old.token_seq,
-                };
-                if better {
-                    r.commit = Some(c);
+                self.note_ring(c.ring, d.time, None);
+                for m in &c.members {
+                    let e = self.survivors_aru.entry(m.old_ring).or_insert(0);
+                    *e = (*e).max(m.aru);
+                    if let Some(old) = self.rings.get_mut(&m.old_ring) {
+                        if m.old_ring != c.ring && old.succeeded_at.is_none() {
+                            old.succeeded_at = Some(d.time);
+                        }
+                    }
+                }
+                if let Some(r) = self.rings.get_mut(&c.ring) {
+                    // Keep the copy where every member filled in its entry.
+                    let better = match &r.meta.commit {
+                        None => true,
+                        Some(old) => c.token_seq > old.token_seq,
+                    };
+                    if better {
+                        r.meta.commit = Some(c);
+                    }
                 }
             }
             Some(_) => {}
         }
+        self.advance(false);
     }
-    stats.fragments_unfinished = defrag.unfinished() as u64;
-    stats.reassembled = defrag.reassembled;
-    stats.crypto = opener.used.clone();
 
-    // Survivor-delivery rule: above the highest aru any survivor reported
-    // in the next commit token, only seqs re-sent in recovery were held.
-    let mut survivors_aru: HashMap<RingId, u32> = HashMap::new();
-    for r in rings.values() {
-        if let Some(c) = &r.commit {
-            for m in &c.members {
-                let e = survivors_aru.entry(m.old_ring).or_insert(0);
-                *e = (*e).max(m.aru);
+    /// The end of the capture: every ring ends.
+    pub fn finish(&mut self) {
+        self.advance(true);
+        self.stats.fragments_unfinished = self.defrag.unfinished() as u64;
+        self.stats.reassembled = self.defrag.reassembled;
+        self.stats.crypto = self.opener.used.clone();
+    }
+
+    /// Whether every ring a member of `id` came from has ended.
+    fn predecessors_closed(&self, id: RingId) -> bool {
+        let Some(r) = self.rings.get(&id) else {
+            return true;
+        };
+        let Some(c) = &r.meta.commit else {
+            return true;
+        };
+        c.members
+            .iter()
+            .all(|m| m.old_ring == id || !self.rings.contains_key(&m.old_ring))
+    }
+
+    /// Hand on what can be decided, in order of appearance.
+    fn advance(&mut self, at_end: bool) {
+        loop {
+            let mut progress = false;
+            for id in self.appearance.clone() {
+                if !self.rings.contains_key(&id) || !self.predecessors_closed(id) {
+                    continue;
+                }
+                let now = self.now;
+                let ring = self.rings.get_mut(&id).expect("open ring");
+                let due = at_end || ring.succeeded_at.is_some_and(|t| now - t >= CLOSE_DELAY);
+                // A ring that never ran (seen only in recovery copies)
+                // starts when it ends.
+                if !ring.operational && !due {
+                    continue;
+                }
+                if !ring.started {
+                    ring.started = true;
+                    self.out.push(OrderEvent::Start(ring.meta.clone()));
+                    progress = true;
+                }
+                // Everything every member holds.
+                let safe = ring.safe;
+                while let Some(entry) = ring.pending.first_entry() {
+                    if *entry.key() > safe {
+                        break;
+                    }
+                    let (seq, mcast) = entry.remove_entry();
+                    ring.emitted = seq;
+                    self.out.push(OrderEvent::Mcast {
+                        ring: id,
+                        seq,
+                        mcast,
+                    });
+                    progress = true;
+                }
+                if due {
+                    self.close(id);
+                    progress = true;
+                }
+            }
+            if !progress {
+                break;
             }
         }
     }
-    let mut out = Vec::new();
-    for id in ring_order {
-        let mut ring = rings.remove(&id).unwrap();
-        if let Some(&aru) = survivors_aru.get(&id) {
-            // Only judge rings that some later commit token closed.
-            let held_by_recovery: BTreeSet<u32> = recovered.get(&id).cloned().unwrap_or_default();
-            for (seq, m) in ring.mcasts.iter_mut() {
-                if *seq > aru && !held_by_recovery.contains(seq) {
-                    m.delivered = false;
-                    stats.not_delivered += 1;
+
+    /// A ring ends: the survivor-delivery rule decides its last mcasts
+    /// (above the highest aru a survivor reported, only seqs re-sent in
+    /// recovery were held), then it is gone.
+    fn close(&mut self, id: RingId) {
+        let mut ring = self.rings.remove(&id).expect("open ring");
+        self.appearance.retain(|r| *r != id);
+        self.closed.insert(id);
+        // Only judge rings that some later commit token closed.
+        let aru = ring.succeeded_at.and(self.survivors_aru.get(&id).copied());
+        let held = self.recovered.remove(&id).unwrap_or_default();
+        for (seq, mut mcast) in std::mem::take(&mut ring.pending) {
+            if let Some(aru) = aru {
+                if seq > aru && !held.contains(&seq) {
+                    mcast.delivered = false;
+                    self.stats.not_delivered += 1;
+                }
+            }
+            self.out.push(OrderEvent::Mcast {
+                ring: id,
+                seq,
+                mcast,
+            });
+        }
+        self.survivors_aru.remove(&id);
+        self.out.push(OrderEvent::End(ring.meta));
+    }
+}
+
+/// Runs layers 2–5 over the datagrams of a capture (already in time
+/// order), keeping every ring and its mcasts (for reports).
+pub fn order(datagrams: &[Datagram], keys: Vec<Vec<u8>>) -> Totem {
+    let mut orderer = Orderer::new(keys);
+    let mut rings: Vec<Ring> = Vec::new();
+    let mut index: HashMap<RingId, usize> = HashMap::new();
+    let mut collect = |events: Vec<OrderEvent>, rings: &mut Vec<Ring>| {
+        for e in events {
+            match e {
+                OrderEvent::Start(r) => {
+                    index.insert(r.id.expect("a ring id"), rings.len());
+                    rings.push(r);
+                }
+                OrderEvent::Mcast { ring, seq, mcast } => {
+                    if let Some(&i) = index.get(&ring) {
+                        rings[i].mcasts.insert(seq, mcast);
+                    }
+                }
+                OrderEvent::End(meta) => {
+                    if let Some(&i) = meta.id.and_then(|id| index.get(&id)) {
+                        let mcasts = std::mem::take(&mut rings[i].mcasts);
+                        rings[i] = Ring { mcasts, ..meta };
+                    }
                 }
             }
         }
-        out.push(ring);
+    };
+    for d in datagrams {
+        orderer.push(d);
+        collect(orderer.take_events(), &mut rings);
     }
-    Totem { rings: out, stats }
+    orderer.finish();
+    collect(orderer.take_events(), &mut rings);
+    Totem {
+        rings,
+        stats: orderer.stats,
+    }
 }

@@ -3,8 +3,18 @@
 //! Pure functions over the bytes of a capture file. Frames that are not UDP
 //! on the knet ports are counted, never an error: a capture taken with
 //! `-i any` holds plenty of foreign traffic.
+//!
+//! The file formats are read here rather than with pcap-file (which writes
+//! and reads our own CPG event captures, `crate::capture`): pcap-file 2.0
+//! takes every pcapng packet timestamp as nanoseconds whatever the
+//! interface's `if_tsresol` says (tcpdump writes microseconds, so every
+//! time would be off by a factor of 1000), refuses pcap records whose
+//! original length exceeds the snapshot length, and ends a file at its
+//! first damaged record with an error where an operator's capture that was
+//! cut short should still decode up to the cut.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::net::IpAddr;
 
 /// One UDP datagram found in a capture.
@@ -46,10 +56,28 @@ pub fn read_datagrams(
     file: &[u8],
     ports: std::ops::RangeInclusive<u16>,
 ) -> Result<(Vec<Datagram>, ReadStats), CaptureFileError> {
-    let mut stats = ReadStats::default();
     let mut out = Vec::new();
+    let mut stats = ReadStats::default();
+    let mut reader = file;
+    for_each_datagram(&mut reader, ports, &mut stats, &mut |d| {
+        out.push(d);
+        true
+    })?;
+    Ok((out, stats))
+}
+
+/// Streams the UDP datagrams of a capture on `ports` to `f`, in file
+/// order, reading the capture as it goes (a capture of a day need not fit
+/// in memory).
+pub fn for_each_datagram(
+    reader: &mut dyn Read,
+    ports: std::ops::RangeInclusive<u16>,
+    stats: &mut ReadStats,
+    f: &mut dyn FnMut(Datagram) -> bool,
+) -> Result<(), CaptureFileError> {
     let mut frags = IpReassembly::default();
-    let mut on_frame = |link: u32, time: f64, frame: &[u8], stats: &mut ReadStats| {
+    // False once `f` wants no more.
+    let mut on_frame = |link: u32, time: f64, frame: &[u8], stats: &mut ReadStats| -> bool {
         stats.frames += 1;
         match link_payload(link, frame) {
             Err(()) => stats.unknown_link_type += 1,
@@ -58,7 +86,7 @@ pub fn read_datagrams(
                 Some((src, dst, payload)) => {
                     if ports.contains(&src.1) || ports.contains(&dst.1) {
                         stats.udp_on_ports += 1;
-                        out.push(Datagram {
+                        return f(Datagram {
                             time,
                             src,
                             dst,
@@ -71,30 +99,60 @@ pub fn read_datagrams(
                 None => stats.foreign += 1,
             },
         }
+        true
     };
-    if file.len() < 4 {
+    let mut magic = [0u8; 4];
+    if read_full(reader, &mut magic) != Full::Yes {
         return Err(CaptureFileError::NotACapture);
     }
-    let magic = u32::from_le_bytes(file[0..4].try_into().unwrap());
-    match magic {
-        0x0a0d0d0a => read_pcapng(file, &mut stats, &mut on_frame),
-        _ => read_pcap(file, &mut stats, &mut on_frame)?,
+    match u32::from_le_bytes(magic) {
+        0x0a0d0d0a => read_pcapng(reader, magic, stats, &mut on_frame),
+        _ => read_pcap(reader, magic, stats, &mut on_frame)?,
     }
-    Ok((out, stats))
+    Ok(())
 }
 
-type OnFrame<'a> = dyn FnMut(u32, f64, &[u8], &mut ReadStats) + 'a;
+#[derive(PartialEq, Eq)]
+enum Full {
+    Yes,
+    /// The input ended before the first byte.
+    Empty,
+    /// The input ended inside.
+    Partial,
+}
+
+/// Fill `buf` from `r`.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> Full {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    match got {
+        n if n == buf.len() => Full::Yes,
+        0 => Full::Empty,
+        _ => Full::Partial,
+    }
+}
+
+type OnFrame<'a> = dyn FnMut(u32, f64, &[u8], &mut ReadStats) -> bool + 'a;
 
 fn read_pcap(
-    file: &[u8],
+    r: &mut dyn Read,
+    magic: [u8; 4],
     stats: &mut ReadStats,
     on_frame: &mut OnFrame<'_>,
 ) -> Result<(), CaptureFileError> {
-    if file.len() < 24 {
+    let mut header = [0u8; 24];
+    header[..4].copy_from_slice(&magic);
+    if read_full(r, &mut header[4..]) != Full::Yes {
         return Err(CaptureFileError::NotACapture);
     }
-    let magic_le = u32::from_le_bytes(file[0..4].try_into().unwrap());
-    let (big_endian, nanos) = match magic_le {
+    let (big_endian, nanos) = match u32::from_le_bytes(magic) {
         0xa1b2c3d4 => (false, false),
         0xa1b23c4d => (false, true),
         0xd4c3b2a1 => (true, false),
@@ -109,43 +167,89 @@ fn read_pcap(
             u32::from_le_bytes(a)
         }
     };
-    let link = rd(&file[20..24]) & 0x0fff_ffff;
-    let mut pos = 24;
-    while pos < file.len() {
-        if file.len() - pos < 16 {
+    let link = rd(&header[20..24]) & 0x0fff_ffff;
+    let mut record = [0u8; 16];
+    let mut frame = Vec::new();
+    loop {
+        match read_full(r, &mut record) {
+            Full::Yes => {}
+            Full::Empty => break,
+            Full::Partial => {
+                stats.truncated = true;
+                break;
+            }
+        }
+        let sec = rd(&record[0..4]) as f64;
+        let frac = rd(&record[4..8]) as f64;
+        let incl = rd(&record[8..12]) as usize;
+        // A snapshot length beyond any link's frame is damage, not a frame.
+        if incl > MAX_FRAME {
             stats.truncated = true;
             break;
         }
-        let sec = rd(&file[pos..pos + 4]) as f64;
-        let frac = rd(&file[pos + 4..pos + 8]) as f64;
-        let incl = rd(&file[pos + 8..pos + 12]) as usize;
-        pos += 16;
-        if file.len() - pos < incl {
+        frame.resize(incl, 0);
+        if read_full(r, &mut frame) != Full::Yes {
             stats.truncated = true;
             break;
         }
         let time = sec + if nanos { frac / 1e9 } else { frac / 1e6 };
-        on_frame(link, time, &file[pos..pos + incl], stats);
-        pos += incl;
+        if !on_frame(link, time, &frame, stats) {
+            break;
+        }
     }
     Ok(())
 }
 
-fn read_pcapng(file: &[u8], stats: &mut ReadStats, on_frame: &mut OnFrame<'_>) {
+/// Larger than any captured frame (pcap's snaplen is at most 256 KiB).
+const MAX_FRAME: usize = 1 << 20;
+
+fn read_pcapng(
+    r: &mut dyn Read,
+    magic: [u8; 4],
+    stats: &mut ReadStats,
+    on_frame: &mut OnFrame<'_>,
+) {
     // Per section: byte order and the interfaces (link type, ts resolution).
     let mut big_endian = false;
     let mut interfaces: Vec<(u32, f64)> = Vec::new();
-    let mut pos = 0;
-    while pos < file.len() {
-        if file.len() - pos < 12 {
-            stats.truncated = true;
-            break;
+    let mut pending_magic = Some(magic);
+    let mut block = Vec::new();
+    loop {
+        // Every block starts with its type and length; a section header's
+        // byte order mark follows, and decides how to read the length.
+        let mut head = [0u8; 12];
+        let first = match pending_magic.take() {
+            Some(m) => {
+                head[..4].copy_from_slice(&m);
+                read_full(r, &mut head[4..8])
+            }
+            None => match read_full(r, &mut head[..4]) {
+                Full::Yes => read_full(r, &mut head[4..8]),
+                other => other,
+            },
+        };
+        match first {
+            Full::Yes => {}
+            Full::Empty if block.is_empty() && interfaces.is_empty() => {
+                stats.truncated = true;
+                break;
+            }
+            Full::Empty => break,
+            Full::Partial => {
+                stats.truncated = true;
+                break;
+            }
         }
-        let block_type = u32::from_le_bytes(file[pos..pos + 4].try_into().unwrap());
-        if block_type == 0x0a0d0d0a {
-            let bom = &file[pos + 8..pos + 12];
-            big_endian = bom == [0x1a, 0x2b, 0x3c, 0x4d];
+        let section = u32::from_le_bytes(head[..4].try_into().unwrap()) == 0x0a0d0d0a;
+        let mut have = 8;
+        if section {
+            if read_full(r, &mut head[8..12]) != Full::Yes {
+                stats.truncated = true;
+                break;
+            }
+            big_endian = head[8..12] == [0x1a, 0x2b, 0x3c, 0x4d];
             interfaces.clear();
+            have = 12;
         }
         let rd = |b: &[u8]| -> u32 {
             let a: [u8; 4] = b[..4].try_into().unwrap();
@@ -163,13 +267,20 @@ fn read_pcapng(file: &[u8], stats: &mut ReadStats, on_frame: &mut OnFrame<'_>) {
                 u16::from_le_bytes(a)
             }
         };
-        let block_type = rd(&file[pos..]);
-        let len = rd(&file[pos + 4..]) as usize;
-        if len < 12 || len % 4 != 0 || file.len() - pos < len {
+        let block_type = rd(&head);
+        let len = rd(&head[4..]) as usize;
+        if len < 12 || len % 4 != 0 || len > MAX_FRAME + 64 {
             stats.truncated = true;
             break;
         }
-        let body = &file[pos + 8..pos + len - 4];
+        block.clear();
+        block.extend_from_slice(&head[..have]);
+        block.resize(len, 0);
+        if read_full(r, &mut block[have..]) != Full::Yes {
+            stats.truncated = true;
+            break;
+        }
+        let body = &block[8..len - 4];
         match block_type {
             // Interface Description Block: link type, then options.
             1 if body.len() >= 8 => {
@@ -191,7 +302,7 @@ fn read_pcapng(file: &[u8], stats: &mut ReadStats, on_frame: &mut OnFrame<'_>) {
                             10f64.powi(-(v as i32))
                         };
                     }
-                    opts = &opts[4 + ((olen + 3) & !3)..];
+                    opts = &opts[(4 + ((olen + 3) & !3)).min(opts.len())..];
                 }
                 interfaces.push((link, resolution));
             }
@@ -202,19 +313,24 @@ fn read_pcapng(file: &[u8], stats: &mut ReadStats, on_frame: &mut OnFrame<'_>) {
                 let caplen = rd(&body[12..]) as usize;
                 match interfaces.get(iface) {
                     Some(&(link, res)) if body.len() - 20 >= caplen => {
-                        on_frame(link, ts as f64 * res, &body[20..20 + caplen], stats)
+                        if !on_frame(link, ts as f64 * res, &body[20..20 + caplen], stats) {
+                            break;
+                        }
                     }
                     _ => stats.malformed += 1,
                 }
             }
             // Simple Packet Block: interface 0, no timestamp.
             3 if body.len() >= 4 => match interfaces.first() {
-                Some(&(link, _)) => on_frame(link, 0.0, &body[4..], stats),
+                Some(&(link, _)) => {
+                    if !on_frame(link, 0.0, &body[4..], stats) {
+                        break;
+                    }
+                }
                 None => stats.malformed += 1,
             },
             _ => {}
         }
-        pos += len;
     }
 }
 

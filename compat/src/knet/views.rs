@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use pmxcfs_wire::capture::{CpgAddress, Event, EventBody, EventKind};
 
-use super::order::{Ring, Totem};
+use super::order::{OrderEvent, Ring, Totem};
 use super::totem::RingId;
 use super::totempg::{self, Assembler, ServiceMessage};
 
@@ -368,58 +368,136 @@ impl NodeView {
     }
 }
 
-/// Emulates every node's CPG clients over the ordered rings.
-pub fn emulate(totem: &Totem) -> Views {
-    let mut nodes: BTreeMap<u32, NodeView> = BTreeMap::new();
-    let mut per_node: BTreeMap<u32, Vec<ViewEvent>> = BTreeMap::new();
-    let mut messages = Vec::new();
-    let mut orphans = 0;
-    let mut unfinished = 0;
-    let mut seen: BTreeSet<RingId> = BTreeSet::new();
-    for ring in &totem.rings {
-        let Some(id) = ring.id else { continue };
-        let members = ring.members();
-        start_ring(ring, id, &members, &seen, &mut nodes);
-        seen.insert(id);
-        let mut assembler = Assembler::default();
-        for (seq, om) in &ring.mcasts {
-            let Some(pieces) = assembler.feed(om.mcast.nodeid, &om.mcast.payload, om.big_endian)
-            else {
-                continue;
-            };
-            for piece in pieces {
-                let Some(msg) = totempg::decode(&piece, om.big_endian) else {
-                    continue;
+/// What the emulation hands on as it goes.
+#[derive(Clone, Debug)]
+pub enum Emitted {
+    /// A CPG message in the agreed order (delivered or not).
+    Message(CpgMessage),
+    /// A callback node `node`'s clients were handed.
+    View(u32, ViewEvent),
+}
+
+/// Layer 7 as a stream: [`OrderEvent`]s in, every node's callbacks out.
+/// A ring's events arrive between its `Start` and its `End`; rings of the
+/// two sides of a partition may interleave, their members are disjoint.
+#[derive(Default)]
+pub struct Emulator {
+    nodes: BTreeMap<u32, NodeView>,
+    seen: BTreeSet<RingId>,
+    /// Open rings: their members and their totempg reassembly.
+    open: HashMap<RingId, (Vec<u32>, Assembler)>,
+    /// Only these nodes' callbacks are computed (all when `None`).
+    only: Option<BTreeSet<u32>>,
+    pub totempg_orphans: u64,
+    pub totempg_unfinished: u64,
+}
+
+impl Emulator {
+    /// An emulator that computes only `nodes`' callbacks (the messages of
+    /// every node are still handed on).
+    pub fn for_nodes(nodes: impl IntoIterator<Item = u32>) -> Emulator {
+        Emulator {
+            only: Some(nodes.into_iter().collect()),
+            ..Emulator::default()
+        }
+    }
+
+    pub fn handle(&mut self, event: OrderEvent, out: &mut dyn FnMut(Emitted)) {
+        match event {
+            OrderEvent::Start(ring) => {
+                let Some(id) = ring.id else { return };
+                let members = ring.members();
+                start_ring(&ring, id, &members, &self.seen, &mut self.nodes);
+                self.seen.insert(id);
+                self.open.insert(id, (members, Assembler::default()));
+            }
+            OrderEvent::Mcast { ring, seq, mcast } => {
+                let Some((members, assembler)) = self.open.get_mut(&ring) else {
+                    return;
                 };
-                let interesting = !matches!(msg, ServiceMessage::Other { .. });
-                if interesting {
-                    messages.push(CpgMessage {
+                let om = mcast;
+                let Some(pieces) =
+                    assembler.feed(om.mcast.nodeid, &om.mcast.payload, om.big_endian)
+                else {
+                    return;
+                };
+                for piece in pieces {
+                    let Some(msg) = totempg::decode(&piece, om.big_endian) else {
+                        continue;
+                    };
+                    if matches!(msg, ServiceMessage::Other { .. }) {
+                        continue;
+                    }
+                    if om.delivered {
+                        for &node in members.iter() {
+                            if self.only.as_ref().is_some_and(|o| !o.contains(&node)) {
+                                continue;
+                            }
+                            let view = self.nodes.entry(node).or_default();
+                            let mut events = Vec::new();
+                            view.handle(node, om.mcast.nodeid, &msg, (om.time, ring), &mut events);
+                            for e in events {
+                                out(Emitted::View(node, e));
+                            }
+                        }
+                    }
+                    out(Emitted::Message(CpgMessage {
                         time: om.time,
-                        ring: id,
-                        seq: *seq,
+                        ring,
+                        seq,
                         sender: om.mcast.nodeid,
                         delivered: om.delivered,
-                        message: msg.clone(),
-                    });
+                        message: msg,
+                    }));
                 }
-                if !om.delivered || !interesting {
-                    continue;
-                }
-                for &node in &members {
-                    let view = nodes.entry(node).or_default();
-                    let out = per_node.entry(node).or_default();
-                    view.handle(node, om.mcast.nodeid, &msg, (om.time, id), out);
+            }
+            OrderEvent::End(ring) => {
+                if let Some((_, assembler)) = ring.id.and_then(|id| self.open.remove(&id)) {
+                    self.totempg_orphans += assembler.orphans;
+                    self.totempg_unfinished += assembler.unfinished() as u64;
                 }
             }
         }
-        orphans += assembler.orphans;
-        unfinished += assembler.unfinished() as u64;
+    }
+}
+
+/// Emulates every node's CPG clients over the ordered rings.
+pub fn emulate(totem: &Totem) -> Views {
+    let mut emulator = Emulator::default();
+    let mut per_node: BTreeMap<u32, Vec<ViewEvent>> = BTreeMap::new();
+    let mut messages = Vec::new();
+    let mut collect = |e: Emitted| match e {
+        Emitted::Message(m) => messages.push(m),
+        Emitted::View(node, v) => per_node.entry(node).or_default().push(v),
+    };
+    for ring in &totem.rings {
+        let Some(id) = ring.id else { continue };
+        let meta = Ring {
+            id: ring.id,
+            first_seen: ring.first_seen,
+            mcasts: BTreeMap::new(),
+            commit: ring.commit.clone(),
+            tokens: ring.tokens,
+            retransmit_requests: ring.retransmit_requests,
+            recovery_seqs: ring.recovery_seqs.clone(),
+            senders: ring.senders.clone(),
+        };
+        emulator.handle(OrderEvent::Start(meta.clone()), &mut collect);
+        for (seq, om) in &ring.mcasts {
+            let e = OrderEvent::Mcast {
+                ring: id,
+                seq: *seq,
+                mcast: om.clone(),
+            };
+            emulator.handle(e, &mut collect);
+        }
+        emulator.handle(OrderEvent::End(meta), &mut collect);
     }
     Views {
         per_node,
         messages,
-        totempg_orphans: orphans,
-        totempg_unfinished: unfinished,
+        totempg_orphans: emulator.totempg_orphans,
+        totempg_unfinished: emulator.totempg_unfinished,
     }
 }
 
