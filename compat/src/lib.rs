@@ -5,6 +5,7 @@ pub mod capture;
 pub mod check;
 pub mod decode;
 pub mod describe;
+pub mod drive;
 pub mod knet;
 pub mod sqldump;
 pub mod wire_check;

@@ -1,0 +1,565 @@
+//! Driving our node core with a C node's inputs and judging its sends:
+//! what `check` (over our recorder's captures) and `shadow` (over packet
+//! captures) share.
+//!
+//! A [`Driven`] node is the core the daemon runs (`pmxcfs::core::node`),
+//! its database rows kept in memory as the SQLite edge would keep them,
+//! and, per group, the messages the core decided to send that C has not
+//! been seen sending yet. A message C sent is judged with [`Driven::sent`]:
+//! it must be the core's next one in that group, or, when the core decided
+//! nothing (or, with `requests_any_time`, something else), it came from a
+//! local request (a FUSE operation, an IPC call), which is decoded from the
+//! message and handed to the core as that request.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use pmxcfs::core::dfsm::Member;
+use pmxcfs::core::ipc::Client;
+use pmxcfs::core::memdb::Row;
+use pmxcfs::core::node::{
+    Action, BootError, ClusterInfo, Effect, Group as NodeGroup, Input, Node, NodeConfig, Request,
+    Time,
+};
+use pmxcfs_wire::dcdb::{FuseMessage, Subtype};
+use pmxcfs_wire::dfsm::{Framing, MessageType};
+use pmxcfs_wire::ipc::{name_field, Request as IpcRequest, RequestBody};
+use pmxcfs_wire::Codec;
+
+use crate::capture::{Event, EventBody};
+use crate::describe::{Decoded, Group};
+
+/// A short description of a message for reports.
+pub fn describe(group: Group, bytes: &[u8]) -> String {
+    match Decoded::decode(group, bytes) {
+        Ok(d) => d.summary(),
+        Err(e) => format!("undecodable ({e})"),
+    }
+}
+
+pub fn is_update(bytes: &[u8]) -> bool {
+    matches!(Framing::parse(bytes), Ok((_, f)) if f.header.msg_type == MessageType::Update)
+}
+
+pub fn node_group(g: Group) -> Option<NodeGroup> {
+    match g {
+        Group::Dcdb => Some(NodeGroup::Dcdb),
+        Group::Kvstore => Some(NodeGroup::Kvstore),
+        Group::Other => None,
+    }
+}
+
+pub fn capture_group(g: NodeGroup) -> Group {
+    match g {
+        NodeGroup::Dcdb => Group::Dcdb,
+        NodeGroup::Kvstore => Group::Kvstore,
+    }
+}
+
+/// A message C sent that is not the one our core decided.
+#[derive(Clone, Debug)]
+pub struct SendMismatch {
+    pub group: Group,
+    /// What our core had decided to send next, if anything.
+    pub ours: Option<Vec<u8>>,
+    pub c: Vec<u8>,
+    /// The local request the message was taken for, and what the core
+    /// answered it, when it was handed one.
+    pub request: Option<String>,
+}
+
+impl SendMismatch {
+    pub fn describe(&self) -> String {
+        let c = describe(self.group, &self.c);
+        let mut s = match &self.ours {
+            Some(o) => format!("sent {} where C sent {}", describe(self.group, o), c),
+            None => format!("sent nothing where C sent {c}"),
+        };
+        if let Some(r) = &self.request {
+            s.push_str(&format!(" (taken for the local request {r})"));
+        }
+        s
+    }
+}
+
+/// The input a CPG callback or quorum notification of a capture is to the
+/// core (`None` for the node's own sends and foreign groups).
+pub fn input_of(event: &Event) -> Option<Input> {
+    let group = Group::of(&event.group);
+    match &event.body {
+        EventBody::Quorum { quorate, .. } => Some(Input::Quorum {
+            quorate: *quorate != 0,
+        }),
+        EventBody::Confchg {
+            members, joined, ..
+        } => Some(Input::Confchg {
+            group: node_group(group)?,
+            members: members.iter().map(Member::from).collect(),
+            joined_any: !joined.is_empty(),
+        }),
+        EventBody::Deliver {
+            sender_nodeid,
+            sender_pid,
+            msg,
+        } => Some(Input::Deliver {
+            group: node_group(group)?,
+            from: Member {
+                nodeid: *sender_nodeid,
+                pid: *sender_pid,
+            },
+            msg: msg.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// A message the core decided to send.
+struct Pending {
+    bytes: Vec<u8>,
+    /// Made for a local request (not decided by the protocol).
+    from_request: bool,
+}
+
+/// Where `msg` is among the messages the core decided: its next one, or
+/// within a run of UPDATEs, any of the run.
+fn position(group: Group, queue: &mut VecDeque<Pending>, msg: &[u8]) -> Option<usize> {
+    if group == Group::Kvstore {
+        if let Some(front) = queue.front_mut() {
+            adopt_uninitialised(&mut front.bytes, msg);
+        }
+    }
+    if is_update(msg) {
+        let run = queue.iter().take_while(|p| is_update(&p.bytes)).count();
+        queue.iter().take(run).position(|p| p.bytes == msg)
+    } else {
+        (queue.front().map(|p| &p.bytes[..]) == Some(msg)).then_some(0)
+    }
+}
+
+/// Our core, run with a C node's identity.
+pub struct Driven {
+    pub me: Member,
+    pub node: Node,
+    /// The database as the SQLite edge would hold it: rows by inode.
+    pub rows: BTreeMap<u64, Row>,
+    pending: HashMap<Group, VecDeque<Pending>>,
+    next_request: u64,
+    /// Groups the core left (a dfsm error) since the caller last looked.
+    pub left: Vec<NodeGroup>,
+}
+
+impl Driven {
+    /// Boot the core on `rows` (`None`: a new database, which imports
+    /// `conf`), join both groups at `start` as `me`, and tell it the nodes
+    /// of the cluster, as the daemon does at start.
+    pub fn boot(
+        config: NodeConfig,
+        me: Member,
+        rows: Option<Vec<Row>>,
+        conf: Option<&[u8]>,
+        nodes: BTreeMap<u32, String>,
+        start: Time,
+    ) -> Result<Driven, BootError> {
+        let carried: BTreeMap<u64, Row> = rows
+            .iter()
+            .flatten()
+            .map(|r| (r.inode, r.clone()))
+            .collect();
+        let node = Node::boot(config, rows, conf, start)?;
+        let mut d = Driven {
+            me,
+            node,
+            rows: carried,
+            pending: HashMap::new(),
+            next_request: 1,
+            left: Vec::new(),
+        };
+        for group in NodeGroup::ALL {
+            d.node.handle(start, Input::Joined { group, me });
+        }
+        d.node.handle(
+            start,
+            Input::ClusterInfo(ClusterInfo {
+                name: String::new(),
+                config_version: 0,
+                nodes,
+            }),
+        );
+        d.drain(start);
+        Ok(d)
+    }
+
+    /// Take the core's output: its changes into the rows, its sends into
+    /// the queues C's messages are judged against; a rejoin is done at
+    /// once (as the daemon's cpg_join).
+    fn drain(&mut self, now: Time) {
+        let rows = &mut self.rows;
+        let actions = self.node.drain(now, &mut |changes| {
+            for c in changes {
+                c.clone().apply_to(rows);
+            }
+            Ok(())
+        });
+        let mut rejoin = Vec::new();
+        for action in actions {
+            match action {
+                Action::Send { group, bytes } => self
+                    .pending
+                    .entry(capture_group(group))
+                    .or_default()
+                    .push_back(Pending {
+                        bytes,
+                        from_request: false,
+                    }),
+                Action::Effect(Effect::LeaveGroup(g)) => self.left.push(g),
+                Action::Effect(Effect::JoinGroup(g)) => rejoin.push(g),
+                _ => {}
+            }
+        }
+        for group in rejoin {
+            self.input(now, Input::Joined { group, me: self.me });
+        }
+    }
+
+    pub fn input(&mut self, now: Time, input: Input) {
+        self.node.handle(now, input);
+        self.drain(now);
+    }
+
+    /// Run the timers due by `now`, at `now`: the input's time. C checks
+    /// its timers on a 1-second tick whose phase no capture shows, and
+    /// stamps what they send with the tick's second; the next input after
+    /// a deadline (at the latest, the timer's own message) is the best
+    /// clock a replay has.
+    pub fn run_timers(&mut self, now: Time) {
+        if self.node.poll_timeout().is_some_and(|t| t <= now) {
+            self.node.handle_timeout(now);
+            self.drain(now);
+        }
+    }
+
+    /// Whether the core has decided messages C has not been seen sending.
+    pub fn has_pending(&self, group: Group) -> bool {
+        self.pending.get(&group).is_some_and(|q| !q.is_empty())
+    }
+
+    /// Judge a message C sent in `group`. Within a run of UPDATEs the
+    /// order is C's (a hash table's iteration order). With
+    /// `requests_any_time`, a local request's message may come before
+    /// messages the core decided earlier: a packet capture shows a
+    /// message only when it is delivered, not when C sent it.
+    pub fn sent(
+        &mut self,
+        group: Group,
+        msg: &[u8],
+        requests_any_time: bool,
+    ) -> Result<(), SendMismatch> {
+        let mut request = None;
+        if !self.has_pending(group) {
+            request = self.local_request(group, msg);
+        }
+        let queue = self.pending.entry(group).or_default();
+        if let Some(i) = position(group, queue, msg) {
+            queue.remove(i);
+            return Ok(());
+        }
+        if requests_any_time && request.is_none() {
+            // One of an earlier request's messages (an unlock's MTIME)...
+            if let Some(i) = queue.iter().position(|p| p.from_request && p.bytes == msg) {
+                queue.remove(i);
+                return Ok(());
+            }
+            // ... or a new request's.
+            let before = queue.len();
+            request = self.local_request(group, msg);
+            let queue = self.pending.entry(group).or_default();
+            for p in queue.iter_mut().skip(before) {
+                if group == Group::Kvstore {
+                    adopt_uninitialised(&mut p.bytes, msg);
+                }
+            }
+            if let Some(i) = queue.iter().skip(before).position(|p| p.bytes == msg) {
+                queue.remove(before + i);
+                return Ok(());
+            }
+        }
+        let ours = self
+            .pending
+            .entry(group)
+            .or_default()
+            .pop_front()
+            .map(|p| p.bytes);
+        Err(SendMismatch {
+            group,
+            ours,
+            c: msg.to_vec(),
+            request,
+        })
+    }
+
+    /// A message C sent that the core did not decide to send itself came
+    /// from a local request: hand the core that request, at the time in
+    /// the message's header (when C read its clock for it). Describes the
+    /// request, or `None` for a message only the protocol sends.
+    fn local_request(&mut self, group: Group, msg: &[u8]) -> Option<String> {
+        let request = request_of(group, msg)?;
+        let text = format!("{request:?}");
+        let time = Framing::parse(msg).map_or(0, |(_, f)| f.header.time);
+        let id = self.next_request;
+        self.next_request += 1;
+        let before = self.pending.get(&group).map_or(0, VecDeque::len);
+        self.input(Time::from_secs(time), Input::Request { id, request });
+        if let Some(q) = self.pending.get_mut(&group) {
+            for p in q.iter_mut().skip(before) {
+                p.from_request = true;
+            }
+        }
+        Some(text)
+    }
+
+    /// What the core decided that C was not seen sending, group by group.
+    pub fn take_pending(&mut self) -> Vec<(Group, Vec<u8>)> {
+        let mut out = Vec::new();
+        for group in [Group::Dcdb, Group::Kvstore] {
+            if let Some(q) = self.pending.remove(&group) {
+                out.extend(q.into_iter().map(|p| (group, p.bytes)));
+            }
+        }
+        out
+    }
+}
+
+/// The local request that made a node send `msg`: the FUSE operation of a
+/// dcdb message, the IPC call of a kvstore message. `None` for a message
+/// only the protocol sends.
+pub fn request_of(group: Group, msg: &[u8]) -> Option<Request> {
+    let (payload, framing) = Framing::parse(msg).ok()?;
+    if framing.header.msg_type != MessageType::Normal {
+        return None;
+    }
+    match group {
+        Group::Dcdb => {
+            let subtype = Subtype::from(framing.header.subtype);
+            if subtype == Subtype::UnlockRequest {
+                // utime(0) on a lock directory sends UNLOCK_REQUEST, then
+                // the MTIME; the core makes both from the request.
+                let m = pmxcfs_wire::dcdb::UnlockMessage::decode(payload).ok()?;
+                return Some(Request::SetMtime {
+                    path: m.path,
+                    mtime: 0,
+                });
+            }
+            let m = FuseMessage::decode(payload).ok()?;
+            let path = pmxcfs_wire::codec::c_str(m.path.as_deref()?).to_vec();
+            Some(match subtype {
+                Subtype::Write if m.flags != 0 => Request::Truncate {
+                    path,
+                    size: m.offset,
+                },
+                Subtype::Write => Request::Write {
+                    path,
+                    offset: m.offset,
+                    data: m.data,
+                },
+                Subtype::Create => Request::Create { path },
+                Subtype::Mkdir => Request::Mkdir { path },
+                Subtype::Delete => Request::Delete { path },
+                Subtype::Rename => Request::Rename {
+                    from: path,
+                    to: pmxcfs_wire::codec::c_str(m.to.as_deref()?).to_vec(),
+                },
+                Subtype::Mtime => Request::SetMtime {
+                    path,
+                    mtime: m.offset,
+                },
+                _ => return None,
+            })
+        }
+        Group::Kvstore => {
+            let decoded = pmxcfs_wire::kvstore::Message::decode(msg).ok()?;
+            let (body, pid) = match decoded.payload {
+                pmxcfs_wire::kvstore::Payload::Update(u) => (
+                    RequestBody::SetStatus {
+                        name: name_field(u.key()),
+                        value: u.value.clone(),
+                    },
+                    0,
+                ),
+                pmxcfs_wire::kvstore::Payload::Log(e) => {
+                    let z = |b: &[u8]| [pmxcfs_wire::codec::c_str(b), b"\0"].concat();
+                    (
+                        RequestBody::LogClusterMsg {
+                            priority: e.priority,
+                            ident: z(&e.ident),
+                            tag: z(&e.tag),
+                            msg: [unsanitize(pmxcfs_wire::codec::c_str(&e.msg)), vec![0]].concat(),
+                        },
+                        e.pid,
+                    )
+                }
+                _ => return None,
+            };
+            Some(Request::Ipc {
+                client: Client {
+                    readonly: false,
+                    pid,
+                },
+                bytes: IpcRequest::new(body).to_bytes(),
+            })
+        }
+        Group::Other => None,
+    }
+}
+
+/// Copy into `ours` the bytes C leaves uninitialised in a kvstore NORMAL
+/// message, when both are the same kind of message of the same length;
+/// nothing else is touched. C copies an UPDATE's key into a stack buffer
+/// (the bytes after the key's NUL are whatever was there) and never fills
+/// the 4 tail bytes of a LOG entry; our daemon sends zeros there, and C
+/// never reads them.
+pub fn adopt_uninitialised(ours: &mut [u8], recorded: &[u8]) {
+    use pmxcfs_wire::kvstore::KEY_FIELD_LEN;
+    const HEADER: usize = pmxcfs_wire::dfsm::NORMAL_HEADER_LEN;
+    if ours.len() != recorded.len() || ours.len() < HEADER || ours[..4] != recorded[..4] {
+        return;
+    }
+    let subtype = u16::from_le_bytes([ours[2], ours[3]]);
+    let is_normal = u16::from_le_bytes([ours[0], ours[1]]) == 0;
+    match (is_normal, subtype) {
+        (true, 1) if ours.len() >= HEADER + KEY_FIELD_LEN => {
+            let key = &ours[HEADER..HEADER + KEY_FIELD_LEN];
+            let Some(nul) = key.iter().position(|&b| b == 0) else {
+                return;
+            };
+            if recorded[HEADER..HEADER + nul + 1] == ours[HEADER..HEADER + nul + 1] {
+                ours[HEADER + nul + 1..HEADER + KEY_FIELD_LEN]
+                    .copy_from_slice(&recorded[HEADER + nul + 1..HEADER + KEY_FIELD_LEN]);
+            }
+        }
+        (true, 3) if ours.len() >= HEADER + pmxcfs_wire::clog::ENTRY_FIXED_LEN => {
+            let n = ours.len();
+            ours[n - 4..].copy_from_slice(&recorded[n - 4..]);
+        }
+        _ => {}
+    }
+}
+
+/// The inverse of C's `utf8_to_ascii` on its own output: `\\"` → `"`,
+/// `#ddd` → that byte, `\\uXXXX` → that character. Sanitising the result
+/// again gives the input back, which is all a replay needs: only the
+/// sanitised text of a cluster-log message travels, and the core packs
+/// the text again from the request.
+pub fn unsanitize(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\' && s.get(i + 1) == Some(&b'"') {
+            out.push(b'"');
+            i += 2;
+        } else if s[i] == b'#' && s.len() >= i + 4 && s[i + 1..i + 4].iter().all(u8::is_ascii_digit)
+        {
+            let v: u32 = std::str::from_utf8(&s[i + 1..i + 4])
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0);
+            if v < 256 {
+                out.push(v as u8);
+            } else {
+                out.extend_from_slice(&s[i..i + 4]);
+            }
+            i += 4;
+        } else if s[i] == b'\\'
+            && s.get(i + 1) == Some(&b'u')
+            && s.len() >= i + 6
+            && s[i + 2..i + 6].iter().all(u8::is_ascii_hexdigit)
+        {
+            let v = u32::from_str_radix(std::str::from_utf8(&s[i + 2..i + 6]).unwrap_or("0"), 16)
+                .unwrap_or(0);
+            match char::from_u32(v) {
+                Some(c) => {
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                }
+                None => out.extend_from_slice(&s[i..i + 6]),
+            }
+            i += 6;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The node config the daemon would run with as `nodeid`, from a
+/// corosync.conf's nodelist: its name, and its ring0 address as the
+/// address it announces (the daemon resolves its host name, which a
+/// replay cannot).
+pub fn config_from_nodelist(nodelist: &BTreeMap<u32, (String, String)>, me: Member) -> NodeConfig {
+    let (name, ip) = nodelist.get(&me.nodeid).cloned().unwrap_or_default();
+    NodeConfig {
+        nodename: name,
+        node_ip: ip,
+        pid: me.pid,
+        ..NodeConfig::default()
+    }
+}
+
+/// nodeid → (name, ring0_addr) of a corosync.conf's nodelist.
+pub fn parse_nodelist(conf: &str) -> BTreeMap<u32, (String, String)> {
+    parse_nodes(conf)
+        .into_iter()
+        .map(|n| (n.nodeid, (n.name, n.ring0_addr)))
+        .collect()
+}
+
+/// One `node { }` of a corosync.conf's nodelist.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfNode {
+    pub nodeid: u32,
+    pub name: String,
+    pub ring0_addr: String,
+    pub quorum_votes: u32,
+}
+
+/// The nodes of a corosync.conf's nodelist (a node's name defaults to its
+/// ring0 address, its votes to 1).
+pub fn parse_nodes(conf: &str) -> Vec<ConfNode> {
+    let mut out = Vec::new();
+    let mut current: HashMap<String, String> = HashMap::new();
+    let mut in_node = false;
+    for line in conf.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.starts_with("node {") || line == "node {" {
+            in_node = true;
+            current.clear();
+        } else if in_node && line == "}" {
+            in_node = false;
+            if let Some(id) = current.get("nodeid").and_then(|v| v.parse().ok()) {
+                let addr = current.get("ring0_addr").cloned().unwrap_or_default();
+                out.push(ConfNode {
+                    nodeid: id,
+                    name: current.get("name").cloned().unwrap_or_else(|| addr.clone()),
+                    ring0_addr: addr,
+                    quorum_votes: current
+                        .get("quorum_votes")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1),
+                });
+            }
+        } else if in_node {
+            if let Some((k, v)) = line.split_once(':') {
+                current.insert(k.trim().to_string(), v.trim().to_string());
+            }
+        }
+    }
+    out.sort_by_key(|n| n.nodeid);
+    out
+}
+
+/// Names by nodeid, as cmap tells the daemon.
+pub fn node_names(nodelist: &BTreeMap<u32, (String, String)>) -> BTreeMap<u32, String> {
+    nodelist
+        .iter()
+        .map(|(id, (n, _))| (*id, n.clone()))
+        .collect()
+}
