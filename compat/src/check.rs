@@ -49,7 +49,7 @@ use pmxcfs_wire::Codec;
 
 use crate::capture::{read_capture, Event, EventBody, Record, CS_OK};
 use crate::describe::{Decoded, Group};
-use crate::drive::{config_from_nodelist, describe, input_of, node_names, Driven};
+use crate::drive::{config_from_nodelist, describe, fresh_index, input_of, node_names, Driven};
 pub use crate::drive::{parse_nodelist, request_of, unsanitize};
 use crate::sqldump::parse_dump;
 
@@ -145,10 +145,7 @@ impl Replayer {
             return (StartDb::CarriedOver, None);
         }
         for conf in self.conf_candidates() {
-            let (mut m, _) = Memdb::new_empty(start);
-            let _ = m.create(b"corosync.conf", 0, start);
-            let _ = m.write(b"corosync.conf", 0, start, &conf, 0, true);
-            if m.index().to_bytes() == state {
+            if fresh_index(&conf, start) == state {
                 return (StartDb::Fresh, Some(conf));
             }
         }
@@ -226,7 +223,7 @@ impl Replayer {
     }
 
     fn end_process(&mut self, p: &mut Driven) {
-        for (group, extra) in p.take_pending() {
+        for (group, extra, _) in p.take_pending() {
             self.report.sends_total += 1;
             let s = format!("sent {} which C did not send", describe(group, &extra));
             self.problem(s);

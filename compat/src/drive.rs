@@ -15,10 +15,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use pmxcfs::core::dfsm::Member;
 use pmxcfs::core::ipc::Client;
-use pmxcfs::core::memdb::Row;
+use pmxcfs::core::memdb::{Memdb, Row};
 use pmxcfs::core::node::{
-    Action, BootError, ClusterInfo, Effect, Group as NodeGroup, Input, Node, NodeConfig, Request,
-    Time,
+    Action, BootError, ClusterInfo, Effect, Group as NodeGroup, Input, Node, NodeConfig, Reply,
+    Request, Time,
 };
 use pmxcfs_wire::dcdb::{FuseMessage, Subtype};
 use pmxcfs_wire::dfsm::{Framing, MessageType};
@@ -115,6 +115,8 @@ pub fn input_of(event: &Event) -> Option<Input> {
 /// A message the core decided to send.
 struct Pending {
     bytes: Vec<u8>,
+    /// When the core decided it.
+    decided: Time,
     /// Made for a local request (not decided by the protocol).
     from_request: bool,
 }
@@ -145,6 +147,9 @@ pub struct Driven {
     next_request: u64,
     /// Groups the core left (a dfsm error) since the caller last looked.
     pub left: Vec<NodeGroup>,
+    /// The answer to the local request being handed over, if it came at
+    /// once (a refusal).
+    replies: HashMap<u64, Reply>,
 }
 
 impl Driven {
@@ -172,6 +177,7 @@ impl Driven {
             pending: HashMap::new(),
             next_request: 1,
             left: Vec::new(),
+            replies: HashMap::new(),
         };
         for group in NodeGroup::ALL {
             d.node.handle(start, Input::Joined { group, me });
@@ -208,9 +214,13 @@ impl Driven {
                     .or_default()
                     .push_back(Pending {
                         bytes,
+                        decided: now,
                         from_request: false,
                     }),
                 Action::Effect(Effect::LeaveGroup(g)) => self.left.push(g),
+                Action::Reply { id, reply } if id + 1 == self.next_request => {
+                    self.replies.insert(id, reply);
+                }
                 Action::Effect(Effect::JoinGroup(g)) => rejoin.push(g),
                 _ => {}
             }
@@ -302,12 +312,17 @@ impl Driven {
     /// request, or `None` for a message only the protocol sends.
     fn local_request(&mut self, group: Group, msg: &[u8]) -> Option<String> {
         let request = request_of(group, msg)?;
-        let text = format!("{request:?}");
+        let mut text = request.describe();
         let time = Framing::parse(msg).map_or(0, |(_, f)| f.header.time);
         let id = self.next_request;
         self.next_request += 1;
         let before = self.pending.get(&group).map_or(0, VecDeque::len);
         self.input(Time::from_secs(time), Input::Request { id, request });
+        if let Some(Reply::Fs(Err(errno))) = self.replies.remove(&id) {
+            let e = std::io::Error::from_raw_os_error(errno);
+            text.push_str(&format!(", which our core refused: {e}"));
+        }
+        self.replies.clear();
         if let Some(q) = self.pending.get_mut(&group) {
             for p in q.iter_mut().skip(before) {
                 p.from_request = true;
@@ -316,12 +331,40 @@ impl Driven {
         Some(text)
     }
 
-    /// What the core decided that C was not seen sending, group by group.
-    pub fn take_pending(&mut self) -> Vec<(Group, Vec<u8>)> {
+    /// Deliver everything the core decided back to it, in order, as a
+    /// one-node ring does (its traffic never reaches the wire); what that
+    /// makes it send is delivered too. Returns how many were delivered.
+    pub fn deliver_own_pending(&mut self, now: Time) -> usize {
+        let mut n = 0;
+        // A node alone sends a handful (SYNC_START, STATE per group); the
+        // bound only guards against a core that never stops.
+        while n < 10_000 {
+            let next = [Group::Dcdb, Group::Kvstore].into_iter().find_map(|g| {
+                let p = self.pending.get_mut(&g)?.pop_front()?;
+                Some((g, p.bytes))
+            });
+            let Some((group, msg)) = next else { break };
+            let Some(g) = node_group(group) else { break };
+            self.input(
+                now,
+                Input::Deliver {
+                    group: g,
+                    from: self.me,
+                    msg,
+                },
+            );
+            n += 1;
+        }
+        n
+    }
+
+    /// What the core decided that C was not seen sending, group by
+    /// group, with when it was decided.
+    pub fn take_pending(&mut self) -> Vec<(Group, Vec<u8>, Time)> {
         let mut out = Vec::new();
         for group in [Group::Dcdb, Group::Kvstore] {
             if let Some(q) = self.pending.remove(&group) {
-                out.extend(q.into_iter().map(|p| (group, p.bytes)));
+                out.extend(q.into_iter().map(|p| (group, p.bytes, p.decided)));
             }
         }
         out
@@ -554,6 +597,15 @@ pub fn parse_nodes(conf: &str) -> Vec<ConfNode> {
     }
     out.sort_by_key(|n| n.nodeid);
     out
+}
+
+/// The memdb index (a dcdb STATE's payload) of a database created at
+/// `start` that imported `conf`, as the daemon creates one.
+pub fn fresh_index(conf: &[u8], start: u32) -> Vec<u8> {
+    let (mut m, _) = Memdb::new_empty(start);
+    let _ = m.create(b"corosync.conf", 0, start);
+    let _ = m.write(b"corosync.conf", 0, start, conf, 0, true);
+    m.index().to_bytes()
 }
 
 /// Names by nodeid, as cmap tells the daemon.

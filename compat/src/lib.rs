@@ -7,5 +7,6 @@ pub mod decode;
 pub mod describe;
 pub mod drive;
 pub mod knet;
+pub mod shadow;
 pub mod sqldump;
 pub mod wire_check;

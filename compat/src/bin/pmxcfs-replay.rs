@@ -17,6 +17,22 @@
 //!     every node's streams, per CPG group, with DIR/nodeN.pcap and ends with
 //!     `nodes: N, delivers matched: K/M, confchgs matched: C/D`, exiting 0
 //!     only when everything matched. This command line is a contract.
+//!
+//! shadow --authkey FILE (--db CONFIG.DB | --fresh) --node N
+//!        [--corosync-conf FILE] [--node-ip ADDR] [--ports LO-HI] [--json]
+//!        [--quiet] CAPTURE
+//!     Run node N's part of a packet capture through our node core, from the
+//!     start of N's pmxcfs process, booted on the config.db it started with
+//!     (--fresh: a new database): every message N sent must be the one our
+//!     core decides, every STATE and VERIFY of the cluster must be our
+//!     database's. Prints a summary with the first divergence and the events
+//!     before it; the last line is
+//!     `shadow: node N, messages matched K/M, states matched S/T, ...: MATCH`
+//!     (or `DIVERGED`), and the exit status is 0 only for MATCH (1 for a
+//!     divergence or a capture that cannot prove it, 2 for a usage error).
+//!     --json prints one JSON object instead. Progress goes to standard
+//!     error every few seconds (not with --quiet). This command line is a
+//!     contract.
 
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
@@ -25,7 +41,7 @@ use std::process::ExitCode;
 use pmxcfs_compat::decode::{decode_file, Format, Totals};
 use serde_json::json;
 
-const USAGE: &str = "usage: pmxcfs-replay decode [--json] FILE.pcap...\n       pmxcfs-replay check [-v] SCENARIO_DIR...\n       pmxcfs-replay wire --authkey FILE [--ports LO-HI] [--out DIR] [--expect DIR] CAPTURE";
+const USAGE: &str = "usage: pmxcfs-replay decode [--json] FILE.pcap...\n       pmxcfs-replay check [-v] SCENARIO_DIR...\n       pmxcfs-replay wire --authkey FILE [--ports LO-HI] [--out DIR] [--expect DIR] CAPTURE\n       pmxcfs-replay shadow --authkey FILE (--db CONFIG.DB | --fresh) --node N [--corosync-conf FILE] [--node-ip ADDR] [--ports LO-HI] [--json] [--quiet] CAPTURE";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,6 +49,7 @@ fn main() -> ExitCode {
         Some("decode") => decode(&args[1..]),
         Some("check") => check(&args[1..]),
         Some("wire") => wire(&args[1..]),
+        Some("shadow") => shadow(&args[1..]),
         Some("-h") | Some("--help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -174,6 +191,180 @@ macro_rules! outln {
     }};
 }
 
+/// `--authkey` files: corosync reads at most 4096 bytes of one.
+fn read_key(path: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path)
+        .map(|mut k| {
+            k.truncate(4096);
+            k
+        })
+        .map_err(|e| format!("{path}: {e}"))
+}
+
+fn parse_ports(v: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (lo, hi) = v.split_once('-').unwrap_or((v, v));
+    match (lo.parse::<u16>(), hi.parse::<u16>()) {
+        (Ok(lo), Ok(hi)) if lo <= hi => Ok(lo..=hi),
+        _ => Err(format!("--ports: expected LO-HI, got {v}")),
+    }
+}
+
+fn shadow(args: &[String]) -> ExitCode {
+    use pmxcfs_compat::shadow::{self, Options, StartDb};
+    let mut keys = Vec::new();
+    let mut db: Option<PathBuf> = None;
+    let mut fresh = false;
+    let mut node: Option<u32> = None;
+    let mut conf: Option<PathBuf> = None;
+    let mut node_ip = None;
+    let mut ports = pmxcfs_compat::knet::DEFAULT_PORTS;
+    let mut json_out = false;
+    let mut quiet = false;
+    let mut capture = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| match it.next() {
+            Some(v) => Ok(v.clone()),
+            None => Err(format!("{name} needs a value")),
+        };
+        let r = match a.as_str() {
+            "--authkey" | "-k" => value(a).and_then(|p| read_key(&p).map(|k| keys.push(k))),
+            "--db" => value(a).map(|v| db = Some(PathBuf::from(v))),
+            "--fresh" => {
+                fresh = true;
+                Ok(())
+            }
+            "--node" => value(a).and_then(|v| {
+                v.parse()
+                    .map(|n| node = Some(n))
+                    .map_err(|_| format!("--node: expected a nodeid, got {v}"))
+            }),
+            "--corosync-conf" => value(a).map(|v| conf = Some(PathBuf::from(v))),
+            "--node-ip" => value(a).map(|v| node_ip = Some(v)),
+            "--ports" => value(a).and_then(|v| parse_ports(&v).map(|p| ports = p)),
+            "--json" => {
+                json_out = true;
+                Ok(())
+            }
+            "--quiet" | "-q" => {
+                quiet = true;
+                Ok(())
+            }
+            s if s.starts_with('-') => Err(format!("unknown option {s}")),
+            s if capture.is_none() => {
+                capture = Some(PathBuf::from(s));
+                Ok(())
+            }
+            s => Err(format!("unexpected argument {s}")),
+        };
+        if let Err(e) = r {
+            eprintln!("pmxcfs-replay shadow: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    let usage = |e: &str| {
+        eprintln!("pmxcfs-replay shadow: {e}\n{USAGE}");
+        ExitCode::from(2)
+    };
+    let Some(capture) = capture else {
+        return usage("a capture file is required");
+    };
+    let Some(node) = node else {
+        return usage("--node is required (the nodeid of the node to be replaced)");
+    };
+    if keys.is_empty() {
+        return usage("--authkey is required (the cluster's /etc/corosync/authkey)");
+    }
+    let start_db = match (db, fresh) {
+        (Some(_), true) => return usage("--db and --fresh exclude each other"),
+        (None, false) => {
+            return usage("--db is required (the node's config.db, copied while its pmxcfs was stopped), or --fresh if it started without one")
+        }
+        (None, true) => StartDb::Fresh,
+        (Some(path), false) => match pmxcfs::database::Database::read(&path) {
+            Ok(Some(rows)) => StartDb::Snapshot(rows),
+            Ok(None) if !path.exists() => {
+                eprintln!("pmxcfs-replay shadow: {}: no such file", path.display());
+                return ExitCode::from(2);
+            }
+            Ok(None) => {
+                eprintln!(
+                    "pmxcfs-replay shadow: {}: an empty database (if the node started without one, give --fresh)",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("pmxcfs-replay shadow: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let corosync_conf = match conf {
+        Some(p) => match std::fs::read(&p) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("pmxcfs-replay shadow: {}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let file = match std::fs::File::open(&capture) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("pmxcfs-replay shadow: {}: {e}", capture.display());
+            return ExitCode::from(2);
+        }
+    };
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut reader = io::BufReader::with_capacity(1 << 20, file);
+    let opts = Options {
+        node,
+        start_db,
+        corosync_conf,
+        node_ip,
+    };
+    let mut progress = |p: &shadow::Progress| {
+        if quiet {
+            return;
+        }
+        let pct = if size > 0 {
+            p.bytes_read as f64 * 100.0 / size as f64
+        } else {
+            0.0
+        };
+        eprintln!(
+            "shadow: {:.1}% of the capture read ({} MB), at {}, {} messages checked, {} divergences",
+            pct,
+            p.bytes_read / 1_000_000,
+            shadow::utc(p.capture_time),
+            p.messages_checked,
+            p.divergences
+        );
+    };
+    let report = match shadow::run(&mut reader, keys, ports, opts, &mut progress) {
+        Ok(r) => r,
+        Err(e) => {
+            // A wrong key, a file that is no capture, no knet traffic: the
+            // capture proves nothing.
+            eprintln!("pmxcfs-replay shadow: {}: {e}", capture.display());
+            outln!("shadow: node {node}, messages matched 0/0, states matched 0/0, divergences 0, capture problems 1, period 0 s: DIVERGED");
+            return ExitCode::from(1);
+        }
+    };
+    if json_out {
+        outln!("{}", report.json());
+    } else {
+        outln!("{}", report.text().trim_end());
+    }
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 fn wire(args: &[String]) -> ExitCode {
     let mut keys = Vec::new();
     let mut out_dir = None;
@@ -187,27 +378,10 @@ fn wire(args: &[String]) -> ExitCode {
             None => Err(format!("{name} needs a value")),
         };
         let r = match a.as_str() {
-            "--authkey" | "-k" => value(a).and_then(|p| {
-                std::fs::read(&p)
-                    .map(|mut k| {
-                        // corosync reads at most 4096 bytes of the key file.
-                        k.truncate(4096);
-                        keys.push(k)
-                    })
-                    .map_err(|e| format!("{p}: {e}"))
-            }),
+            "--authkey" | "-k" => value(a).and_then(|p| read_key(&p).map(|k| keys.push(k))),
             "--out" => value(a).map(|v| out_dir = Some(PathBuf::from(v))),
             "--expect" => value(a).map(|v| expect = Some(PathBuf::from(v))),
-            "--ports" => value(a).and_then(|v| {
-                let (lo, hi) = v.split_once('-').unwrap_or((&v, &v));
-                match (lo.parse::<u16>(), hi.parse::<u16>()) {
-                    (Ok(lo), Ok(hi)) if lo <= hi => {
-                        ports = lo..=hi;
-                        Ok(())
-                    }
-                    _ => Err(format!("--ports: expected LO-HI, got {v}")),
-                }
-            }),
+            "--ports" => value(a).and_then(|v| parse_ports(&v).map(|p| ports = p)),
             s if s.starts_with('-') => Err(format!("unknown option {s}")),
             s if capture.is_none() => {
                 capture = Some(PathBuf::from(s));

@@ -86,6 +86,8 @@ pub fn decode(
 pub enum Streamed {
     /// A ring starts: its members and where they came from.
     RingStart(Ring),
+    /// A ring ends (after its last mcast): its facts as they stood then.
+    RingEnd(Ring),
     /// A callback of a node's CPG clients, or a message in the agreed order.
     Emitted(Emitted),
 }
@@ -189,10 +191,18 @@ pub fn stream(
     let stop = std::cell::Cell::new(false);
     let mut pass_on = |events: Vec<OrderEvent>, emulator: &mut Emulator| {
         for e in events {
-            if let OrderEvent::Start(ring) = &e {
-                sink(Streamed::RingStart(ring.clone()));
-            }
+            let end = match &e {
+                OrderEvent::Start(ring) => {
+                    sink(Streamed::RingStart(ring.clone()));
+                    None
+                }
+                OrderEvent::End(ring) => Some(ring.clone()),
+                OrderEvent::Mcast { .. } => None,
+            };
             emulator.handle(e, &mut |x| sink(Streamed::Emitted(x)));
+            if let Some(ring) = end {
+                sink(Streamed::RingEnd(ring));
+            }
         }
     };
     {

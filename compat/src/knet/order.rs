@@ -32,14 +32,23 @@ pub struct Ring {
     pub recovery_seqs: BTreeSet<u32>,
     /// Nodes seen originating mcasts in this ring.
     pub senders: BTreeSet<u32>,
+    /// Nodes seen passing or receiving this ring's tokens.
+    pub token_nodes: BTreeSet<u32>,
+    /// Seqs below the highest one handed on that the capture never held
+    /// (set when the ring ends; at most [`MAX_LOST_LISTED`]).
+    pub lost: Vec<u32>,
 }
 
+/// How many lost seqs a ring lists.
+pub const MAX_LOST_LISTED: usize = 1000;
+
 impl Ring {
-    /// Members: from the commit token, else the senders seen.
+    /// Members: from the commit token, else the nodes seen sending its
+    /// mcasts or passing its token (a ring whose start the capture missed).
     pub fn members(&self) -> Vec<u32> {
         match &self.commit {
             Some(c) => c.members.iter().map(|m| m.nodeid).collect(),
-            None => self.senders.iter().copied().collect(),
+            None => self.senders.union(&self.token_nodes).copied().collect(),
         }
     }
 
@@ -81,6 +90,11 @@ pub struct Stats {
     pub crypto: Vec<(String, u64)>,
 }
 
+/// How long a ring whose commit token the capture missed is watched
+/// before it starts, in capture seconds: its token goes round every member
+/// many times a second, which names them.
+pub const MEMBERS_WINDOW: f64 = 1.0;
+
 /// How long after the first commit token that names a ring as a member's
 /// old ring the ring stays open, in capture seconds: the other part of a
 /// split reports its survivors, and recovery copies arrive, within it.
@@ -111,6 +125,8 @@ struct OpenRing {
     pending: BTreeMap<u32, OrderedMcast>,
     /// The highest seq handed on.
     emitted: u32,
+    /// Seqs skipped over when handing on.
+    skipped: Vec<u32>,
     /// The highest `aru` of the ring's tokens: every member holds every
     /// mcast up to it, so they are delivered whatever happens next.
     safe: u32,
@@ -120,6 +136,8 @@ struct OpenRing {
     operational: bool,
     /// When a commit token first named this ring as a member's old ring.
     succeeded_at: Option<f64>,
+    /// When its first token or mcast was seen.
+    operational_since: Option<f64>,
 }
 
 /// Layers 2–5 as a stream: datagrams in (in time order), ordered mcasts
@@ -139,6 +157,9 @@ pub struct Orderer {
     survivors_aru: HashMap<RingId, u32>,
     out: Vec<OrderEvent>,
     now: f64,
+    /// Which node sends from which address (knet headers name the
+    /// sender), to name a token's receiver.
+    node_of_address: HashMap<std::net::IpAddr, u32>,
 }
 
 impl Orderer {
@@ -154,6 +175,7 @@ impl Orderer {
             survivors_aru: HashMap::new(),
             out: Vec::new(),
             now: 0.0,
+            node_of_address: HashMap::new(),
         }
     }
 
@@ -196,6 +218,7 @@ impl Orderer {
             Some(KnetPacket::Data(h, data)) => (h, data),
             Some(KnetPacket::Link { kind, node, seq }) => {
                 self.stats.knet_link += 1;
+                self.node_of_address.insert(d.src.0, node as u32);
                 if kind == link::TYPE_PING && seq == Some(0) {
                     self.defrag.forget_node(node);
                 }
@@ -207,6 +230,7 @@ impl Orderer {
             }
         };
         self.stats.knet_data += 1;
+        self.node_of_address.insert(d.src.0, header.node as u32);
         let key = (
             format!("{:?}", d.src),
             format!("{:?}", d.dst),
@@ -238,6 +262,7 @@ impl Orderer {
                     let outer = m.ring;
                     if let Some(r) = self.rings.get_mut(&outer) {
                         r.operational = true;
+                        r.operational_since.get_or_insert(d.time);
                         r.meta.recovery_seqs.insert(m.seq);
                     }
                     let inner_big = totem::is_big_endian(&m.payload);
@@ -262,6 +287,7 @@ impl Orderer {
                     }
                 } else if let Some(ring) = self.rings.get_mut(&m.ring) {
                     ring.operational = true;
+                    ring.operational_since.get_or_insert(d.time);
                     ring.meta.senders.insert(m.nodeid);
                     if m.seq <= ring.emitted || ring.pending.contains_key(&m.seq) {
                         self.stats.duplicate_mcasts += 1;
@@ -280,8 +306,12 @@ impl Orderer {
             }
             Some(TotemMessage::OrfToken { ring, aru, rtr, .. }) => {
                 self.note_ring(ring, d.time, None);
+                let receiver = self.node_of_address.get(&d.dst.0).copied();
                 if let Some(r) = self.rings.get_mut(&ring) {
                     r.operational = true;
+                    r.operational_since.get_or_insert(d.time);
+                    r.meta.token_nodes.insert(header.node as u32);
+                    r.meta.token_nodes.extend(receiver);
                     r.meta.tokens += 1;
                     r.meta.retransmit_requests += rtr.len() as u64;
                     r.safe = r.safe.max(aru);
@@ -296,6 +326,27 @@ impl Orderer {
                         if m.old_ring != c.ring && old.succeeded_at.is_none() {
                             old.succeeded_at = Some(d.time);
                         }
+                    }
+                }
+                // A member that comes from another ring than an earlier
+                // open one it was in has left that one, and a ring ends
+                // for all its members at once (the rings in between may
+                // not be in the capture).
+                let before: Vec<RingId> = self
+                    .appearance
+                    .iter()
+                    .take_while(|r| **r != c.ring)
+                    .copied()
+                    .collect();
+                for x in before {
+                    let Some(open) = self.rings.get_mut(&x) else {
+                        continue;
+                    };
+                    let moved_on = c.members.iter().any(|m| {
+                        m.old_ring != x && open.meta.members().contains(&m.nodeid)
+                    });
+                    if moved_on && open.succeeded_at.is_none() {
+                        open.succeeded_at = Some(d.time);
                     }
                 }
                 if let Some(r) = self.rings.get_mut(&c.ring) {
@@ -322,17 +373,36 @@ impl Orderer {
         self.stats.crypto = self.opener.used.clone();
     }
 
-    /// Whether every ring a member of `id` came from has ended.
+    /// Whether every ring a member of `id` was in before has ended: the
+    /// old rings its commit token names, and any open ring seen earlier
+    /// that holds one of its members (a capture taken on one node does
+    /// not show the rings the others formed without it, so the commit
+    /// token may name rings the capture never saw).
     fn predecessors_closed(&self, id: RingId) -> bool {
         let Some(r) = self.rings.get(&id) else {
             return true;
         };
-        let Some(c) = &r.meta.commit else {
-            return true;
-        };
-        c.members
-            .iter()
-            .all(|m| m.old_ring == id || !self.rings.contains_key(&m.old_ring))
+        if let Some(c) = &r.meta.commit {
+            if c
+                .members
+                .iter()
+                .any(|m| m.old_ring != id && self.rings.contains_key(&m.old_ring))
+            {
+                return false;
+            }
+        }
+        let members = r.meta.members();
+        for other in &self.appearance {
+            if *other == id {
+                break;
+            }
+            if let Some(o) = self.rings.get(other) {
+                if o.meta.members().iter().any(|m| members.contains(m)) {
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Hand on what can be decided, in order of appearance.
@@ -347,8 +417,16 @@ impl Orderer {
                 let ring = self.rings.get_mut(&id).expect("open ring");
                 let due = at_end || ring.succeeded_at.is_some_and(|t| now - t >= CLOSE_DELAY);
                 // A ring that never ran (seen only in recovery copies)
-                // starts when it ends.
+                // starts when it ends; one whose commit token the capture
+                // missed, once its token has named its members.
                 if !ring.operational && !due {
+                    continue;
+                }
+                let unnamed = ring.meta.commit.is_none()
+                    && ring
+                        .operational_since
+                        .is_none_or(|t| now - t < MEMBERS_WINDOW);
+                if !ring.started && unnamed && !due {
                     continue;
                 }
                 if !ring.started {
@@ -363,6 +441,7 @@ impl Orderer {
                         break;
                     }
                     let (seq, mcast) = entry.remove_entry();
+                    note_skipped(&mut ring.skipped, ring.emitted, seq);
                     ring.emitted = seq;
                     self.out.push(OrderEvent::Mcast {
                         ring: id,
@@ -393,6 +472,8 @@ impl Orderer {
         let aru = ring.succeeded_at.and(self.survivors_aru.get(&id).copied());
         let held = self.recovered.remove(&id).unwrap_or_default();
         for (seq, mut mcast) in std::mem::take(&mut ring.pending) {
+            note_skipped(&mut ring.skipped, ring.emitted, seq);
+            ring.emitted = seq;
             if let Some(aru) = aru {
                 if seq > aru && !held.contains(&seq) {
                     mcast.delivered = false;
@@ -406,8 +487,19 @@ impl Orderer {
             });
         }
         self.survivors_aru.remove(&id);
+        ring.meta.lost = ring
+            .skipped
+            .into_iter()
+            .filter(|s| !ring.meta.recovery_seqs.contains(s) && !held.contains(s))
+            .collect();
         self.out.push(OrderEvent::End(ring.meta));
     }
+}
+
+/// Remember the seqs between the last one handed on and the next.
+fn note_skipped(skipped: &mut Vec<u32>, last: u32, next: u32) {
+    let room = MAX_LOST_LISTED.saturating_sub(skipped.len()) as u32;
+    skipped.extend((last.saturating_add(1)..next).take(room as usize));
 }
 
 /// Runs layers 2–5 over the datagrams of a capture (already in time

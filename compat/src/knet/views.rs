@@ -481,6 +481,8 @@ pub fn emulate(totem: &Totem) -> Views {
             retransmit_requests: ring.retransmit_requests,
             recovery_seqs: ring.recovery_seqs.clone(),
             senders: ring.senders.clone(),
+            token_nodes: ring.token_nodes.clone(),
+            lost: ring.lost.clone(),
         };
         emulator.handle(OrderEvent::Start(meta.clone()), &mut collect);
         for (seq, om) in &ring.mcasts {
