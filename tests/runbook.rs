@@ -6,9 +6,11 @@
 //! writable; then one is rolled back.
 //!
 //! No systemd runs here: `systemctl` on the nodes is a stand-in that does
-//! for pve-cluster.service what systemd does with its unit (Type=forking:
-//! ExecStart and its parent's exit status; stop: SIGTERM to the PIDFile's
-//! pid, SIGKILL after TimeoutStopSec).
+//! for pve-cluster.service and corosync.service what systemd does with
+//! their units (Type=forking: ExecStart and its parent's exit status;
+//! Type=notify: the process in the background, ready when corosync
+//! answers; stop: ExecStop, else SIGTERM to the main pid, SIGKILL after
+//! TimeoutStopSec).
 
 mod cluster;
 #[allow(dead_code)]
@@ -23,17 +25,43 @@ use common::debian::{deb, stand_in_pve_cluster};
 
 const SYSTEMCTL: &str = r#"#!/bin/sh
 # Test stand-in for systemctl (no systemd in the test namespaces): what
-# systemd does for a Type=forking unit with a PIDFile.
+# systemd does for a Type=forking unit with a PIDFile, and for corosync's
+# Type=notify unit.
 set -e
-unit=/lib/systemd/system/${2%.service}.service
+name=${2%.service}
+unit=/lib/systemd/system/$name.service
 [ -f "$unit" ] || { echo "Unit ${2} not found." >&2; exit 5; }
-exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
+exec_start=$(sed -n 's/^ExecStart=//p' "$unit" | sed 's/ \$[A-Z_]*//g')
+exec_stop=$(sed -n 's/^ExecStop=//p' "$unit")
+type=$(sed -n 's/^Type=//p' "$unit")
 pidfile=$(sed -n 's/^PIDFile=//p' "$unit")
+[ -n "$pidfile" ] || pidfile=/run/$name.stand-in.pid
 timeout=$(sed -n 's/^TimeoutStopSec=//p' "$unit")
+[ -n "$timeout" ] || timeout=90
+start() {
+    if [ "$type" = forking ]; then
+        $exec_start
+        return
+    fi
+    $exec_start >/dev/null 2>&1 &
+    echo $! > "$pidfile"
+    # Ready: the stand-in knows corosync's readiness only.
+    i=0
+    until corosync-cfgtool -s >/dev/null 2>&1; do
+        i=$((i + 1))
+        [ "$i" -lt 300 ] || { echo "$name did not get ready" >&2; exit 1; }
+        sleep 0.1
+    done
+}
 stop() {
     [ -s "$pidfile" ] || return 0
     pid=$(cat "$pidfile")
-    kill -TERM "$pid" 2>/dev/null || return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    if [ -n "$exec_stop" ]; then
+        $exec_stop >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+    else
+        kill -TERM "$pid" 2>/dev/null || return 0
+    fi
     i=0
     while kill -0 "$pid" 2>/dev/null; do
         i=$((i + 1))
@@ -42,9 +70,9 @@ stop() {
     done
 }
 case "$1" in
-    start) $exec_start ;;
+    start) start ;;
     stop) stop ;;
-    restart) stop; $exec_start ;;
+    restart) stop; start ;;
     *) echo "systemctl stand-in: '$1' is not supported" >&2; exit 1 ;;
 esac
 "#;
@@ -79,9 +107,12 @@ struct Services<'a>(&'a Cluster);
 impl Drop for Services<'_> {
     fn drop(&mut self) {
         for id in 1..=3 {
-            let _ = self
-                .0
-                .sh(id, "[ -s /run/pve-cluster.pid ] && kill -TERM $(cat /run/pve-cluster.pid); sleep 1; umount -l /etc/pve 2>/dev/null; true");
+            let _ = self.0.sh(
+                id,
+                "[ -s /root/shadow-tcpdump.pid ] && kill $(cat /root/shadow-tcpdump.pid); \
+                 PATH=/usr/local/sbin:$PATH; systemctl stop pve-cluster; umount -l /etc/pve 2>/dev/null; \
+                 systemctl stop corosync; true",
+            );
         }
     }
 }
@@ -111,10 +142,19 @@ fn the_runbook_replaces_every_node_and_rolls_one_back() {
         "cluster tests need root (namespaces, corosync, /dev/fuse, dpkg)"
     );
     let steps = runbook();
-    for step in ["preflight", "install", "switch", "verify", "rollback"] {
+    for step in [
+        "shadow-capture",
+        "shadow-check",
+        "preflight",
+        "install",
+        "switch",
+        "verify",
+        "rollback",
+    ] {
         assert!(steps.contains_key(step), "the runbook has no step '{step}'");
     }
     let ours = deb("pmxcfs-rs");
+    let tools = deb("pmxcfs-rs-tools");
     let mut c = Cluster::new_for_packages("b", 3);
     let pkgs = c.base.join("packages");
     fs::create_dir_all(&pkgs).unwrap();
@@ -125,6 +165,7 @@ fn the_runbook_replaces_every_node_and_rolls_one_back() {
         Some(Path::new(env!("CARGO_BIN_EXE_pmxcfs"))),
     );
     fs::copy(&ours, pkgs.join(ours.file_name().unwrap())).unwrap();
+    fs::copy(&tools, pkgs.join(tools.file_name().unwrap())).unwrap();
     fs::write(pkgs.join("systemctl"), SYSTEMCTL).unwrap();
     for id in 1..=3 {
         let setup = format!(
@@ -140,8 +181,14 @@ fn the_runbook_replaces_every_node_and_rolls_one_back() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    let services = Services(&c);
     for id in 1..=3 {
-        c.start_corosync(id);
+        let out = c.sh(id, "PATH=/usr/local/sbin:$PATH systemctl start corosync");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     for id in 1..=3 {
         c.wait_for(
@@ -151,7 +198,6 @@ fn the_runbook_replaces_every_node_and_rolls_one_back() {
             60,
         );
     }
-    let services = Services(&c);
     for id in 1..=3 {
         let out = c.sh(id, "PATH=/usr/local/sbin:$PATH systemctl start pve-cluster");
         assert!(
@@ -169,6 +215,35 @@ fn the_runbook_replaces_every_node_and_rolls_one_back() {
         );
     }
     write(&c, 1, "datacenter.cfg", "keyboard: en-us\n").unwrap();
+
+    // Step 0 on node 1: its traffic recorded across a restart of its
+    // corosync and "C" pmxcfs, the cluster at work, then checked.
+    run_step(&c, 1, &steps, "shadow-capture");
+    for id in 1..=3 {
+        c.wait_for(
+            id,
+            "3 members online after the restart",
+            "test $(grep -c '\"online\": 1' /etc/pve/.members) -eq 3",
+            60,
+        );
+    }
+    for id in 1..=3 {
+        write(&c, id, &format!("shadowed-{id}.cfg"), "w\n").unwrap();
+    }
+    for id in 1..=3 {
+        c.wait_for(
+            id,
+            "every node's write",
+            "test -e /etc/pve/shadowed-1.cfg && test -e /etc/pve/shadowed-2.cfg && test -e /etc/pve/shadowed-3.cfg",
+            30,
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let shadow = run_step(&c, 1, &steps, "shadow-check");
+    assert!(
+        shadow.contains("shadow: node 1, messages matched ") && shadow.contains(": MATCH"),
+        "{shadow}"
+    );
 
     // One node after the other.
     for id in 1..=3 {

@@ -435,6 +435,7 @@ pub struct Shadow {
     /// only; never on the wire, so never checked).
     private_deliveries: u64,
     alone_since: Option<f64>,
+    private_join_noted: bool,
 }
 
 fn is_state_message(bytes: &[u8]) -> Option<MessageType> {
@@ -560,6 +561,7 @@ impl Shadow {
             cpg_messages: 0,
             private_deliveries: 0,
             alone_since: None,
+            private_join_noted: false,
         })
     }
 
@@ -1056,7 +1058,17 @@ impl Shadow {
             }
         }
         if v.synthetic {
-            if self.alone_since.is_none() {
+            let own_join = matches!(&v.event.body, EventBody::Confchg { joined, .. }
+                if joined.iter().any(|a| a.nodeid == node));
+            if own_join {
+                if !self.private_join_noted {
+                    self.private_join_noted = true;
+                    self.report.notes.push(format!(
+                        "node {node}'s pmxcfs joined its groups while its corosync was alone, right after it started (shown at {}): that one-node ring never reaches the wire, so those callbacks are inferred",
+                        utc(v.time)
+                    ));
+                }
+            } else if self.alone_since.is_none() {
                 self.alone_since = Some(v.time);
                 self.report.notes.push(format!(
                     "node {node} was cut off from the others for a while (shown at {}): a one-node ring never reaches the wire, so its callbacks then are inferred, and local requests it served alone are not in the capture",
@@ -1185,11 +1197,11 @@ impl Shadow {
                     p.synced_peers = members.into_iter().filter(|m| *m != me).collect();
                 }
             }
-            MessageType::VerifyRequest if payload.len() == 8 => {
-                if p.driven.node.dcdb_mode() == Mode::Synced {
-                    let id = u64::from_le_bytes(payload.try_into().expect("8 bytes"));
-                    p.verify = Some((id, p.driven.node.memdb().checksum()));
-                }
+            MessageType::VerifyRequest
+                if payload.len() == 8 && p.driven.node.dcdb_mode() == Mode::Synced =>
+            {
+                let id = u64::from_le_bytes(payload.try_into().expect("8 bytes"));
+                p.verify = Some((id, p.driven.node.memdb().checksum()));
             }
             MessageType::Verify if payload.len() == 40 && from != me => {
                 let id = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));

@@ -120,9 +120,20 @@ struct Reorder {
     next: u64,
 }
 
-#[derive(PartialEq, PartialOrd)]
+/// A capture time ordered by `total_cmp` (a NaN of a damaged record
+/// cannot break the heap).
 struct TimeKey(f64);
+impl PartialEq for TimeKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
 impl Eq for TimeKey {}
+impl PartialOrd for TimeKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 impl Ord for TimeKey {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&other.0)

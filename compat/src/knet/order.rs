@@ -34,6 +34,9 @@ pub struct Ring {
     pub senders: BTreeSet<u32>,
     /// Nodes seen passing or receiving this ring's tokens.
     pub token_nodes: BTreeSet<u32>,
+    /// Members first heard of well after the capture began: their
+    /// corosync started within the capture.
+    pub late_nodes: BTreeSet<u32>,
     /// Seqs below the highest one handed on that the capture never held
     /// (set when the ring ends; at most [`MAX_LOST_LISTED`]).
     pub lost: Vec<u32>,
@@ -94,6 +97,11 @@ pub struct Stats {
 /// before it starts, in capture seconds: its token goes round every member
 /// many times a second, which names them.
 pub const MEMBERS_WINDOW: f64 = 1.0;
+
+/// A node first heard of this long after the capture began (capture
+/// seconds) was not running when it began: a running corosync sends
+/// tokens or knet pings many times a second.
+pub const LATE_START: f64 = 1.0;
 
 /// How long after the first commit token that names a ring as a member's
 /// old ring the ring stays open, in capture seconds: the other part of a
@@ -160,6 +168,9 @@ pub struct Orderer {
     /// Which node sends from which address (knet headers name the
     /// sender), to name a token's receiver.
     node_of_address: HashMap<std::net::IpAddr, u32>,
+    /// When each node was first heard of, and the capture's first datagram.
+    first_heard: HashMap<u32, f64>,
+    first_datagram: Option<f64>,
 }
 
 impl Orderer {
@@ -176,6 +187,8 @@ impl Orderer {
             out: Vec::new(),
             now: 0.0,
             node_of_address: HashMap::new(),
+            first_heard: HashMap::new(),
+            first_datagram: None,
         }
     }
 
@@ -208,6 +221,7 @@ impl Orderer {
     /// One datagram of the capture.
     pub fn push(&mut self, d: &Datagram) {
         self.now = self.now.max(d.time);
+        self.first_datagram.get_or_insert(d.time);
         self.stats.datagrams += 1;
         let Some(plain) = self.opener.open(&d.payload) else {
             self.stats.failed_auth += 1;
@@ -219,6 +233,7 @@ impl Orderer {
             Some(KnetPacket::Link { kind, node, seq }) => {
                 self.stats.knet_link += 1;
                 self.node_of_address.insert(d.src.0, node as u32);
+                self.first_heard.entry(node as u32).or_insert(d.time);
                 if kind == link::TYPE_PING && seq == Some(0) {
                     self.defrag.forget_node(node);
                 }
@@ -231,6 +246,7 @@ impl Orderer {
         };
         self.stats.knet_data += 1;
         self.node_of_address.insert(d.src.0, header.node as u32);
+        self.first_heard.entry(header.node as u32).or_insert(d.time);
         let key = (
             format!("{:?}", d.src),
             format!("{:?}", d.dst),
@@ -342,9 +358,10 @@ impl Orderer {
                     let Some(open) = self.rings.get_mut(&x) else {
                         continue;
                     };
-                    let moved_on = c.members.iter().any(|m| {
-                        m.old_ring != x && open.meta.members().contains(&m.nodeid)
-                    });
+                    let moved_on = c
+                        .members
+                        .iter()
+                        .any(|m| m.old_ring != x && open.meta.members().contains(&m.nodeid));
                     if moved_on && open.succeeded_at.is_none() {
                         open.succeeded_at = Some(d.time);
                     }
@@ -383,8 +400,7 @@ impl Orderer {
             return true;
         };
         if let Some(c) = &r.meta.commit {
-            if c
-                .members
+            if c.members
                 .iter()
                 .any(|m| m.old_ring != id && self.rings.contains_key(&m.old_ring))
             {
@@ -431,6 +447,17 @@ impl Orderer {
                 }
                 if !ring.started {
                     ring.started = true;
+                    let start = self.first_datagram.unwrap_or(0.0);
+                    ring.meta.late_nodes = ring
+                        .meta
+                        .members()
+                        .into_iter()
+                        .filter(|m| {
+                            self.first_heard
+                                .get(m)
+                                .is_some_and(|t| *t - start >= LATE_START)
+                        })
+                        .collect();
                     self.out.push(OrderEvent::Start(ring.meta.clone()));
                     progress = true;
                 }

@@ -55,6 +55,10 @@ struct NodeView {
     /// The commit token says the node comes from a ring the capture never
     /// showed (a one-node ring: cut off, or restarted).
     from_unseen_ring: bool,
+    /// This is the node's first ring in the capture, and its corosync
+    /// started within the capture: its processes joined their groups in
+    /// the one-node ring corosync forms first.
+    started_here: bool,
     transitional: BTreeSet<u32>,
     joinlists: BTreeMap<u32, Vec<(u32, Vec<u8>)>>,
     /// Members whose CPG sync message (downlist, and joinlist when they
@@ -174,12 +178,34 @@ impl NodeView {
             self.partial.clear();
         }
         // The node's own joinlist names its local processes: bootstrap a
-        // view that started before the capture, without callbacks.
+        // view that started before the capture, without callbacks. After a
+        // corosync (re)start within the capture, they joined in the
+        // one-node ring corosync forms first, off the wire: their clients
+        // were handed those joins.
+        let private_joins = restarted || self.started_here;
         if let Some(own) = self.joinlists.get(&node).cloned() {
             for (pid, group) in own {
-                self.groups.entry(group).or_default().insert((node, pid));
+                let known = self
+                    .groups
+                    .get(&group)
+                    .is_some_and(|m| m.contains(&(node, pid)));
+                if private_joins && !known {
+                    let first = out.len();
+                    let joined = vec![CpgAddress {
+                        nodeid: node,
+                        pid,
+                        reason: REASON_JOIN,
+                    }];
+                    self.change(node, &group, Vec::new(), joined, ctx, out);
+                    for e in &mut out[first..] {
+                        e.synthetic = true;
+                    }
+                } else {
+                    self.groups.entry(group).or_default().insert((node, pid));
+                }
             }
         }
+        self.started_here = false;
         // 1. downlist: processes of nodes outside the transitional membership.
         let first_downlist_event = out.len();
         let transitional = self.transitional.clone();
@@ -482,6 +508,7 @@ pub fn emulate(totem: &Totem) -> Views {
             recovery_seqs: ring.recovery_seqs.clone(),
             senders: ring.senders.clone(),
             token_nodes: ring.token_nodes.clone(),
+            late_nodes: ring.late_nodes.clone(),
             lost: ring.lost.clone(),
         };
         emulator.handle(OrderEvent::Start(meta.clone()), &mut collect);
@@ -530,6 +557,7 @@ fn start_ring(
             None => members.iter().copied().collect(),
         };
         view.from_unseen_ring = view.old_ring.is_some() && old.is_some_and(|o| !seen.contains(&o));
+        view.started_here = view.old_ring.is_none() && ring.late_nodes.contains(&node);
         view.old_ring = Some(id);
         view.members = members.to_vec();
         view.joinlists.clear();
