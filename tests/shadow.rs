@@ -74,6 +74,26 @@ impl Drop for Tcpdump {
     }
 }
 
+/// On a failure, the captures and databases are kept under
+/// `target/test-artifacts/` (the cluster's scratch directory goes).
+struct KeepOnFailure(std::path::PathBuf);
+
+impl Drop for KeepOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let to = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/test-artifacts")
+            .join(format!("shadow-{}", std::process::id()));
+        let _ = fs::create_dir_all(&to);
+        for f in ["cap.pcap", "node2.pcap", "node2.db", "node1.db", "older.db"] {
+            let _ = fs::copy(self.0.join(f), to.join(f));
+        }
+        eprintln!("captures and databases kept in {}", to.display());
+    }
+}
+
 const ONLINE3: &str = "test $(grep -c '\"online\": 1' /etc/pve/.members) -eq 3";
 const QUORATE: &str = "grep -q '\"quorate\": 1' /etc/pve/.members";
 const NOT_QUORATE: &str = "grep -q '\"quorate\": 0' /etc/pve/.members";
@@ -133,6 +153,7 @@ fn shadow_of_a_replaced_node_matches_its_own_run_and_nothing_else() {
     c.start_all();
     wait_everywhere(&c, "3 members online", ONLINE3);
     let base = c.base.clone();
+    let _keep = KeepOnFailure(base.clone());
 
     // Some history before the snapshot.
     write(&c, 1, "storage.cfg", "dir: local\n\tpath /var/lib/vz\n").unwrap();
@@ -290,6 +311,7 @@ fn shadow_of_a_replaced_node_matches_its_own_run_and_nothing_else() {
     // Node 2's own run: everything matches.
     let report = shadow_of(&capture, &key, &base.join("node2.db"), 2).unwrap();
     let text = report.text();
+    assert!(report.ok(), "{text}");
     assert!(text.ends_with(": MATCH\n"), "{text}");
     for kind in [
         "dcdb STATE",

@@ -100,7 +100,8 @@ pub const MEMBERS_WINDOW: f64 = 1.0;
 
 /// A node first heard of this long after the capture began (capture
 /// seconds) was not running when it began: a running corosync sends
-/// tokens or knet pings many times a second.
+/// tokens or knet pings many times a second. So was one whose knet sent
+/// its first ping (seq 0) within this long of being first heard of.
 pub const LATE_START: f64 = 1.0;
 
 /// How long after the first commit token that names a ring as a member's
@@ -171,6 +172,8 @@ pub struct Orderer {
     /// When each node was first heard of, and the capture's first datagram.
     first_heard: HashMap<u32, f64>,
     first_datagram: Option<f64>,
+    /// When a node's knet sent its first ping (seq 0: it just started).
+    first_ping: HashMap<u32, f64>,
 }
 
 impl Orderer {
@@ -189,6 +192,7 @@ impl Orderer {
             node_of_address: HashMap::new(),
             first_heard: HashMap::new(),
             first_datagram: None,
+            first_ping: HashMap::new(),
         }
     }
 
@@ -235,6 +239,7 @@ impl Orderer {
                 self.node_of_address.insert(d.src.0, node as u32);
                 self.first_heard.entry(node as u32).or_insert(d.time);
                 if kind == link::TYPE_PING && seq == Some(0) {
+                    self.first_ping.entry(node as u32).or_insert(d.time);
                     self.defrag.forget_node(node);
                 }
                 return;
@@ -453,9 +458,15 @@ impl Orderer {
                         .members()
                         .into_iter()
                         .filter(|m| {
-                            self.first_heard
-                                .get(m)
-                                .is_some_and(|t| *t - start >= LATE_START)
+                            let heard = self.first_heard.get(m).copied();
+                            // Silent at first, or its knet's first ping
+                            // right when it was first heard of.
+                            heard.is_some_and(|t| t - start >= LATE_START)
+                                || self
+                                    .first_ping
+                                    .get(m)
+                                    .zip(heard)
+                                    .is_some_and(|(p, t)| p - t <= LATE_START)
                         })
                         .collect();
                     self.out.push(OrderEvent::Start(ring.meta.clone()));
