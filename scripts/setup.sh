@@ -6,13 +6,14 @@ set -euo pipefail
 # System packages: a C toolchain for the -sys crates; libqb, librrd and
 # corosync's client libraries (what PVE ships; the daemon links them); and
 # what the integration tests drive (corosync, FUSE, network namespaces,
-# SQLite's shell, rrdcached and rrdtool, tcpdump for the knet capture tests).
+# SQLite's shell, rrdcached and rrdtool, tcpdump for the knet capture tests,
+# tshark for the Wireshark dissector's tests).
 # The Debian packages are built with dpkg-buildpackage/debhelper, checked
 # with lintian, their units with systemd-analyze; the package links the
 # system SQLite.
 PACKAGES=(build-essential pkg-config libqb-dev librrd-dev corosync libcpg-dev libcfg-dev libcmap-dev
           libquorum-dev libvotequorum-dev libsqlite3-dev rrdcached rrdtool fuse3 iproute2 sqlite3
-          procps tcpdump dpkg-dev debhelper lintian systemd apt man-db)
+          procps tcpdump tshark dpkg-dev debhelper lintian systemd apt man-db)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -207,6 +207,13 @@ fn the_package_diverts_pve_clusters_binary_and_gives_it_back() {
     for dep in ["corosync", "libcpg", "libqb", "fuse"] {
         assert!(!control.contains(dep), "{control}");
     }
+    // The Wireshark dissector, where Wireshark looks for global Lua plugins.
+    let arch = ok("dpkg-architecture -qDEB_HOST_MULTIARCH");
+    let plugin = format!("/usr/lib/{}/wireshark/plugins/pmxcfs.lua", arch.trim());
+    assert_eq!(
+        fs::read(root.path(&plugin)).unwrap(),
+        fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/wireshark/pmxcfs.lua")).unwrap()
+    );
 }
 
 /// What systemd relies on, with the daemon from the package: without `-f`

@@ -139,3 +139,32 @@ impl<W: Write> CaptureWriter<W> {
         Ok(self.inner)
     }
 }
+
+/// The largest record Wireshark reads for this link type (its
+/// WTAP_MAX_PACKET_SIZE_STANDARD); larger ones make it refuse the file.
+pub const WIRESHARK_MAX_RECORD: usize = 262_144;
+
+/// Copies a capture for Wireshark: records longer than it reads are cut
+/// to [`WIRESHARK_MAX_RECORD`] bytes, their original length kept, so
+/// Wireshark shows them as cut and the dissector decodes what is left.
+/// Returns (records, records cut).
+pub fn copy_for_wireshark(input: &Path, output: &Path) -> Result<(usize, usize), CaptureError> {
+    let records = read_capture(input)?;
+    let mut out = BufWriter::new(File::create(output).map_err(CaptureError::Io)?);
+    out.write_all(&pcap_file_header())
+        .map_err(CaptureError::Io)?;
+    let mut cut = 0;
+    for r in &records {
+        let kept = r.data.len().min(WIRESHARK_MAX_RECORD);
+        cut += usize::from(kept < r.data.len());
+        let mut head = Vec::with_capacity(16);
+        head.extend_from_slice(&r.ts_sec.to_le_bytes());
+        head.extend_from_slice(&r.ts_usec.to_le_bytes());
+        head.extend_from_slice(&(kept as u32).to_le_bytes());
+        head.extend_from_slice(&(r.data.len() as u32).to_le_bytes());
+        out.write_all(&head).map_err(CaptureError::Io)?;
+        out.write_all(&r.data[..kept]).map_err(CaptureError::Io)?;
+    }
+    out.flush().map_err(CaptureError::Io)?;
+    Ok((records.len(), cut))
+}

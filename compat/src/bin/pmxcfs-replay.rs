@@ -9,14 +9,26 @@
 //!     JSON object on its own line, the totals are a final JSON object, and
 //!     the totals line goes to standard error.
 //!
-//! wire --authkey FILE [--authkey FILE2] [--ports LO-HI] [--out DIR] [--expect DIR] CAPTURE
+//! wire --authkey FILE [--authkey FILE2] [--ports LO-HI] [--out DIR] [--expect DIR]
+//!      [--decrypted-out OUT.pcapng] CAPTURE
 //!     Decode a packet capture of corosync/knet traffic (pcap or pcapng)
 //!     into what each node's CPG clients were handed. Prints the rings,
 //!     gaps and undeliverable messages it found; --out writes one
 //!     nodeN.pcap per node (DELIVER and CONFCHG records); --expect compares
 //!     every node's streams, per CPG group, with DIR/nodeN.pcap and ends with
 //!     `nodes: N, delivers matched: K/M, confchgs matched: C/D`, exiting 0
-//!     only when everything matched. This command line is a contract.
+//!     only when everything matched. --decrypted-out writes the capture's
+//!     knet packets decrypted, defragmented and decompressed (one totem
+//!     message per UDP payload, original addresses and times) for
+//!     Wireshark with wireshark/pmxcfs.lua. This command line is a
+//!     contract.
+//!
+//! for-wireshark IN.pcap OUT.pcap
+//!     Copy a CPG event recording for Wireshark, which refuses a file with
+//!     a record over 256 KiB (a large UPDATE or STATE): such records are
+//!     cut to 256 KiB with their original length kept (Wireshark shows
+//!     them as cut; wireshark/pmxcfs.lua decodes what is left). Prints
+//!     `records: N, cut: C`.
 //!
 //! shadow --authkey FILE (--db CONFIG.DB | --fresh) --node N
 //!        [--corosync-conf FILE] [--node-ip ADDR] [--ports LO-HI] [--json]
@@ -41,7 +53,7 @@ use std::process::ExitCode;
 use pmxcfs_compat::decode::{decode_file, Format, Totals};
 use serde_json::json;
 
-const USAGE: &str = "usage: pmxcfs-replay decode [--json] FILE.pcap...\n       pmxcfs-replay check [-v] SCENARIO_DIR...\n       pmxcfs-replay wire --authkey FILE [--ports LO-HI] [--out DIR] [--expect DIR] CAPTURE\n       pmxcfs-replay shadow --authkey FILE (--db CONFIG.DB | --fresh) --node N [--corosync-conf FILE] [--node-ip ADDR] [--ports LO-HI] [--json] [--quiet] CAPTURE";
+const USAGE: &str = "usage: pmxcfs-replay decode [--json] FILE.pcap...\n       pmxcfs-replay check [-v] SCENARIO_DIR...\n       pmxcfs-replay wire --authkey FILE [--ports LO-HI] [--out DIR] [--expect DIR] [--decrypted-out OUT.pcapng] CAPTURE\n       pmxcfs-replay for-wireshark IN.pcap OUT.pcap\n       pmxcfs-replay shadow --authkey FILE (--db CONFIG.DB | --fresh) --node N [--corosync-conf FILE] [--node-ip ADDR] [--ports LO-HI] [--json] [--quiet] CAPTURE";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -50,6 +62,7 @@ fn main() -> ExitCode {
         Some("check") => check(&args[1..]),
         Some("wire") => wire(&args[1..]),
         Some("shadow") => shadow(&args[1..]),
+        Some("for-wireshark") => for_wireshark(&args[1..]),
         Some("-h") | Some("--help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -206,6 +219,23 @@ fn parse_ports(v: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
     match (lo.parse::<u16>(), hi.parse::<u16>()) {
         (Ok(lo), Ok(hi)) if lo <= hi => Ok(lo..=hi),
         _ => Err(format!("--ports: expected LO-HI, got {v}")),
+    }
+}
+
+fn for_wireshark(args: &[String]) -> ExitCode {
+    let [input, output] = args else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    match pmxcfs_compat::capture::copy_for_wireshark(input.as_ref(), output.as_ref()) {
+        Ok((records, cut)) => {
+            println!("records: {records}, cut: {cut}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pmxcfs-replay for-wireshark: {input}: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -369,6 +399,7 @@ fn wire(args: &[String]) -> ExitCode {
     let mut keys = Vec::new();
     let mut out_dir = None;
     let mut expect = None;
+    let mut decrypted_out: Option<PathBuf> = None;
     let mut capture = None;
     let mut ports = pmxcfs_compat::knet::DEFAULT_PORTS;
     let mut it = args.iter();
@@ -381,6 +412,7 @@ fn wire(args: &[String]) -> ExitCode {
             "--authkey" | "-k" => value(a).and_then(|p| read_key(&p).map(|k| keys.push(k))),
             "--out" => value(a).map(|v| out_dir = Some(PathBuf::from(v))),
             "--expect" => value(a).map(|v| expect = Some(PathBuf::from(v))),
+            "--decrypted-out" => value(a).map(|v| decrypted_out = Some(PathBuf::from(v))),
             "--ports" => value(a).and_then(|v| parse_ports(&v).map(|p| ports = p)),
             s if s.starts_with('-') => Err(format!("unknown option {s}")),
             s if capture.is_none() => {
@@ -411,6 +443,29 @@ fn wire(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(path) = &decrypted_out {
+        let written = std::fs::File::create(path)
+            .map_err(|e| e.to_string())
+            .and_then(|f| {
+                let mut out = BufWriter::new(f);
+                let stats = pmxcfs_compat::knet::decrypted::write_decrypted(
+                    &mut &bytes[..],
+                    keys.clone(),
+                    ports.clone(),
+                    &mut out,
+                )
+                .map_err(|e| e.to_string())?;
+                out.flush().map_err(|e| e.to_string())?;
+                Ok(stats)
+            });
+        match written {
+            Ok(stats) => outln!("{} to {}", stats.line(), path.display()),
+            Err(e) => {
+                eprintln!("pmxcfs-replay wire: {}: {e}", path.display());
+                return ExitCode::from(1);
+            }
+        }
+    }
     let decoded = match pmxcfs_compat::knet::decode(&bytes, keys, ports) {
         Ok(d) => d,
         Err(e) => {

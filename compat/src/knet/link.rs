@@ -203,3 +203,71 @@ impl Defragmenter {
         self.pending.len()
     }
 }
+
+/// What one datagram of the capture is, layers 2 and 3 undone.
+#[derive(Debug)]
+pub enum Unwrapped {
+    /// It does not authenticate with any key.
+    NotAuthentic,
+    /// A knet PING, PONG or PMTUD packet.
+    Link {
+        kind: u8,
+        node: u16,
+        seq: Option<u16>,
+    },
+    /// A knet version or packet type this decoder does not know.
+    Unknown,
+    /// One fragment of a knet packet whose other fragments are still to
+    /// come (or a late twin of a completed one).
+    Fragment(DataHeader),
+    /// A whole knet data packet, defragmented and decompressed: exactly
+    /// one totem message (knet-wire.md §5).
+    Whole { header: DataHeader, totem: Vec<u8> },
+    /// A whole packet that does not decompress.
+    BadCompression(DataHeader, String),
+}
+
+/// Layers 2–3 as a stream: each datagram decrypted, knet fragments put
+/// together, packets decompressed.
+pub struct Unwrapper {
+    pub opener: super::crypto::Opener,
+    pub defrag: Defragmenter,
+}
+
+impl Unwrapper {
+    pub fn new(keys: Vec<Vec<u8>>) -> Unwrapper {
+        Unwrapper {
+            opener: super::crypto::Opener::new(keys),
+            defrag: Defragmenter::default(),
+        }
+    }
+
+    pub fn unwrap(&mut self, d: &super::packets::Datagram) -> Unwrapped {
+        let Some(plain) = self.opener.open(&d.payload) else {
+            return Unwrapped::NotAuthentic;
+        };
+        let (header, data) = match parse(&plain) {
+            Some(KnetPacket::Data(h, data)) => (h, data),
+            Some(KnetPacket::Link { kind, node, seq }) => {
+                if kind == TYPE_PING && seq == Some(0) {
+                    self.defrag.forget_node(node);
+                }
+                return Unwrapped::Link { kind, node, seq };
+            }
+            _ => return Unwrapped::Unknown,
+        };
+        let key = (
+            format!("{:?}", d.src),
+            format!("{:?}", d.dst),
+            header.node,
+            header.seq,
+        );
+        let Some(whole) = self.defrag.add(key, &header, data) else {
+            return Unwrapped::Fragment(header);
+        };
+        match decompress(header.compress, &whole) {
+            Ok(totem) => Unwrapped::Whole { header, totem },
+            Err(e) => Unwrapped::BadCompression(header, e),
+        }
+    }
+}

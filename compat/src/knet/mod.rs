@@ -8,6 +8,7 @@
 //! views (what each node's CPG clients were handed).
 
 pub mod crypto;
+pub mod decrypted;
 pub mod fields;
 pub mod forge;
 pub mod fuzzing;
@@ -42,7 +43,11 @@ pub struct Decoded {
 pub enum WireError {
     File(packets::CaptureFileError),
     NoKnetTraffic,
-    WrongKey { datagrams: u64 },
+    WrongKey {
+        datagrams: u64,
+    },
+    /// Writing an output file failed.
+    Write(String),
 }
 
 impl std::fmt::Display for WireError {
@@ -56,6 +61,7 @@ impl std::fmt::Display for WireError {
                 f,
                 "no packet authenticates with the given key ({datagrams} knet datagrams tried)"
             ),
+            WireError::Write(e) => write!(f, "writing the output failed: {e}"),
         }
     }
 }

@@ -4,8 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::crypto::Opener;
-use super::link::{self, Defragmenter, KnetPacket};
+use super::link::{self, Unwrapped, Unwrapper};
 use super::packets::Datagram;
 use super::totem::{self, CommitToken, Mcast, RingId, TotemMessage};
 
@@ -152,8 +151,7 @@ struct OpenRing {
 /// Layers 2–5 as a stream: datagrams in (in time order), ordered mcasts
 /// out ([`OrderEvent`]), with memory bounded by what is not yet decided.
 pub struct Orderer {
-    opener: Opener,
-    defrag: Defragmenter,
+    unwrapper: Unwrapper,
     pub stats: Stats,
     rings: HashMap<RingId, OpenRing>,
     /// Rings in order of first appearance (a ring seen only through
@@ -179,8 +177,7 @@ pub struct Orderer {
 impl Orderer {
     pub fn new(keys: Vec<Vec<u8>>) -> Orderer {
         Orderer {
-            opener: Opener::new(keys),
-            defrag: Defragmenter::default(),
+            unwrapper: Unwrapper::new(keys),
             stats: Stats::default(),
             rings: HashMap::new(),
             appearance: Vec::new(),
@@ -227,50 +224,52 @@ impl Orderer {
         self.now = self.now.max(d.time);
         self.first_datagram.get_or_insert(d.time);
         self.stats.datagrams += 1;
-        let Some(plain) = self.opener.open(&d.payload) else {
-            self.stats.failed_auth += 1;
-            return;
-        };
-        self.stats.authenticated += 1;
-        let (header, data) = match link::parse(&plain) {
-            Some(KnetPacket::Data(h, data)) => (h, data),
-            Some(KnetPacket::Link { kind, node, seq }) => {
+        let (header, packet) = match self.unwrapper.unwrap(d) {
+            Unwrapped::NotAuthentic => {
+                self.stats.failed_auth += 1;
+                return;
+            }
+            Unwrapped::Link { kind, node, seq } => {
+                self.stats.authenticated += 1;
                 self.stats.knet_link += 1;
                 self.node_of_address.insert(d.src.0, node as u32);
                 self.first_heard.entry(node as u32).or_insert(d.time);
                 if kind == link::TYPE_PING && seq == Some(0) {
                     self.first_ping.entry(node as u32).or_insert(d.time);
-                    self.defrag.forget_node(node);
                 }
                 return;
             }
-            _ => {
+            Unwrapped::Unknown => {
+                self.stats.authenticated += 1;
                 self.stats.knet_unknown += 1;
                 return;
             }
-        };
-        self.stats.knet_data += 1;
-        self.node_of_address.insert(d.src.0, header.node as u32);
-        self.first_heard.entry(header.node as u32).or_insert(d.time);
-        let key = (
-            format!("{:?}", d.src),
-            format!("{:?}", d.dst),
-            header.node,
-            header.seq,
-        );
-        let Some(whole) = self.defrag.add(key, &header, data) else {
-            return;
-        };
-        if header.compress != 0 {
-            self.stats.compressed += 1;
-        }
-        let packet = match link::decompress(header.compress, &whole) {
-            Ok(p) => p,
-            Err(e) => {
+            Unwrapped::Fragment(header) => {
+                self.stats.authenticated += 1;
+                self.stats.knet_data += 1;
+                self.node_of_address.insert(d.src.0, header.node as u32);
+                self.first_heard.entry(header.node as u32).or_insert(d.time);
+                return;
+            }
+            Unwrapped::BadCompression(header, e) => {
+                self.stats.authenticated += 1;
+                self.stats.knet_data += 1;
+                self.stats.compressed += 1;
+                self.node_of_address.insert(d.src.0, header.node as u32);
                 if self.stats.decompress_errors.len() < 10 {
                     self.stats.decompress_errors.push(e);
                 }
                 return;
+            }
+            Unwrapped::Whole { header, totem } => {
+                self.stats.authenticated += 1;
+                self.stats.knet_data += 1;
+                self.node_of_address.insert(d.src.0, header.node as u32);
+                self.first_heard.entry(header.node as u32).or_insert(d.time);
+                if header.compress != 0 {
+                    self.stats.compressed += 1;
+                }
+                (header, totem)
             }
         };
         let big = totem::is_big_endian(&packet);
@@ -390,9 +389,9 @@ impl Orderer {
     /// The end of the capture: every ring ends.
     pub fn finish(&mut self) {
         self.advance(true);
-        self.stats.fragments_unfinished = self.defrag.unfinished() as u64;
-        self.stats.reassembled = self.defrag.reassembled;
-        self.stats.crypto = self.opener.used.clone();
+        self.stats.fragments_unfinished = self.unwrapper.defrag.unfinished() as u64;
+        self.stats.reassembled = self.unwrapper.defrag.reassembled;
+        self.stats.crypto = self.unwrapper.opener.used.clone();
     }
 
     /// Whether every ring a member of `id` was in before has ended: the

@@ -22,6 +22,8 @@ use std::net::IpAddr;
 pub struct Datagram {
     /// Seconds since the epoch (fractional).
     pub time: f64,
+    /// The same, exactly as the capture has it, in nanoseconds.
+    pub time_ns: u64,
     pub src: (IpAddr, u16),
     pub dst: (IpAddr, u16),
     pub payload: Vec<u8>,
@@ -77,30 +79,32 @@ pub fn for_each_datagram(
 ) -> Result<(), CaptureFileError> {
     let mut frags = IpReassembly::default();
     // False once `f` wants no more.
-    let mut on_frame = |link: u32, time: f64, frame: &[u8], stats: &mut ReadStats| -> bool {
-        stats.frames += 1;
-        match link_payload(link, frame) {
-            Err(()) => stats.unknown_link_type += 1,
-            Ok(None) => stats.foreign += 1,
-            Ok(Some(ip)) => match ip_to_udp(ip, &mut frags, stats) {
-                Some((src, dst, payload)) => {
-                    if ports.contains(&src.1) || ports.contains(&dst.1) {
-                        stats.udp_on_ports += 1;
-                        return f(Datagram {
-                            time,
-                            src,
-                            dst,
-                            payload,
-                        });
-                    } else {
-                        stats.foreign += 1;
+    let mut on_frame =
+        |link: u32, (time, time_ns): (f64, u64), frame: &[u8], stats: &mut ReadStats| -> bool {
+            stats.frames += 1;
+            match link_payload(link, frame) {
+                Err(()) => stats.unknown_link_type += 1,
+                Ok(None) => stats.foreign += 1,
+                Ok(Some(ip)) => match ip_to_udp(ip, &mut frags, stats) {
+                    Some((src, dst, payload)) => {
+                        if ports.contains(&src.1) || ports.contains(&dst.1) {
+                            stats.udp_on_ports += 1;
+                            return f(Datagram {
+                                time,
+                                time_ns,
+                                src,
+                                dst,
+                                payload,
+                            });
+                        } else {
+                            stats.foreign += 1;
+                        }
                     }
-                }
-                None => stats.foreign += 1,
-            },
-        }
-        true
-    };
+                    None => stats.foreign += 1,
+                },
+            }
+            true
+        };
     let mut magic = [0u8; 4];
     if read_full(reader, &mut magic) != Full::Yes {
         return Err(CaptureFileError::NotACapture);
@@ -139,7 +143,7 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> Full {
     }
 }
 
-type OnFrame<'a> = dyn FnMut(u32, f64, &[u8], &mut ReadStats) -> bool + 'a;
+type OnFrame<'a> = dyn FnMut(u32, (f64, u64), &[u8], &mut ReadStats) -> bool + 'a;
 
 fn read_pcap(
     r: &mut dyn Read,
@@ -193,7 +197,8 @@ fn read_pcap(
             break;
         }
         let time = sec + if nanos { frac / 1e9 } else { frac / 1e6 };
-        if !on_frame(link, time, &frame, stats) {
+        let time_ns = sec as u64 * 1_000_000_000 + frac as u64 * if nanos { 1 } else { 1000 };
+        if !on_frame(link, (time, time_ns), &frame, stats) {
             break;
         }
     }
@@ -211,7 +216,7 @@ fn read_pcapng(
 ) {
     // Per section: byte order and the interfaces (link type, ts resolution).
     let mut big_endian = false;
-    let mut interfaces: Vec<(u32, f64)> = Vec::new();
+    let mut interfaces: Vec<(u32, f64, u8)> = Vec::new();
     let mut pending_magic = Some(magic);
     let mut block = Vec::new();
     loop {
@@ -286,6 +291,7 @@ fn read_pcapng(
             1 if body.len() >= 8 => {
                 let link = rd16(body) as u32;
                 let mut resolution = 1e-6;
+                let mut tsresol = 6u8;
                 let mut opts = &body[8..];
                 while opts.len() >= 4 {
                     let code = rd16(opts);
@@ -296,6 +302,7 @@ fn read_pcapng(
                     if code == 9 && olen >= 1 {
                         // if_tsresol: bit 7 = power of two, else power of ten.
                         let v = opts[4];
+                        tsresol = v;
                         resolution = if v & 0x80 != 0 {
                             2f64.powi(-((v & 0x7f) as i32))
                         } else {
@@ -304,7 +311,7 @@ fn read_pcapng(
                     }
                     opts = &opts[(4 + ((olen + 3) & !3)).min(opts.len())..];
                 }
-                interfaces.push((link, resolution));
+                interfaces.push((link, resolution, tsresol));
             }
             // Enhanced Packet Block.
             6 if body.len() >= 20 => {
@@ -312,8 +319,9 @@ fn read_pcapng(
                 let ts = ((rd(&body[4..]) as u64) << 32) | rd(&body[8..]) as u64;
                 let caplen = rd(&body[12..]) as usize;
                 match interfaces.get(iface) {
-                    Some(&(link, res)) if body.len() - 20 >= caplen => {
-                        if !on_frame(link, ts as f64 * res, &body[20..20 + caplen], stats) {
+                    Some(&(link, res, tsresol)) if body.len() - 20 >= caplen => {
+                        let time = (ts as f64 * res, units_to_ns(ts, tsresol));
+                        if !on_frame(link, time, &body[20..20 + caplen], stats) {
                             break;
                         }
                     }
@@ -322,8 +330,8 @@ fn read_pcapng(
             }
             // Simple Packet Block: interface 0, no timestamp.
             3 if body.len() >= 4 => match interfaces.first() {
-                Some(&(link, _)) => {
-                    if !on_frame(link, 0.0, &body[4..], stats) {
+                Some(&(link, _, _)) => {
+                    if !on_frame(link, (0.0, 0), &body[4..], stats) {
                         break;
                     }
                 }
@@ -332,6 +340,20 @@ fn read_pcapng(
             _ => {}
         }
     }
+}
+
+/// A pcapng timestamp in units of `if_tsresol` (bit 7: a power of two,
+/// else of ten), in nanoseconds.
+fn units_to_ns(ts: u64, tsresol: u8) -> u64 {
+    let exp = (tsresol & 0x7f) as u32;
+    let ns = if tsresol & 0x80 != 0 {
+        (ts as u128 * 1_000_000_000) >> exp.min(127)
+    } else if exp <= 9 {
+        ts as u128 * 10u128.pow(9 - exp)
+    } else {
+        ts as u128 / 10u128.pow((exp - 9).min(38))
+    };
+    ns.min(u64::MAX as u128) as u64
 }
 
 /// The IP packet inside a link-layer frame: `Err` for a link type this
