@@ -7,6 +7,7 @@ pub mod decode;
 pub mod describe;
 pub mod drive;
 pub mod knet;
+pub mod reaction_time;
 pub mod shadow;
 pub mod sqldump;
 pub mod wire_check;

@@ -48,6 +48,7 @@ use crate::knet::order::Ring;
 use crate::knet::totem::RingId;
 use crate::knet::views::{Emitted, ViewEvent};
 use crate::knet::{StreamSummary, Streamed};
+use crate::reaction_time::ReactionTime;
 
 /// The database node N's pmxcfs started on.
 pub enum StartDb {
@@ -436,6 +437,9 @@ pub struct Shadow {
     private_deliveries: u64,
     alone_since: Option<f64>,
     private_join_noted: bool,
+    /// The shadowed process's callbacks, held until the second it handled
+    /// them is known.
+    reaction: ReactionTime,
 }
 
 fn is_state_message(bytes: &[u8]) -> Option<MessageType> {
@@ -562,6 +566,7 @@ impl Shadow {
             private_deliveries: 0,
             alone_since: None,
             private_join_noted: false,
+            reaction: ReactionTime::default(),
         })
     }
 
@@ -701,10 +706,11 @@ impl Shadow {
             self.boot();
         }
         if self.process.as_ref().is_some_and(|p| p.pid == pid) {
-            self.feed(v);
+            self.take(v);
             return;
         }
         if self.is_own_join(&v) && !self.skipped.contains(&pid) {
+            self.release_held();
             self.end_process(v.time);
             self.lookahead = Some(Lookahead {
                 pid,
@@ -831,6 +837,20 @@ impl Shadow {
             self.set_quorum(q, first);
         }
         for e in la.events {
+            self.take(e);
+        }
+    }
+
+    /// A callback of the shadowed process, fed once the second it was
+    /// handled in is known.
+    fn take(&mut self, v: ViewEvent) {
+        for e in self.reaction.push(v) {
+            self.feed(e);
+        }
+    }
+
+    fn release_held(&mut self) {
+        for e in self.reaction.flush() {
             self.feed(e);
         }
     }
@@ -1237,6 +1257,13 @@ impl Shadow {
     pub fn finish(mut self, summary: &StreamSummary) -> Report {
         if self.lookahead.is_some() {
             self.boot();
+        }
+        self.release_held();
+        if self.reaction.moved > 0 {
+            self.report.notes.push(format!(
+                "{} callbacks were taken as handled in the second after the capture shows them: the message the node sent in reaction carries that second",
+                self.reaction.moved
+            ));
         }
         let t = summary.last_time.unwrap_or(0.0);
         self.end_process(t);
