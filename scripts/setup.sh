@@ -3,7 +3,8 @@
 # Idempotent; needs root (or sudo) for the system packages.
 set -euo pipefail
 
-# System packages: a C toolchain for the -sys crates; libqb, librrd and
+# System packages: a C toolchain for the -sys crates; libqb, librrd (loaded
+# at run time) and
 # corosync's client libraries (what PVE ships; the daemon links them); and
 # what the integration tests drive (corosync, FUSE, network namespaces,
 # SQLite's shell, rrdcached and rrdtool, tcpdump for the knet capture tests,
@@ -11,7 +12,7 @@ set -euo pipefail
 # The Debian packages are built with dpkg-buildpackage/debhelper, checked
 # with lintian, their units with systemd-analyze; the package links the
 # system SQLite.
-PACKAGES=(build-essential pkg-config libqb-dev librrd-dev corosync libcpg-dev libcfg-dev libcmap-dev
+PACKAGES=(build-essential pkg-config libqb-dev librrd8 corosync libcpg-dev libcfg-dev libcmap-dev
           libquorum-dev libvotequorum-dev libsqlite3-dev rrdcached rrdtool fuse3 iproute2 sqlite3
           procps tcpdump tshark dpkg-dev debhelper lintian systemd apt man-db)
 

@@ -289,6 +289,9 @@ fn block_signals() -> libc::sigset_t {
         for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
             libc::sigaddset(&mut set, s);
         }
+        if std::env::var_os(crate::stats::STATS_FILE_ENV).is_some() {
+            libc::sigaddset(&mut set, libc::SIGUSR2);
+        }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -498,6 +501,17 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
     )
     .map_err(|e| format!("{}: {e}", paths.database().display()))?;
     let db = Database::open(&paths.database()).map_err(db_error)?;
+    match &db.page_size_change {
+        Some(Ok((old, new))) => log::notice(
+            Subsystem::Database,
+            &format!("database page size {old} changed to {new} (fewer bytes written per change)"),
+        ),
+        Some(Err(e)) => log::warning(
+            Subsystem::Database,
+            &format!("database page size left as it is: {e}"),
+        ),
+        None => {}
+    }
     let mut shared = Shared { node, db };
     let initial = shared.drain(start);
     if shared.node.storage_failed() {
@@ -566,8 +580,18 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
         redirect_stdio_to_null();
     }
 
+    let stats_file = std::env::var_os(crate::stats::STATS_FILE_ENV).map(PathBuf::from);
     loop {
         if let Some(sig) = wait_for_signal(&signals, Duration::from_millis(500)) {
+            if sig == libc::SIGUSR2 {
+                if let Some(path) = &stats_file {
+                    let state = node.lock();
+                    let (t, p) = (state.db.transactions, state.db.pages_written);
+                    drop(state);
+                    crate::stats::dump(path, t, p);
+                }
+                continue;
+            }
             log::debug(Subsystem::Main, &format!("received signal {sig}"));
             break;
         }

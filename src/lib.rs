@@ -28,3 +28,5 @@ pub mod node;
 pub mod record;
 #[cfg(feature = "daemon")]
 pub mod rrd;
+#[cfg(feature = "daemon")]
+pub mod stats;

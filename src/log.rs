@@ -116,6 +116,11 @@ pub fn crit(subsystem: Subsystem, text: &str) {
 }
 
 #[track_caller]
+pub fn warning(subsystem: Subsystem, text: &str) {
+    at(subsystem, Level::Warning, text);
+}
+
+#[track_caller]
 pub fn notice(subsystem: Subsystem, text: &str) {
     at(subsystem, Level::Notice, text);
 }

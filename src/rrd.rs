@@ -14,23 +14,66 @@ use crate::core::logline::Subsystem;
 use crate::core::rrd::{rrd_update, RrdUpdate, STEP};
 use crate::log;
 
-#[link(name = "rrd")]
-extern "C" {
-    fn rrd_create_r(
-        filename: *const c_char,
-        step: c_ulong,
-        last_up: libc::time_t,
-        argc: c_int,
-        argv: *const *const c_char,
-    ) -> c_int;
-    fn rrd_update_r(
-        filename: *const c_char,
-        template: *const c_char,
-        argc: c_int,
-        argv: *const *const c_char,
-    ) -> c_int;
-    fn rrd_get_error() -> *const c_char;
-    fn rrd_clear_error();
+/// librrd, loaded the first time a sample cannot go through rrdcached.
+/// PVE nodes always run rrdcached, so they never load it; and it is
+/// large (cairo, pango, glib, X11, ICU come with it: about 6 MB of
+/// resident memory from the start if it were linked).
+struct Librrd {
+    create: unsafe extern "C" fn(
+        *const c_char,
+        c_ulong,
+        libc::time_t,
+        c_int,
+        *const *const c_char,
+    ) -> c_int,
+    update:
+        unsafe extern "C" fn(*const c_char, *const c_char, c_int, *const *const c_char) -> c_int,
+    get_error: unsafe extern "C" fn() -> *const c_char,
+    clear_error: unsafe extern "C" fn(),
+}
+
+/// The shared object the Debian package depends on (librrd8).
+const LIBRRD: &str = "librrd.so.8";
+
+fn librrd() -> Result<&'static Librrd, String> {
+    static LOADED: std::sync::OnceLock<Result<Librrd, String>> = std::sync::OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            let name = CString::new(LIBRRD).expect("no NUL");
+            // SAFETY: dlopen/dlsym of librrd's documented functions, with
+            // their C signatures; the handle is never closed.
+            unsafe {
+                let handle = libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+                if handle.is_null() {
+                    let e = libc::dlerror();
+                    let why = if e.is_null() {
+                        String::new()
+                    } else {
+                        std::ffi::CStr::from_ptr(e).to_string_lossy().into_owned()
+                    };
+                    return Err(format!("cannot load {LIBRRD}: {why}"));
+                }
+                let sym = |n: &str| -> Result<*mut libc::c_void, String> {
+                    let c = CString::new(n).expect("no NUL");
+                    let p = libc::dlsym(handle, c.as_ptr());
+                    if p.is_null() {
+                        Err(format!("{LIBRRD} has no {n}"))
+                    } else {
+                        Ok(p)
+                    }
+                };
+                Ok(Librrd {
+                    create: std::mem::transmute::<*mut libc::c_void, _>(sym("rrd_create_r")?),
+                    update: std::mem::transmute::<*mut libc::c_void, _>(sym("rrd_update_r")?),
+                    get_error: std::mem::transmute::<*mut libc::c_void, _>(sym("rrd_get_error")?),
+                    clear_error: std::mem::transmute::<*mut libc::c_void, _>(sym(
+                        "rrd_clear_error",
+                    )?),
+                })
+            }
+        })
+        .as_ref()
+        .map_err(|e| e.clone())
 }
 
 pub struct RrdWriter {
@@ -49,16 +92,16 @@ fn local_midnight(now: i64) -> i64 {
     now - (tm.tm_hour as i64 * 3600 + tm.tm_min as i64 * 60 + tm.tm_sec as i64)
 }
 
-fn librrd_error() -> String {
+fn librrd_error(lib: &Librrd) -> String {
     // SAFETY: librrd returns a pointer to its thread's error string.
     unsafe {
-        let e = rrd_get_error();
+        let e = (lib.get_error)();
         let s = if e.is_null() {
             String::new()
         } else {
             std::ffi::CStr::from_ptr(e).to_string_lossy().into_owned()
         };
-        rrd_clear_error();
+        (lib.clear_error)();
         s
     }
 }
@@ -122,12 +165,13 @@ impl RrdWriter {
                 None => false,
             };
             if !created {
+                let lib = librrd()?;
                 let schema = cstrings(&u.kind.schema());
                 let argv: Vec<*const c_char> = schema.iter().map(|c| c.as_ptr()).collect();
                 let name = CString::new(file.as_str()).map_err(|e| e.to_string())?;
                 // SAFETY: NUL-terminated strings that outlive the call.
                 let rc = unsafe {
-                    rrd_create_r(
+                    (lib.create)(
                         name.as_ptr(),
                         STEP as c_ulong,
                         local_midnight(now) as libc::time_t,
@@ -136,7 +180,7 @@ impl RrdWriter {
                     )
                 };
                 if rc != 0 {
-                    return Err(format!("create failed: {}", librrd_error()));
+                    return Err(format!("create failed: {}", librrd_error(lib)));
                 }
             }
         }
@@ -145,12 +189,13 @@ impl RrdWriter {
                 return Ok(());
             }
         }
+        let lib = librrd()?;
         let values = cstrings(std::slice::from_ref(&u.values));
         let argv: Vec<*const c_char> = values.iter().map(|c| c.as_ptr()).collect();
         let name = CString::new(file.as_str()).map_err(|e| e.to_string())?;
         // SAFETY: as above.
         let rc = unsafe {
-            rrd_update_r(
+            (lib.update)(
                 name.as_ptr(),
                 std::ptr::null(),
                 argv.len() as c_int,
@@ -158,7 +203,7 @@ impl RrdWriter {
             )
         };
         if rc != 0 {
-            return Err(format!("update failed: {}", librrd_error()));
+            return Err(format!("update failed: {}", librrd_error(lib)));
         }
         Ok(())
     }

@@ -212,7 +212,8 @@ fn the_package_diverts_pve_clusters_binary_and_gives_it_back() {
     let plugin = format!("/usr/lib/{}/wireshark/plugins/pmxcfs.lua", arch.trim());
     assert_eq!(
         fs::read(root.path(&plugin)).unwrap(),
-        fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/wireshark/pmxcfs.lua")).unwrap()
+        fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("compat/wireshark/pmxcfs.lua"))
+            .unwrap()
     );
 }
 

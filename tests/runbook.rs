@@ -155,7 +155,7 @@ fn the_runbook_replaces_every_node_and_rolls_one_back() {
     }
     let ours = deb("pmxcfs-rs");
     let tools = deb("pmxcfs-rs-tools");
-    let mut c = Cluster::new_for_packages("b", 3);
+    let c = Cluster::new_for_packages("b", 3);
     let pkgs = c.base.join("packages");
     fs::create_dir_all(&pkgs).unwrap();
     // "The C daemon" of the stand-in pve-cluster: a daemon that runs a node.

@@ -248,7 +248,10 @@ impl App for Dcdb {
             let mut sent = 0;
             for inode in Self::differing_inodes(&indexes[leader], &others) {
                 if let Some(e) = self.memdb.entry(inode) {
-                    env.send_state(MessageType::Update, e.to_tree_entry().to_bytes());
+                    // Framed in place: the whole tree may go out here.
+                    let entry = e.to_tree_entry();
+                    let len = TreeEntry::FIXED_LEN + entry.name.len() + 1 + entry.data.len();
+                    env.send_state_with(MessageType::Update, len, |out| entry.encode(out));
                     sent += 1;
                 }
             }
@@ -286,7 +289,7 @@ impl App for Dcdb {
         ));
         match self
             .memdb
-            .commit_sync(&round.leader_index, &round.updates, env.now)
+            .commit_sync(&round.leader_index, round.updates, env.now)
         {
             Ok(()) => {
                 self.effects

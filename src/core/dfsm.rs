@@ -76,6 +76,14 @@ pub enum AppSend {
         msg_type: MessageType,
         payload: Vec<u8>,
     },
+    /// A state message built in place: `bytes` begins with
+    /// STATE_HEADER_LEN bytes the dfsm overwrites with the header, so a
+    /// large payload (a sync's UPDATEs: the whole tree) is not copied once
+    /// more to be framed.
+    StateInPlace {
+        msg_type: MessageType,
+        bytes: Vec<u8>,
+    },
 }
 
 /// The context of an application callback.
@@ -105,6 +113,19 @@ impl Env {
     }
     pub fn send_state(&mut self, msg_type: MessageType, payload: Vec<u8>) {
         self.sends.push(AppSend::State { msg_type, payload });
+    }
+    /// A state message whose payload `write` appends to the buffer the
+    /// message is sent from (`capacity`: the payload's length, if known).
+    pub fn send_state_with(
+        &mut self,
+        msg_type: MessageType,
+        capacity: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let mut bytes = Vec::with_capacity(STATE_HEADER_LEN + capacity);
+        bytes.resize(STATE_HEADER_LEN, 0);
+        write(&mut bytes);
+        self.sends.push(AppSend::StateInPlace { msg_type, bytes });
     }
     /// A notice line of this group's log.
     #[track_caller]
@@ -303,6 +324,15 @@ impl<A: App> Dfsm<A> {
                 AppSend::State { msg_type, payload } => {
                     self.send_state(msg_type, &payload, env.now)
                 }
+                AppSend::StateInPlace {
+                    msg_type,
+                    mut bytes,
+                } => {
+                    let mut header = Vec::with_capacity(STATE_HEADER_LEN);
+                    self.state_framing(msg_type, env.now).encode(&mut header);
+                    bytes[..STATE_HEADER_LEN].copy_from_slice(&header);
+                    self.outputs.push(Output::Send(bytes));
+                }
             }
         }
     }
@@ -388,8 +418,12 @@ impl<A: App> Dfsm<A> {
         self.msgcount
     }
 
+    fn state_framing(&self, msg_type: MessageType, now: u32) -> Framing {
+        Framing::state(msg_type, self.app.protocol_version(), now, self.sync_epoch)
+    }
+
     fn send_state(&mut self, msg_type: MessageType, payload: &[u8], now: u32) {
-        let framing = Framing::state(msg_type, self.app.protocol_version(), now, self.sync_epoch);
+        let framing = self.state_framing(msg_type, now);
         let mut bytes = Vec::with_capacity(STATE_HEADER_LEN + payload.len());
         framing.encode(&mut bytes);
         bytes.extend_from_slice(payload);

@@ -297,7 +297,7 @@ impl Memdb {
     pub fn commit_sync(
         &mut self,
         leader: &MemdbIndex,
-        updates: &[TreeEntry],
+        updates: Vec<TreeEntry>,
         now: u32,
     ) -> Result<(), String> {
         let result = self.try_commit_sync(leader, updates, now);
@@ -310,9 +310,14 @@ impl Memdb {
     fn try_commit_sync(
         &mut self,
         leader: &MemdbIndex,
-        updates: &[TreeEntry],
+        updates: Vec<TreeEntry>,
         now: u32,
     ) -> Result<(), String> {
+        // A sync may bring the whole tree: the updates are moved into the
+        // rows to write, and only the entries kept from our tree are
+        // copied, so that the data is held twice at most (the rows the
+        // database edge writes, the new tree), besides our old tree kept
+        // for the index check.
         let leader_inodes: std::collections::HashSet<u64> =
             leader.entries.iter().map(|e| e.inode).collect();
         let delete_inodes: Vec<u64> = self
@@ -322,7 +327,7 @@ impl Memdb {
             .filter(|i| *i != 0 && !leader_inodes.contains(i))
             .collect();
         let write_rows: Vec<Row> = updates
-            .iter()
+            .into_iter()
             .map(|u| Row {
                 inode: u.inode,
                 parent: u.parent,
@@ -330,17 +335,27 @@ impl Memdb {
                 writer: u.writer,
                 mtime: u.mtime,
                 entry_type: u8::from(u.entry_type),
+                data: (u.entry_type == EntryType::Reg && u.size > 0).then_some(u.data),
                 name: if u.inode == 0 {
                     b"__version__".to_vec()
                 } else {
-                    u.name.clone()
+                    u.name
                 },
-                data: (u.entry_type == EntryType::Reg && u.size > 0).then(|| u.data.clone()),
             })
             .collect();
-        let mut rows: HashMap<u64, Row> = self.rows().into_iter().map(|r| (r.inode, r)).collect();
-        for i in &delete_inodes {
-            rows.remove(i);
+        let replaced: std::collections::HashSet<u64> = write_rows.iter().map(|r| r.inode).collect();
+        let deleted: std::collections::HashSet<u64> = delete_inodes.iter().copied().collect();
+        let mut rows: HashMap<u64, Row> = HashMap::with_capacity(self.entries.len());
+        if !replaced.contains(&0) {
+            let root = self.root();
+            rows.insert(0, version_row(root.version, root.writer, root.mtime));
+        }
+        for inode in self.entries.keys() {
+            if *inode != 0 && !replaced.contains(inode) && !deleted.contains(inode) {
+                if let Some(r) = self.row_of(*inode) {
+                    rows.insert(*inode, r);
+                }
+            }
         }
         for r in &write_rows {
             rows.insert(r.inode, r.clone());

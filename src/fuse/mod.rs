@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 
 use crate::core::fs::{self as view, Fixed, Kind, Special, Target, FIXED};
@@ -45,6 +45,11 @@ pub struct PveFs {
     /// Special-file content captured at open, so reads of one open file are
     /// consistent.
     snapshots: Mutex<HashMap<u64, Vec<u8>>>,
+    /// Directory listings by open directory handle, taken at the first
+    /// readdir (offset 0), as libfuse's high-level API buffers them for
+    /// C: the later pieces of one listing come from it, so listing a
+    /// large directory is linear, and consistent.
+    listings: Mutex<HashMap<u64, std::sync::Arc<Vec<(Vec<u8>, FileType)>>>>,
     next_fh: AtomicU64,
 }
 
@@ -71,6 +76,7 @@ impl PveFs {
             www_data_gid,
             inodes: Mutex::new(InodeTable::new()),
             snapshots: Mutex::new(HashMap::new()),
+            listings: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
         }
     }
@@ -196,24 +202,111 @@ impl PveFs {
     fn create_flags() -> FopenFlags {
         FopenFlags::empty()
     }
+
+    /// unlink and rmdir: one delete request (C's `cfs_fuse_unlink` and
+    /// `cfs_fuse_rmdir` both send CFS_DELETE).
+    fn remove(&self, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self
+            .child_path(parent, name)
+            .and_then(|path| self.change(NodeRequest::Delete { path }))
+        {
+            Ok(_) => {
+                self.table().detach(parent.0, name.as_bytes());
+                reply.ok()
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// The listing of an open directory: taken anew at offset 0, else the
+    /// one taken then.
+    fn listing_of(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+    ) -> Result<std::sync::Arc<Vec<(Vec<u8>, FileType)>>, Errno> {
+        let mut listings = self.listings.lock().unwrap_or_else(|e| e.into_inner());
+        if offset != 0 {
+            if let Some(l) = listings.get(&fh.0) {
+                return Ok(l.clone());
+            }
+        }
+        drop(listings);
+        let fresh = std::sync::Arc::new(self.listing(ino)?);
+        listings = self.listings.lock().unwrap_or_else(|e| e.into_inner());
+        if fh.0 != 0 {
+            listings.insert(fh.0, fresh.clone());
+        }
+        Ok(fresh)
+    }
+
+    /// A directory's entries as readdir lists them: ".", "..", at the root
+    /// the fixed names, then memdb's children in its order.
+    fn listing(&self, ino: INodeNo) -> Result<Vec<(Vec<u8>, FileType)>, Errno> {
+        let path = match self.target_of(ino)? {
+            Target::Root => Vec::new(),
+            Target::Memdb(p) => p,
+            _ => return Err(Errno::ENOTDIR),
+        };
+        let mut names: Vec<(Vec<u8>, FileType)> = vec![
+            (b".".to_vec(), FileType::Directory),
+            (b"..".to_vec(), FileType::Directory),
+        ];
+        if path.is_empty() {
+            for (name, f) in FIXED {
+                let kind = match f {
+                    Fixed::Link(_) => FileType::Symlink,
+                    Fixed::Special(_) => FileType::RegularFile,
+                };
+                names.push((name.as_bytes().to_vec(), kind));
+            }
+        }
+        let s = self.node.lock();
+        let memdb = s.node.memdb();
+        // A missing or non-directory path lists nothing, as in C.
+        if let Some(dir) = memdb.lookup(&path).filter(|e| e.is_dir()) {
+            for e in memdb.children(dir.inode) {
+                if path.is_empty() && view::fixed(&e.name).is_some() {
+                    continue;
+                }
+                let kind = if e.is_dir() {
+                    FileType::Directory
+                } else {
+                    FileType::RegularFile
+                };
+                names.push((e.name.clone(), kind));
+            }
+        }
+        Ok(names)
+    }
 }
 
 impl Filesystem for PveFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
+        // open(O_TRUNC) truncates in the open request instead of a
+        // separate setattr (one round trip less; the same truncate
+        // change); directory listings carry the entries' attributes, so
+        // opening the files listed needs no lookup each.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC);
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS);
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        crate::stats::fuse_request("lookup");
         self.trace("lookup", parent, Some(name));
         self.entry(parent, name, reply);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        crate::stats::fuse_request("forget");
         self.table().forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        crate::stats::fuse_request("getattr");
         self.trace("getattr", ino, None);
         match self.attr(ino.0) {
             Ok((a, ttl)) => reply.attr(&ttl, &a),
@@ -239,6 +332,7 @@ impl Filesystem for PveFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        crate::stats::fuse_request("setattr");
         let result = (|| -> Result<(), Errno> {
             let target = self.target_of(ino)?;
             let path = match &target {
@@ -294,6 +388,7 @@ impl Filesystem for PveFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        crate::stats::fuse_request("readlink");
         self.trace("readlink", ino, None);
         match self.target_of(ino) {
             Ok(Target::Fixed(Fixed::Link(suffix))) => {
@@ -315,6 +410,7 @@ impl Filesystem for PveFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        crate::stats::fuse_request("mknod");
         // libfuse turns a regular-file mknod into create; nothing else exists.
         if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(Errno::ENOSYS);
@@ -337,6 +433,7 @@ impl Filesystem for PveFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        crate::stats::fuse_request("mkdir");
         match self
             .child_path(parent, name)
             .and_then(|path| self.change(NodeRequest::Mkdir { path }))
@@ -347,20 +444,40 @@ impl Filesystem for PveFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self
-            .child_path(parent, name)
-            .and_then(|path| self.change(NodeRequest::Delete { path }))
-        {
-            Ok(_) => {
-                self.table().detach(parent.0, name.as_bytes());
-                reply.ok()
-            }
-            Err(e) => reply.error(e),
-        }
+        crate::stats::fuse_request("unlink");
+        self.remove(parent, name, reply)
     }
 
-    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.unlink(req, parent, name, reply)
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        crate::stats::fuse_request("opendir");
+        reply.opened(FileHandle(self.new_fh()), FopenFlags::empty());
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        crate::stats::fuse_request("releasedir");
+        self.listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&_fh.0);
+        reply.ok();
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // As C (no access handler; default_permissions does the checks).
+        crate::stats::fuse_request("access");
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        crate::stats::fuse_request("rmdir");
+        self.remove(parent, name, reply)
     }
 
     fn symlink(
@@ -371,6 +488,7 @@ impl Filesystem for PveFs {
         _target: &Path,
         reply: ReplyEntry,
     ) {
+        crate::stats::fuse_request("other");
         reply.error(Errno::ENOSYS);
     }
 
@@ -384,6 +502,7 @@ impl Filesystem for PveFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        crate::stats::fuse_request("rename");
         if !flags.is_empty() {
             // The libfuse 2 API of C has no rename flags.
             return reply.error(Errno::EINVAL);
@@ -402,15 +521,27 @@ impl Filesystem for PveFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        crate::stats::fuse_request("open");
         self.trace("open", ino, None);
+        let truncate = flags.0 & libc::O_TRUNC != 0;
         match self.target_of(ino) {
             Ok(Target::Memdb(path)) => {
-                if self.node.lock().node.memdb().lookup(&path).is_some() {
-                    reply.opened(FileHandle(0), Self::open_flags())
-                } else {
-                    reply.error(Errno::ENOENT)
+                if self.node.lock().node.memdb().lookup(&path).is_none() {
+                    return reply.error(Errno::ENOENT);
                 }
+                // O_TRUNC (atomic_o_trunc): the truncate C gets as a
+                // setattr right after the open, with the same change.
+                if truncate {
+                    if let Err(e) = self.change(NodeRequest::Truncate { path, size: 0 }) {
+                        return reply.error(e);
+                    }
+                }
+                reply.opened(FileHandle(0), Self::open_flags())
+            }
+            Ok(Target::Fixed(Fixed::Special(sp))) if truncate && sp != Special::Debug => {
+                // As C's truncate of a special file.
+                reply.error(Errno::EIO)
             }
             Ok(Target::Fixed(Fixed::Special(sp))) => {
                 let content = view::special_content(&self.node.lock().node, sp, now().secs());
@@ -437,6 +568,7 @@ impl Filesystem for PveFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        crate::stats::fuse_request("read");
         self.trace("read", ino, None);
         let slice = |data: &[u8]| -> Vec<u8> {
             let start = (offset as usize).min(data.len());
@@ -492,6 +624,7 @@ impl Filesystem for PveFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        crate::stats::fuse_request("write");
         match self.target_of(ino) {
             Ok(Target::Memdb(path)) => {
                 let Ok(offset) = u32::try_from(offset) else {
@@ -539,6 +672,7 @@ impl Filesystem for PveFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        crate::stats::fuse_request("flush");
         // As C (no flush handler): ENOSYS makes the kernel stop sending
         // flush requests, one round trip less per close.
         reply.error(Errno::ENOSYS);
@@ -554,6 +688,7 @@ impl Filesystem for PveFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        crate::stats::fuse_request("release");
         self.snapshots
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -569,6 +704,7 @@ impl Filesystem for PveFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        crate::stats::fuse_request("fsync");
         // Every change is committed before its request returns; ENOSYS (as
         // C, which has no fsync handler) tells the kernel so once, and
         // fsync() then returns 0 without asking again.
@@ -583,47 +719,12 @@ impl Filesystem for PveFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        crate::stats::fuse_request("readdir");
         self.trace("readdir", ino, None);
-        let target = match self.target_of(ino) {
-            Ok(t) => t,
+        let names = match self.listing_of(ino, _fh, offset) {
+            Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let path = match target {
-            Target::Root => Vec::new(),
-            Target::Memdb(p) => p,
-            _ => return reply.error(Errno::ENOTDIR),
-        };
-        let mut names: Vec<(Vec<u8>, FileType)> = vec![
-            (b".".to_vec(), FileType::Directory),
-            (b"..".to_vec(), FileType::Directory),
-        ];
-        if path.is_empty() {
-            for (name, f) in FIXED {
-                let kind = match f {
-                    Fixed::Link(_) => FileType::Symlink,
-                    Fixed::Special(_) => FileType::RegularFile,
-                };
-                names.push((name.as_bytes().to_vec(), kind));
-            }
-        }
-        {
-            let s = self.node.lock();
-            let memdb = s.node.memdb();
-            // A missing or non-directory path lists nothing, as in C.
-            if let Some(dir) = memdb.lookup(&path).filter(|e| e.is_dir()) {
-                for e in memdb.children(dir.inode) {
-                    if path.is_empty() && view::fixed(&e.name).is_some() {
-                        continue;
-                    }
-                    let kind = if e.is_dir() {
-                        FileType::Directory
-                    } else {
-                        FileType::RegularFile
-                    };
-                    names.push((e.name.clone(), kind));
-                }
-            }
-        }
         let table = self.table();
         for (i, (name, kind)) in names.iter().enumerate().skip(offset as usize) {
             let id = match name.as_slice() {
@@ -638,7 +739,65 @@ impl Filesystem for PveFs {
         reply.ok();
     }
 
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        crate::stats::fuse_request("readdir");
+        self.trace("readdirplus", ino, None);
+        let names = match self.listing_of(ino, _fh, offset) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let dir_attr = match self.attr(ino.0) {
+            Ok((a, _)) => a,
+            Err(e) => return reply.error(e),
+        };
+        for (i, (name, _)) in names.iter().enumerate().skip(offset as usize) {
+            let next = (i + 1) as u64;
+            // The kernel makes no dentry of "." and "..": they count no
+            // lookup.
+            if name == b"." || name == b".." {
+                let id = if name == b"." { ino.0 } else { ROOT_ID };
+                if reply.add(
+                    INodeNo(id),
+                    next,
+                    OsStr::from_bytes(name),
+                    &NO_TTL,
+                    &dir_attr,
+                    Generation(0),
+                ) {
+                    break;
+                }
+                continue;
+            }
+            // Every other entry is a lookup the kernel will forget.
+            let id = self.table().lookup(ino.0, name);
+            let Ok((attr, ttl)) = self.attr(id) else {
+                self.table().forget(id, 1);
+                continue;
+            };
+            if reply.add(
+                INodeNo(id),
+                next,
+                OsStr::from_bytes(name),
+                &ttl,
+                &attr,
+                Generation(0),
+            ) {
+                self.table().forget(id, 1);
+                break;
+            }
+        }
+        reply.ok();
+    }
+
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        crate::stats::fuse_request("statfs");
         self.trace("statfs", _ino, None);
         let (bytes, entries) = self.node.lock().node.memdb().usage();
         let free = MAX_FS_BLOCKS.saturating_sub(bytes.div_ceil(BLOCK_SIZE));
@@ -655,6 +814,9 @@ impl Filesystem for PveFs {
         );
     }
 
+    // xattrs: ENOSYS, as C (no handlers: libfuse's default). The kernel
+    // remembers it, answers EOPNOTSUPP itself from then on, and stops
+    // asking for security.capability before every write.
     fn setxattr(
         &self,
         _req: &Request,
@@ -665,7 +827,8 @@ impl Filesystem for PveFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOTSUP);
+        crate::stats::fuse_request("other");
+        reply.error(Errno::ENOSYS);
     }
 
     fn getxattr(
@@ -676,15 +839,18 @@ impl Filesystem for PveFs {
         _size: u32,
         reply: ReplyXattr,
     ) {
-        reply.error(Errno::ENOTSUP);
+        crate::stats::fuse_request("getxattr");
+        reply.error(Errno::ENOSYS);
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOTSUP);
+        crate::stats::fuse_request("other");
+        reply.error(Errno::ENOSYS);
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::ENOTSUP);
+        crate::stats::fuse_request("other");
+        reply.error(Errno::ENOSYS);
     }
 
     fn create(
@@ -697,6 +863,7 @@ impl Filesystem for PveFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        crate::stats::fuse_request("create");
         let created = self
             .child_path(parent, name)
             .and_then(|path| self.change(NodeRequest::Create { path }));

@@ -268,6 +268,18 @@ impl Cluster {
         self.node(id).holder.id()
     }
 
+    /// The pid of node `id`'s pmxcfs (nsenter executes it in place).
+    pub fn pmxcfs_pid(&self, id: u32) -> Option<u32> {
+        self.node(id).pmxcfs.as_ref().map(Child::id)
+    }
+
+    /// Node `id`'s /etc/pve seen from outside its namespaces (through its
+    /// holder's root): file operations from this process, without a
+    /// process started per operation.
+    pub fn etc_pve(&self, id: u32) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root/etc/pve", self.holder_pid(id)))
+    }
+
     /// Run a shell command on a node.
     pub fn sh(&self, id: u32, script: &str) -> Output {
         self.command(id, "sh")

@@ -10,6 +10,7 @@
 
 pub mod debian;
 pub mod qb;
+pub mod tree;
 
 use std::fs;
 use std::io;
@@ -148,7 +149,13 @@ impl Daemon {
     /// The daemon command (`-f -l` and the test's paths).
     pub fn command(dir: &Path) -> Command {
         let (mount, statedir, rundir) = Self::paths(dir);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pmxcfs"));
+        // PMXCFS_BIN: another build of the daemon (a benchmark's baseline).
+        let binary = std::env::var_os("PMXCFS_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pmxcfs")));
+        let mut cmd = Command::new(binary);
+        // Counters on SIGUSR2 (`Daemon::counters`).
+        cmd.env("PMXCFS_STATS_FILE", dir.join("stats.json"));
         cmd.args(["-f", "-l", "--mountpoint"])
             .arg(&mount)
             .arg("--statedir")
@@ -172,6 +179,11 @@ impl Daemon {
     /// Start on `dir` and wait until `rel` is there below the mount; how
     /// long that took from the start of the process.
     pub fn start_waiting_for(dir: &Path, rel: &str) -> (Daemon, Duration) {
+        Self::start_waiting_for_within(dir, rel, Duration::from_secs(10))
+    }
+
+    /// As `start_waiting_for`, waiting up to `within` (large trees).
+    pub fn start_waiting_for_within(dir: &Path, rel: &str, within: Duration) -> (Daemon, Duration) {
         let (mount, statedir, rundir) = Self::paths(dir);
         let started = Instant::now();
         let child = Self::command(dir)
@@ -186,19 +198,67 @@ impl Daemon {
             statedir,
             rundir,
         };
-        d.wait_for(rel);
+        d.wait_for(rel, within);
         (d, started.elapsed())
+    }
+
+    /// The daemon's counters (FUSE requests by opcode, SQLite transactions
+    /// and pages written), asked for with SIGUSR2.
+    pub fn counters(&self) -> Counters {
+        let file = self.dir.join("stats.json");
+        let _ = fs::remove_file(&file);
+        unsafe { libc::kill(self.pid(), libc::SIGUSR2) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(text) = fs::read_to_string(&file) {
+                return Counters::parse(&text, self.write_bytes(), self.cpu_ns());
+            }
+            assert!(Instant::now() < deadline, "no counters from the daemon");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Bytes the daemon caused to be written to storage (/proc/PID/io).
+    pub fn write_bytes(&self) -> u64 {
+        let io = fs::read_to_string(format!("/proc/{}/io", self.pid())).unwrap_or_default();
+        io.lines()
+            .find_map(|l| l.strip_prefix("write_bytes: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// CPU time of the daemon's threads, in ns (the first field of each
+    /// thread's schedstat): less at the mercy of a busy host than wall
+    /// time.
+    pub fn cpu_ns(&self) -> u64 {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return 0;
+        };
+        tasks
+            .flatten()
+            .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
     }
 
     /// The daemon's peak resident set (VmHWM), in kB.
     pub fn hwm_kb(&self) -> f64 {
+        self.status_kb("VmHWM:")
+    }
+
+    /// The daemon's resident set now (VmRSS), in kB.
+    pub fn rss_kb(&self) -> f64 {
+        self.status_kb("VmRSS:")
+    }
+
+    fn status_kb(&self, field: &str) -> f64 {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
-    fn wait_for(&mut self, rel: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+    fn wait_for(&mut self, rel: &str, within: Duration) {
+        let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if fs::symlink_metadata(self.mount.join(rel)).is_ok() {
                 return;
@@ -208,7 +268,10 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_micros(200));
         }
-        panic!("pmxcfs did not serve {rel} within 10 s: {}", self.log());
+        panic!(
+            "pmxcfs did not serve {rel} within {within:?}: {}",
+            self.log()
+        );
     }
 
     pub fn log(&self) -> String {
@@ -261,6 +324,83 @@ impl Drop for Daemon {
             let _ = child.wait();
             let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
         }
+    }
+}
+
+/// The daemon's counters at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Counters {
+    pub fuse: std::collections::BTreeMap<String, u64>,
+    pub transactions: u64,
+    pub pages_written: u64,
+    pub write_bytes: u64,
+    /// CPU time of all the daemon's threads (/proc/PID/task/*/schedstat).
+    pub cpu_ns: u64,
+}
+
+impl Counters {
+    fn parse(json: &str, write_bytes: u64, cpu_ns: u64) -> Counters {
+        // `{"fuse": {"lookup": 1, ...}, "db": {"transactions": 2, ...}}`
+        let mut c = Counters {
+            write_bytes,
+            cpu_ns,
+            ..Counters::default()
+        };
+        let (fuse, db) = json.split_once("\"db\"").unwrap_or((json, ""));
+        let pairs = |s: &str| -> Vec<(String, u64)> {
+            s.split(',')
+                .filter_map(|kv| {
+                    let (k, v) = kv.rsplit_once(':')?;
+                    let k = k.rsplit('"').nth(1)?.to_string();
+                    let v: u64 = v.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok()?;
+                    Some((k, v))
+                })
+                .collect()
+        };
+        for (k, v) in pairs(fuse) {
+            c.fuse.insert(k, v);
+        }
+        for (k, v) in pairs(db) {
+            match k.as_str() {
+                "transactions" => c.transactions = v,
+                "pages_written" => c.pages_written = v,
+                _ => {}
+            }
+        }
+        c
+    }
+
+    /// What happened between `before` and `self`.
+    pub fn since(&self, before: &Counters) -> Counters {
+        Counters {
+            fuse: self
+                .fuse
+                .iter()
+                .map(|(k, v)| (k.clone(), v - before.fuse.get(k).copied().unwrap_or(0)))
+                .filter(|(_, v)| *v > 0)
+                .collect(),
+            transactions: self.transactions - before.transactions,
+            pages_written: self.pages_written - before.pages_written,
+            write_bytes: self.write_bytes.saturating_sub(before.write_bytes),
+            cpu_ns: self.cpu_ns.saturating_sub(before.cpu_ns),
+        }
+    }
+
+    /// Per operation, for `ops` operations: "lookup 1.0 create 1.0 ...".
+    pub fn per_op(&self, ops: u64) -> String {
+        let mut s: Vec<String> = self
+            .fuse
+            .iter()
+            .map(|(k, v)| format!("{k} {:.1}", *v as f64 / ops as f64))
+            .collect();
+        s.push(format!(
+            "| sqlite tx {:.1}, pages {:.1}, disk {:.1} KiB | daemon CPU {:.0} µs",
+            self.transactions as f64 / ops as f64,
+            self.pages_written as f64 / ops as f64,
+            self.write_bytes as f64 / 1024.0 / ops as f64,
+            self.cpu_ns as f64 / 1000.0 / ops as f64
+        ));
+        s.join(" ")
     }
 }
 
