@@ -415,3 +415,60 @@ impl Database {
         let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("pmxcfs-db-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn page_size(path: &Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_database_written_by_c_gets_small_pages_once_with_its_rows_unchanged() {
+        let dir = scratch("convert");
+        let path = dir.join("config.db");
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/functional.db");
+        std::fs::copy(&fixture, &path).unwrap();
+        assert_eq!(page_size(&path), 4096, "C's database as written");
+        let before = Database::read(&path).unwrap().unwrap();
+        let db = Database::open(&path).unwrap();
+        assert_eq!(db.page_size_change, Some(Ok((4096, PAGE_SIZE as i64))));
+        drop(db);
+        assert_eq!(page_size(&path), PAGE_SIZE as i64);
+        assert_eq!(Database::read(&path).unwrap().unwrap(), before);
+        // Write-ahead log again, as C opens it.
+        let mode: String = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        // Once: the next start leaves it alone.
+        let db = Database::open(&path).unwrap();
+        assert_eq!(db.page_size_change, None);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_new_database_starts_with_small_pages() {
+        let dir = scratch("new");
+        let path = dir.join("config.db");
+        let db = Database::open(&path).unwrap();
+        assert_eq!(db.page_size_change, None);
+        drop(db);
+        assert_eq!(page_size(&path), PAGE_SIZE as i64);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
