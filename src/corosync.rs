@@ -387,9 +387,13 @@ impl Driver {
     }
 
     fn perform(&mut self, actions: Vec<Action>) {
+        let mut sent = 0;
         for action in actions {
             match action {
-                Action::Send { group, bytes } => self.send(group, bytes),
+                Action::Send { group, bytes } => {
+                    sent += 1;
+                    self.send(group, bytes)
+                }
                 Action::Reply { id, reply } => {
                     if let Some(w) = self.waiters.remove(&id) {
                         let _ = w.send(reply);
@@ -401,6 +405,10 @@ impl Driver {
                     }
                 }
             }
+        }
+        if sent >= crate::node::TRIM_AFTER {
+            // A sync's UPDATEs went out: they were the size of the tree.
+            crate::node::release_freed_memory();
         }
     }
 
@@ -688,6 +696,7 @@ impl Driver {
     }
 
     /// A readable descriptor: dispatch what corosync has, then feed it.
+    /// (CPG callbacks are taken [`DISPATCH_BATCH`] at a time.)
     fn dispatch(&mut self, s: Service) {
         let result = match s {
             Service::Quorum => self
@@ -698,9 +707,32 @@ impl Driver {
                 .cmap
                 .as_ref()
                 .map(|(c, _)| cmap::dispatch(&c.handle, DispatchFlags::All)),
-            Service::Group(g) => self.groups[group_index(g)]
-                .as_ref()
-                .map(|c| cpg::dispatch(&c.handle, DispatchFlags::All)),
+            Service::Group(g) => {
+                // One callback at a time, fed to the core every
+                // DISPATCH_BATCH: a sync's UPDATEs (the whole tree) come
+                // faster than they are handled, and taken all at once they
+                // would be held as received bytes besides the entries the
+                // core makes of them.
+                let mut result = None;
+                'taking: loop {
+                    for _ in 0..DISPATCH_BATCH {
+                        let Some(c) = self.groups[group_index(g)].as_ref() else {
+                            break 'taking;
+                        };
+                        match cpg::dispatch(&c.handle, DispatchFlags::OneNonblocking) {
+                            Ok(()) => result = Some(Ok(())),
+                            // Nothing more waiting.
+                            Err(CsError::CsErrTryAgain) => break 'taking,
+                            Err(e) => {
+                                result = Some(Err(e));
+                                break 'taking;
+                            }
+                        }
+                    }
+                    self.process_incoming();
+                }
+                result
+            }
         };
         self.process_incoming();
         match result {
@@ -976,3 +1008,6 @@ mod tests {
         );
     }
 }
+
+/// CPG callbacks taken from corosync before the core is fed them.
+const DISPATCH_BATCH: usize = 64;

@@ -37,11 +37,34 @@ pub struct Shared {
     pub db: Database,
 }
 
+/// Rows written, or messages sent, by one batch after which freed memory
+/// is handed back to the system (a sync of a large tree; a local change
+/// writes one row and sends one message).
+pub const TRIM_AFTER: usize = 1000;
+
+/// Hand the pages of freed memory back to the system: glibc keeps them
+/// until told, and after a sync of a large tree that is the size of the
+/// tree again.
+pub fn release_freed_memory() {
+    // SAFETY: malloc_trim only returns free memory to the system.
+    unsafe { libc::malloc_trim(0) };
+}
+
 impl Shared {
     /// The core's output batch, persisted to config.db first.
     pub fn drain(&mut self, now: Time) -> Vec<Action> {
         let Shared { node, db } = self;
-        node.drain(now, &mut |changes| db.apply_all(changes))
+        let mut rows = 0;
+        let actions = node.drain(now, &mut |changes| {
+            rows += changes.iter().map(|c| c.write_rows.len()).sum::<usize>();
+            db.apply_all(changes)
+        });
+        if rows >= TRIM_AFTER {
+            // A sync brought much of the tree: the copies it was made of
+            // are free now.
+            release_freed_memory();
+        }
+        actions
     }
 }
 

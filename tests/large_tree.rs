@@ -178,6 +178,21 @@ fn a_tree_at_the_limits_starts_serves_and_syncs_in_bounded_memory() {
     };
     assert_eq!(version(&one), version(&two), "both roots at one mtime");
     let (leader, receiver) = (status_kb(pid1, "VmHWM:"), status_kb(pid2, "VmHWM:"));
+    let rss = [status_kb(pid1, "VmRSS:"), status_kb(pid2, "VmRSS:")];
+    println!(
+        "VmRSS after the sync: node 1 {} MB, node 2 {} MB",
+        rss[0] / 1024,
+        rss[1] / 1024
+    );
+    // Once the sync is done, both hold what serving the tree takes: the
+    // copies a sync is made of are handed back to the system.
+    for (i, kb) in rss.iter().enumerate() {
+        assert!(
+            *kb <= bound,
+            "node {} keeps {kb} kB after the sync, bound {bound} kB",
+            i + 1
+        );
+    }
     println!(
         "VmHWM after the sync: node 1 (sent it) {} MB, node 2 (received it) {} MB",
         leader / 1024,
