@@ -130,17 +130,7 @@ fn main() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for id in 1..=n {
-        c.start_corosync(id);
-    }
-    for id in 1..=n {
-        c.wait_for(
-            id,
-            "corosync quorate",
-            "corosync-quorumtool -s >/dev/null 2>&1",
-            60,
-        );
-    }
+    c.start_corosync_all();
     c.start_pmxcfs(1);
     let last = String::from_utf8(
         std::process::Command::new("sqlite3")

@@ -13,7 +13,7 @@ mod cluster;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use cluster::{write, Cluster};
+use cluster::{require_root, write, Cluster};
 
 /// `1/4711` → `1/*`, `(epoch 1/4711/00000003)` → `(epoch 1/*/*)`: a `/`
 /// after a number (or a replaced one) and before digits.
@@ -162,23 +162,10 @@ impl Events {
 
 #[test]
 fn each_node_logs_the_lines_of_c_at_each_event() {
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "cluster tests need root (network and mount namespaces, corosync, /dev/fuse)"
-    );
+    require_root();
     let mut c = Cluster::new("g", 3);
     let mut events = Events::new();
-    for id in 1..=3 {
-        c.start_corosync(id);
-    }
-    for id in 1..=3 {
-        c.wait_for(
-            id,
-            "corosync quorate",
-            "corosync-quorumtool -s >/dev/null 2>&1",
-            60,
-        );
-    }
+    c.start_corosync_all();
     let name = c.prefix.clone();
 
     // Formation, one daemon after the other: node 1 is alone first.

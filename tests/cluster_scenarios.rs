@@ -3,17 +3,10 @@
 
 mod cluster;
 
-use cluster::{read, write, Cluster};
+use cluster::{read, require_root, write, Cluster};
 
 /// Clusters of one test binary run one at a time: the machine has 2 cores.
 static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn require_root() {
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "cluster tests need root (network and mount namespaces, corosync, /dev/fuse)"
-    );
-}
 
 #[test]
 fn three_nodes_form_and_replicate_writes() {
@@ -325,12 +318,7 @@ fn corosync_restart_and_daemon_started_before_corosync() {
     c.start_corosync(1);
     c.start_corosync(2);
     for id in 1..=2 {
-        c.wait_for(
-            id,
-            "corosync quorate",
-            "corosync-quorumtool -s >/dev/null 2>&1",
-            60,
-        );
+        c.wait_quorate(id);
     }
     c.start_pmxcfs(1);
     c.start_pmxcfs(2);

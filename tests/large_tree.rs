@@ -13,7 +13,7 @@ mod tree;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cluster::Cluster;
+use cluster::{require_root, Cluster};
 use tree::{generate, guest_config, TreeSpec};
 
 fn status_kb(pid: u32, field: &str) -> u64 {
@@ -66,6 +66,20 @@ fn check_sample(etc_pve: &Path, spec: &TreeSpec, node: &str) {
     assert!(checked > 2000, "{node}: sampled {checked} guests");
 }
 
+/// Wait until `path` exists; after `secs`, fail with both nodes' logs.
+fn wait_for_file(c: &Cluster, path: &Path, secs: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not after {secs} s\nnode 1:\n{}\nnode 2:\n{}",
+            c.log(1),
+            c.log(2)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// statvfs of the mount: used inodes as the daemon counts them.
 fn used_entries(etc_pve: &Path) -> u64 {
     let path = std::ffi::CString::new(etc_pve.as_os_str().as_encoded_bytes()).unwrap();
@@ -76,10 +90,7 @@ fn used_entries(etc_pve: &Path) -> u64 {
 
 #[test]
 fn a_tree_at_the_limits_starts_serves_and_syncs_in_bounded_memory() {
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "cluster tests need root (network and mount namespaces, corosync, /dev/fuse)"
-    );
+    require_root();
     let mut c = Cluster::new("lt", 2);
     let spec = TreeSpec::limits();
     let db = c.nodes[0].dir.join("varlib/pve-cluster/config.db");
@@ -113,30 +124,12 @@ fn a_tree_at_the_limits_starts_serves_and_syncs_in_bounded_memory() {
         g.bytes
     );
 
-    for id in 1..=2 {
-        c.start_corosync(id);
-    }
-    for id in 1..=2 {
-        c.wait_for(
-            id,
-            "corosync quorate",
-            "corosync-quorumtool -s >/dev/null 2>&1",
-            60,
-        );
-    }
+    c.start_corosync_all();
     let t = Instant::now();
     c.start_pmxcfs(1);
     let one = c.etc_pve(1);
     let last = one.join(&g.last_file);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !last.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "node 1: no tree after 120 s\n{}",
-            c.log(1)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_file(&c, &last, 120, "node 1 serving the tree");
     println!(
         "node 1 serves the tree {:.1} s after its start",
         t.elapsed().as_secs_f64()
@@ -153,16 +146,7 @@ fn a_tree_at_the_limits_starts_serves_and_syncs_in_bounded_memory() {
     c.start_pmxcfs(2);
     let two = c.etc_pve(2);
     let last2 = two.join(&g.last_file);
-    let deadline = Instant::now() + Duration::from_secs(900);
-    while !last2.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "node 2: no sync after 900 s\nnode 1:\n{}\nnode 2:\n{}",
-            c.log(1),
-            c.log(2)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_file(&c, &last2, 900, "node 2 receiving the tree");
     println!(
         "node 2 received the tree in {:.1} s",
         t.elapsed().as_secs_f64()

@@ -205,6 +205,16 @@ fn special_files_are_fresh_and_debug_is_writable() {
         .open(d.path(".debug"))
         .unwrap();
     assert_eq!(errno(f.write_at(b"1\n", 1)), EIO);
+    // An open with O_TRUNC of another special file: EIO, as C's truncate.
+    assert_eq!(
+        errno(
+            OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(d.path(".version"))
+        ),
+        EIO
+    );
     // Writes to read-only special files: EIO.
     assert_eq!(
         errno(

@@ -191,12 +191,7 @@ fn the_runbook_replaces_every_node_and_rolls_one_back() {
         );
     }
     for id in 1..=3 {
-        c.wait_for(
-            id,
-            "corosync quorate",
-            "corosync-quorumtool -s >/dev/null 2>&1",
-            60,
-        );
+        c.wait_quorate(id);
     }
     for id in 1..=3 {
         let out = c.sh(id, "PATH=/usr/local/sbin:$PATH systemctl start pve-cluster");

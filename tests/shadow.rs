@@ -15,28 +15,9 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use cluster::{read, write, Cluster};
+use cluster::{authkey, read, require_root, write, Cluster};
 use pmxcfs_compat::knet::DEFAULT_PORTS;
 use pmxcfs_compat::shadow::{self, Options, Report, StartDb};
-
-fn require_root() {
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "cluster tests need root (network and mount namespaces, corosync, /dev/fuse)"
-    );
-}
-
-fn authkey() -> Vec<u8> {
-    let mut x = 0x6c07_8965u32;
-    (0..256)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
 
 /// tcpdump, stopped by its PID (also when the test fails).
 struct Tcpdump(Child);
@@ -143,7 +124,7 @@ fn shadow_of(capture: &Path, key: &[u8], db: &Path, node: u32) -> Result<Report,
 #[test]
 fn shadow_of_a_replaced_node_matches_its_own_run_and_nothing_else() {
     require_root();
-    let key = authkey();
+    let key = authkey(0x6c07_8965);
     let mut c = Cluster::new_with(
         "sd",
         3,
@@ -203,12 +184,7 @@ fn shadow_of_a_replaced_node_matches_its_own_run_and_nothing_else() {
     let on_node = base.join("node2.pcap");
     let mut tcpdump_on_node = Tcpdump::start(c.command(2, "tcpdump"), &on_node);
     c.start_corosync(2);
-    c.wait_for(
-        2,
-        "corosync quorate",
-        "corosync-quorumtool -s >/dev/null 2>&1",
-        60,
-    );
+    c.wait_quorate(2);
     c.start_pmxcfs(2);
     wait_everywhere(&c, "3 members online again", ONLINE3);
     c.wait_for(2, "the catch-up", "grep -q two /etc/pve/while-down.cfg", 60);
@@ -258,12 +234,7 @@ fn shadow_of_a_replaced_node_matches_its_own_run_and_nothing_else() {
     c.stop_corosync(3);
     write(&c, 2, "node3-down.cfg", "d\n").unwrap();
     c.start_corosync(3);
-    c.wait_for(
-        3,
-        "corosync quorate",
-        "corosync-quorumtool -s >/dev/null 2>&1",
-        60,
-    );
+    c.wait_quorate(3);
     c.start_pmxcfs(3);
     wait_everywhere(&c, "3 members online after node 3's restart", ONLINE3);
     c.wait_for(

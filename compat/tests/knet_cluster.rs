@@ -12,24 +12,12 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use cluster::Cluster;
+use cluster::{authkey, Cluster};
 use pmxcfs_compat::knet::{decode, DEFAULT_PORTS};
 use pmxcfs_compat::wire_check::{compare, report};
 
 /// Clusters of one test binary run one at a time: the machine has 2 cores.
 static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn authkey() -> Vec<u8> {
-    let mut x = 0x2545_f491u32;
-    (0..256)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
 
 struct Probes {
     children: Vec<Option<Child>>,
@@ -139,7 +127,7 @@ fn run_scenario(tag: &str, totem_lines: &str) {
         "cluster tests need root (namespaces, corosync)"
     );
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let key = authkey();
+    let key = authkey(0x2545_f491);
     let mut c = Cluster::new_with(tag, 3, totem_lines, Some(&key));
     let wire = c.base.join("wire.pcap");
     // Every bridge port (-i any): each packet is seen leaving one node and
@@ -159,17 +147,7 @@ fn run_scenario(tag: &str, totem_lines: &str) {
         assert!(Instant::now() < deadline, "tcpdump did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    for id in 1..=3 {
-        c.start_corosync(id);
-    }
-    for id in 1..=3 {
-        c.wait_for(
-            id,
-            "corosync quorate",
-            "corosync-quorumtool -s >/dev/null 2>&1",
-            60,
-        );
-    }
+    c.start_corosync_all();
     let mut probes = Probes {
         children: vec![None, None, None],
     };
@@ -196,12 +174,7 @@ fn run_scenario(tag: &str, totem_lines: &str) {
     wait_count(&c, 2, &["confchg", "nodes=1,2 "], 1);
     // ... and comes back.
     c.start_corosync(3);
-    c.wait_for(
-        3,
-        "corosync quorate",
-        "corosync-quorumtool -s >/dev/null 2>&1",
-        60,
-    );
+    c.wait_quorate(3);
     probes.start(&c, 3);
     for id in 1..=3 {
         wait_count(&c, id, &["confchg", "nodes=1,2,3 "], 2);

@@ -203,6 +203,24 @@ impl PveFs {
         FopenFlags::empty()
     }
 
+    /// A truncate, from setattr or from an open with O_TRUNC: a memdb file
+    /// is changed; `.debug` takes it and stays as it is; any other fixed
+    /// entry answers EIO, as C's.
+    fn truncate(&self, target: &Target, size: u64) -> Result<(), Errno> {
+        match target {
+            Target::Memdb(path) => {
+                let size = u32::try_from(size).map_err(|_| Errno::EFBIG)?;
+                self.change(NodeRequest::Truncate {
+                    path: path.clone(),
+                    size,
+                })
+                .map(|_| ())
+            }
+            Target::Fixed(Fixed::Special(Special::Debug)) => Ok(()),
+            _ => Err(Errno::EIO),
+        }
+    }
+
     /// unlink and rmdir: one delete request (C's `cfs_fuse_unlink` and
     /// `cfs_fuse_rmdir` both send CFS_DELETE).
     fn remove(&self, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -349,17 +367,7 @@ impl Filesystem for PveFs {
                 return Err(Errno::EPERM);
             }
             if let Some(size) = size {
-                match &target {
-                    Target::Memdb(p) => {
-                        let size = u32::try_from(size).map_err(|_| Errno::EFBIG)?;
-                        self.change(NodeRequest::Truncate {
-                            path: p.clone(),
-                            size,
-                        })?;
-                    }
-                    Target::Fixed(Fixed::Special(Special::Debug)) => {}
-                    _ => return Err(Errno::EIO),
-                }
+                self.truncate(&target, size)?;
             }
             if let Some(t) = mtime {
                 let mtime = match t {
@@ -524,27 +532,34 @@ impl Filesystem for PveFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         crate::stats::fuse_request("open");
         self.trace("open", ino, None);
-        let truncate = flags.0 & libc::O_TRUNC != 0;
-        match self.target_of(ino) {
-            Ok(Target::Memdb(path)) => {
-                if self.node.lock().node.memdb().lookup(&path).is_none() {
+        // O_TRUNC (atomic_o_trunc): the truncate C gets as a setattr right
+        // after the open, with the same change (or error).
+        let truncate = |target: &Target| {
+            if flags.0 & libc::O_TRUNC != 0 {
+                self.truncate(target, 0)
+            } else {
+                Ok(())
+            }
+        };
+        let target = match self.target_of(ino) {
+            Ok(t) => t,
+            Err(e) => return reply.error(e),
+        };
+        match &target {
+            Target::Memdb(path) => {
+                if self.node.lock().node.memdb().lookup(path).is_none() {
                     return reply.error(Errno::ENOENT);
                 }
-                // O_TRUNC (atomic_o_trunc): the truncate C gets as a
-                // setattr right after the open, with the same change.
-                if truncate {
-                    if let Err(e) = self.change(NodeRequest::Truncate { path, size: 0 }) {
-                        return reply.error(e);
-                    }
+                if let Err(e) = truncate(&target) {
+                    return reply.error(e);
                 }
                 reply.opened(FileHandle(0), Self::open_flags())
             }
-            Ok(Target::Fixed(Fixed::Special(sp))) if truncate && sp != Special::Debug => {
-                // As C's truncate of a special file.
-                reply.error(Errno::EIO)
-            }
-            Ok(Target::Fixed(Fixed::Special(sp))) => {
-                let content = view::special_content(&self.node.lock().node, sp, now().secs());
+            Target::Fixed(Fixed::Special(sp)) => {
+                if let Err(e) = truncate(&target) {
+                    return reply.error(e);
+                }
+                let content = view::special_content(&self.node.lock().node, *sp, now().secs());
                 let fh = self.new_fh();
                 self.snapshots
                     .lock()
@@ -552,8 +567,7 @@ impl Filesystem for PveFs {
                     .insert(fh, content);
                 reply.opened(FileHandle(fh), Self::open_flags())
             }
-            Ok(_) => reply.error(Errno::EACCES),
-            Err(e) => reply.error(e),
+            _ => reply.error(Errno::EACCES),
         }
     }
 
@@ -715,13 +729,13 @@ impl Filesystem for PveFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         crate::stats::fuse_request("readdir");
         self.trace("readdir", ino, None);
-        let names = match self.listing_of(ino, _fh, offset) {
+        let names = match self.listing_of(ino, fh, offset) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
@@ -743,13 +757,13 @@ impl Filesystem for PveFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         crate::stats::fuse_request("readdir");
         self.trace("readdirplus", ino, None);
-        let names = match self.listing_of(ino, _fh, offset) {
+        let names = match self.listing_of(ino, fh, offset) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };

@@ -81,6 +81,29 @@ pub fn corosync_conf_with(n: u32, cluster: &str, totem_lines: &str) -> String {
     )
 }
 
+/// Cluster tests create network and mount namespaces, run corosync and
+/// mount FUSE: they need root.
+pub fn require_root() {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "cluster tests need root (network and mount namespaces, corosync, /dev/fuse)"
+    );
+}
+
+/// A corosync authkey of 256 bytes, the same for the same `seed`
+/// (xorshift32).
+pub fn authkey(seed: u32) -> Vec<u8> {
+    let mut x = seed;
+    (0..256)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
 impl Cluster {
     /// Build the network and the nodes' namespaces, write the configs; no
     /// process of the cluster runs yet.
@@ -434,21 +457,31 @@ impl Cluster {
 
     /// Start corosync everywhere, wait for quorum, then pmxcfs everywhere.
     pub fn start_all(&mut self) {
+        self.start_corosync_all();
+        for id in 1..=self.nodes.len() as u32 {
+            self.start_pmxcfs(id);
+        }
+    }
+
+    /// Start every node's corosync and wait until each is quorate.
+    pub fn start_corosync_all(&mut self) {
         let n = self.nodes.len() as u32;
         for id in 1..=n {
             self.start_corosync(id);
         }
         for id in 1..=n {
-            self.wait_for(
-                id,
-                "corosync quorate",
-                "corosync-quorumtool -s >/dev/null 2>&1",
-                60,
-            );
+            self.wait_quorate(id);
         }
-        for id in 1..=n {
-            self.start_pmxcfs(id);
-        }
+    }
+
+    /// Wait until node `id`'s corosync is part of a quorate cluster.
+    pub fn wait_quorate(&self, id: u32) {
+        self.wait_for(
+            id,
+            "corosync quorate",
+            "corosync-quorumtool -s >/dev/null 2>&1",
+            60,
+        );
     }
 }
 
