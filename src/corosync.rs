@@ -17,7 +17,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,13 +26,12 @@ use tokio::sync::mpsc;
 
 use crate::core::corosync_conf::{config_version, decide, Decision};
 use crate::core::dfsm::Member;
-use crate::core::errno::EBUSY;
-use crate::core::logline::Subsystem;
-use crate::core::node::{
-    Action, ClusterInfo, Effect, Group, Input, Reply, Request, RequestId, Time,
-};
+use crate::core::engine::{self, Batch, Port, SendFailed};
+use crate::core::logline::{LogLine, Subsystem};
+use crate::core::memdb::Row;
+use crate::core::node::{ClusterInfo, Group, Input, Reply, RequestId, Time};
 use crate::log;
-use crate::node::NodeHandle;
+use crate::node::{DriverLink, NodeHandle, ToDriver};
 use crate::record::Recorder;
 use pmxcfs_wire::capture::{CpgAddress, EventBody, EventKind};
 
@@ -195,46 +193,13 @@ enum Service {
     Group(Group),
 }
 
-/// A request of a FUSE or IPC thread.
-enum Call {
-    Request {
-        request: Request,
-        reply: std_mpsc::SyncSender<Reply>,
-    },
-    Shutdown(std_mpsc::SyncSender<()>),
-}
-
-/// How the rest of the daemon reaches the driver.
-pub struct DriverLink {
-    tx: mpsc::UnboundedSender<Call>,
-}
-
-impl DriverLink {
-    /// Hand a request to the driver and wait for its reply; EBUSY when the
-    /// driver is gone.
-    pub fn call(&self, request: Request) -> Reply {
-        let (tx, rx) = std_mpsc::sync_channel(1);
-        if self.tx.send(Call::Request { request, reply: tx }).is_err() {
-            return Reply::Fs(Err(EBUSY));
-        }
-        rx.recv().unwrap_or(Reply::Fs(Err(EBUSY)))
-    }
-
-    /// Leave the groups and close every connection (at shutdown).
-    pub fn shutdown(&self) {
-        let (tx, rx) = std_mpsc::sync_channel(1);
-        if self.tx.send(Call::Shutdown(tx)).is_ok() {
-            let _ = rx.recv_timeout(Duration::from_secs(5));
-        }
-    }
-}
-
 struct Driver {
     node: Arc<NodeHandle>,
     quorum: Option<Connected<quorum::Handle>>,
     cmap: Option<(Connected<cmap::Handle>, Vec<cmap::TrackHandle>)>,
     groups: [Option<Connected<cpg::Handle>>; 2],
-    /// Whether the node wants to be in the group (not after it left one).
+    /// Whether the core asked to be in the group (and not to leave it):
+    /// a group whose connection comes back is joined only then.
     wanted: [bool; 2],
     last_attempt: HashMap<Service, Instant>,
     /// When the service loop next looks at the services (every second,
@@ -243,7 +208,6 @@ struct Driver {
     /// Services lost after being connected (C logs "start cluster
     /// connection" when it starts over).
     lost: [bool; 2],
-    waiters: HashMap<RequestId, std_mpsc::SyncSender<Reply>>,
     host_conf: PathBuf,
     recorder: Option<Recorder>,
     /// The instant of the input being processed: the core's clock and the
@@ -347,7 +311,7 @@ async fn readable(fd: Option<&AsyncFd<Fd>>) {
 
 enum Event {
     Ready(Service),
-    Call(Option<Call>),
+    Call(Option<ToDriver>),
     Timer,
 }
 
@@ -365,138 +329,28 @@ impl Driver {
         }
     }
 
-    /// Feed one input to the core and perform its output.
+    /// Feed one input to the core, and everything that follows from it,
+    /// through the engine; this driver is its port.
     fn feed(&mut self, input: Input) {
         let now = self.stamp();
-        let actions = {
-            let mut s = self.node.lock();
-            s.node.handle(now, input);
-            s.drain(now)
-        };
-        self.perform(actions);
-    }
-
-    fn timeout(&mut self) {
-        let now = self.stamp();
-        let actions = {
-            let mut s = self.node.lock();
-            s.node.handle_timeout(now);
-            s.drain(now)
-        };
-        self.perform(actions);
-    }
-
-    fn perform(&mut self, actions: Vec<Action>) {
-        let mut sent = 0;
-        for action in actions {
-            match action {
-                Action::Send { group, bytes } => {
-                    sent += 1;
-                    self.send(group, bytes)
-                }
-                Action::Reply { id, reply } => {
-                    if let Some(w) = self.waiters.remove(&id) {
-                        let _ = w.send(reply);
-                    }
-                }
-                Action::Effect(effect) => {
-                    if let Some(effect) = self.node.perform(effect) {
-                        self.effect(effect);
-                    }
-                }
-            }
-        }
-        if sent >= crate::node::TRIM_AFTER {
-            // A sync's UPDATEs went out: they were the size of the tree.
-            crate::node::release_freed_memory();
-        }
-    }
-
-    fn send(&mut self, group: Group, bytes: Vec<u8>) {
-        let Some(c) = &self.groups[group_index(group)] else {
-            self.feed(Input::SendFailed { group, bytes });
-            return;
-        };
-        let handle = &c.handle;
-        let recorder = &mut self.recorder;
-        let at = self.input_time;
-        let (result, retries) = retry(|| {
-            let r = cpg::mcast_joined(handle, cpg::Guarantee::TypeAgreed, &bytes);
-            if let Some(rec) = recorder.as_mut() {
-                let result = match &r {
-                    Ok(()) => 1,
-                    Err(e) => cs_code(e),
-                };
-                rec.record(
-                    at,
-                    group.cpg_name().as_bytes(),
-                    EventKind::Mcast,
-                    EventBody::Mcast {
-                        guarantee: 2,
-                        result,
-                        msg: bytes.clone(),
-                    },
-                );
-            }
-            r
+        let node = self.node.clone();
+        engine::run(now, input, self, &mut |now, input| {
+            node.lock().step(now, input)
         });
-        match result {
-            Ok(()) => {
-                if retries > 0 {
-                    log::notice(
-                        group.subsystem(),
-                        &format!("cpg_send_message retried {retries} times"),
-                    );
-                }
-            }
-            Err(e) => {
-                log::crit(
-                    group.subsystem(),
-                    &format!("cpg_send_message failed: {}", cs_name(&e)),
-                );
-                self.feed(Input::SendFailed { group, bytes });
-            }
-        }
     }
 
-    fn effect(&mut self, effect: Effect) {
-        match effect {
-            Effect::LeaveGroup(g) => {
-                self.wanted[group_index(g)] = false;
-                if let Some(c) = &self.groups[group_index(g)] {
-                    let (r, _) = retry(|| cpg::leave(&c.handle, g.cpg_name()));
-                    if let Err(e) = r {
-                        log::crit(g.subsystem(), &format!("cpg_leave failed: {}", cs_name(&e)));
-                    }
-                }
-            }
-            Effect::JoinGroup(g) => {
-                self.wanted[group_index(g)] = true;
-                if self.groups[group_index(g)].is_some() {
-                    self.join(g);
-                }
-                // Otherwise the group joins when its connection is back.
-            }
-            Effect::SyncCorosyncConf { conf, reload } => self.sync_corosync_conf(conf, reload),
-            Effect::ProbeStorage => {
-                let probe = self.node.lock().db.probe();
-                match probe {
-                    Ok(rows) => self.feed(Input::StorageRecovered { rows }),
-                    Err(e) => log::debug(
-                        Subsystem::Database,
-                        &format!("config.db still takes no writes: {e}"),
-                    ),
-                }
-            }
-            other => log::debug(Subsystem::Main, &format!("unexpected effect {other:?}")),
-        }
+    /// Perform the boot's batch, taken before the driver started.
+    fn start(&mut self, first: Batch) {
+        let now = self.stamp();
+        let node = self.node.clone();
+        engine::run_batch(now, first, self, &mut |now, input| {
+            node.lock().step(now, input)
+        });
     }
 
-    /// Join a connected group; the core hears of it once joined.
-    fn join(&mut self, g: Group) {
-        let Some(c) = &self.groups[group_index(g)] else {
-            return;
-        };
+    /// Join a connected group: who we are in it, once joined.
+    fn join_connected(&mut self, g: Group) -> Option<Member> {
+        let c = self.groups[group_index(g)].as_ref()?;
         let me = match cpg::local_get(&c.handle) {
             Ok(id) => Member {
                 nodeid: u32::from(id),
@@ -507,7 +361,7 @@ impl Driver {
                     g.subsystem(),
                     &format!("cpg_local_get failed: {}", cs_name(&e)),
                 );
-                return;
+                return None;
             }
         };
         let (r, _) = retry(|| cpg::join(&c.handle, g.cpg_name()));
@@ -516,18 +370,19 @@ impl Driver {
                 if let Some(rec) = self.recorder.as_mut() {
                     rec.me = me;
                 }
-                self.feed(Input::Joined { group: g, me });
+                Some(me)
             }
             Err(e) => {
                 log::crit(g.subsystem(), &format!("cpg_join failed: {}", cs_name(&e)));
                 self.groups[group_index(g)] = None;
+                None
             }
         }
     }
 
     /// Bring the host's corosync.conf up to date (spec §7.4); a reload
     /// waits 1 s and runs `corosync-cfgtool -R`, off this thread.
-    fn sync_corosync_conf(&mut self, new: Option<Vec<u8>>, reload: bool) {
+    fn write_corosync_conf(&mut self, new: Option<Vec<u8>>, reload: bool) {
         let old = std::fs::read(&self.host_conf).ok();
         match decide(new.as_deref(), old.as_deref(), reload) {
             Decision::Keep(why) => log::debug(Subsystem::Dcdb, &format!("corosync.conf: {why}")),
@@ -685,7 +540,9 @@ impl Driver {
             Ok(c) => {
                 self.groups[i] = Some(c);
                 if self.wanted[i] {
-                    self.join(g);
+                    if let Some(me) = self.join_connected(g) {
+                        self.feed(Input::Joined { group: g, me });
+                    }
                 }
             }
             Err(why) => {
@@ -880,7 +737,7 @@ impl Driver {
         tokio::time::Instant::now() + wait
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Call>) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ToDriver>) {
         loop {
             self.connect_due();
             let deadline = self.deadline();
@@ -895,17 +752,18 @@ impl Driver {
             };
             match event {
                 Event::Ready(s) => self.dispatch(s),
-                Event::Call(Some(Call::Request { request, reply })) => {
-                    let id = self.node.new_request_id();
-                    self.waiters.insert(id, reply);
+                Event::Call(Some(ToDriver::Request { id, request })) => {
                     self.feed(Input::Request { id, request });
                 }
-                Event::Call(Some(Call::Shutdown(done))) => {
+                Event::Call(Some(ToDriver::Shutdown(done))) => {
                     self.shutdown();
                     let _ = done.send(());
                     return;
                 }
-                Event::Call(None) => return,
+                Event::Call(None) => {
+                    self.shutdown();
+                    return;
+                }
                 Event::Timer => {}
             }
             // The core's timers, whenever the loop comes by.
@@ -916,12 +774,16 @@ impl Driver {
                 .poll_timeout()
                 .is_some_and(|t| t <= time_of(SystemTime::now()))
             {
-                self.timeout();
+                self.feed(Input::Timers);
             }
         }
     }
 
+    /// Leave the groups (the caller bounds how long it waits for this:
+    /// a frozen corosync does not answer) and answer every change still
+    /// waiting for the cluster.
     fn shutdown(&mut self) {
+        self.node.abort_all();
         for g in Group::ALL {
             if let Some(c) = self.groups[group_index(g)].take() {
                 let _ = cpg::leave(&c.handle, g.cpg_name());
@@ -959,7 +821,7 @@ pub fn start(
     node: Arc<NodeHandle>,
     host_conf: &Path,
     recorder: Option<Recorder>,
-    initial: Vec<Action>,
+    initial: Batch,
 ) -> std::io::Result<DriverLink> {
     let (tx, rx) = mpsc::unbounded_channel();
     let driver = Driver {
@@ -967,11 +829,10 @@ pub fn start(
         quorum: None,
         cmap: None,
         groups: [None, None],
-        wanted: [true, true],
+        wanted: [false, false],
         last_attempt: HashMap::new(),
         next_round: Instant::now(),
         lost: [false, false],
-        waiters: HashMap::new(),
         host_conf: host_conf.to_path_buf(),
         recorder,
         input_time: SystemTime::now(),
@@ -985,11 +846,11 @@ pub fn start(
         .spawn(move || {
             runtime.block_on(async move {
                 let mut driver = driver;
-                driver.perform(initial);
+                driver.start(initial);
                 driver.run(rx).await
             })
         })?;
-    Ok(DriverLink { tx })
+    Ok(DriverLink::new(tx))
 }
 
 #[cfg(test)]
@@ -1011,3 +872,112 @@ mod tests {
 
 /// CPG callbacks taken from corosync before the core is fed them.
 const DISPATCH_BATCH: usize = 64;
+
+/// The cluster driver is the node's port: it sends through CPG, joins and
+/// leaves the groups, writes corosync.conf, and hands answers back.
+impl Port for Driver {
+    fn send(&mut self, group: Group, bytes: Vec<u8>) -> Result<(), SendFailed> {
+        let Some(c) = &self.groups[group_index(group)] else {
+            return Err(SendFailed(bytes));
+        };
+        let handle = &c.handle;
+        let recorder = &mut self.recorder;
+        let at = self.input_time;
+        let (result, retries) = retry(|| {
+            let r = cpg::mcast_joined(handle, cpg::Guarantee::TypeAgreed, &bytes);
+            if let Some(rec) = recorder.as_mut() {
+                let result = match &r {
+                    Ok(()) => 1,
+                    Err(e) => cs_code(e),
+                };
+                rec.record(
+                    at,
+                    group.cpg_name().as_bytes(),
+                    EventKind::Mcast,
+                    EventBody::Mcast {
+                        guarantee: 2,
+                        result,
+                        msg: bytes.clone(),
+                    },
+                );
+            }
+            r
+        });
+        match result {
+            Ok(()) => {
+                if retries > 0 {
+                    log::notice(
+                        group.subsystem(),
+                        &format!("cpg_send_message retried {retries} times"),
+                    );
+                }
+                Ok(())
+            }
+            Err(e) => {
+                log::crit(
+                    group.subsystem(),
+                    &format!("cpg_send_message failed: {}", cs_name(&e)),
+                );
+                Err(SendFailed(bytes))
+            }
+        }
+    }
+
+    fn reply(&mut self, id: RequestId, reply: Reply) {
+        self.node.complete(id, reply);
+    }
+
+    fn join(&mut self, g: Group) -> Option<Member> {
+        self.wanted[group_index(g)] = true;
+        // Without a connection the group is joined when it is back.
+        self.join_connected(g)
+    }
+
+    fn leave(&mut self, g: Group) {
+        self.wanted[group_index(g)] = false;
+        if let Some(c) = &self.groups[group_index(g)] {
+            let (r, _) = retry(|| cpg::leave(&c.handle, g.cpg_name()));
+            if let Err(e) = r {
+                log::crit(g.subsystem(), &format!("cpg_leave failed: {}", cs_name(&e)));
+            }
+        }
+    }
+
+    fn probe_storage(&mut self) -> Option<Vec<Row>> {
+        let probe = self.node.lock().db.probe();
+        match probe {
+            Ok(rows) => Some(rows),
+            Err(e) => {
+                log::debug(
+                    Subsystem::Database,
+                    &format!("config.db still takes no writes: {e}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn log(&mut self, line: LogLine) {
+        self.node.log(line)
+    }
+
+    fn set_debug(&mut self, on: bool) {
+        self.node.set_debug(on)
+    }
+
+    fn rrd(&mut self, key: String, value: Vec<u8>, time: u32) {
+        self.node.rrd(key, value, time)
+    }
+
+    fn sync_corosync_conf(&mut self, conf: Option<Vec<u8>>, reload: bool) {
+        self.write_corosync_conf(conf, reload)
+    }
+
+    fn first_sync(&mut self) {
+        self.node.first_sync()
+    }
+
+    fn batch_done(&mut self, rows: usize, sent: usize) {
+        crate::node::batch_done(rows, sent)
+    }
+}

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::core::logline::Subsystem;
-use crate::core::node::{Action, Node, NodeConfig};
+use crate::core::node::{Input, Node, NodeConfig};
 use crate::database::{Database, DbError};
 use crate::fuse::{mount_config, PveFs};
 use crate::ipc::IpcServer;
@@ -513,7 +513,7 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
         None => {}
     }
     let mut shared = Shared { node, db };
-    let initial = shared.drain(start);
+    let initial = shared.step(start, Input::Start);
     if shared.node.storage_failed() {
         return Err(format!(
             "unable to write the database '{}'",
@@ -558,11 +558,7 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
         // cluster's data, not this node's old copy.
         node.wait_first_sync(Duration::from_secs(1));
     } else {
-        for action in initial {
-            if let Action::Effect(e) = action {
-                node.perform(e);
-            }
-        }
+        node.start_local(initial);
     }
     let ipc = IpcServer::start(node.clone(), gid)?;
     let _ = fs::remove_file(paths.restart_flag());
@@ -606,15 +602,25 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
 
     log::notice(Subsystem::Main, "teardown filesystem");
     write_restart_flag(&paths.restart_flag(), gid);
-    ipc.stop();
+    // Every step below is bounded: pve-cluster.service kills the daemon
+    // 10 s after SIGTERM, and a frozen corosync answers nothing. Changes
+    // still waiting for the cluster are answered EBUSY (they were never
+    // delivered, so nothing of them is on disk).
     unmount(session, &paths.mountpoint);
+    if let Some(link) = node.cluster_link() {
+        if !link.shutdown(Duration::from_secs(3)) {
+            log::notice(
+                Subsystem::Main,
+                "corosync does not answer; leaving the cluster groups without it",
+            );
+            node.abort_all();
+        }
+    }
+    ipc.stop();
     // Waiting for the lock lets a change in progress finish and commit.
     let state = node.lock();
     state.db.checkpoint();
     drop(state);
-    if let Some(link) = node.cluster_link() {
-        link.shutdown();
-    }
     if !options.foreground {
         let _ = fs::remove_file(&paths.pidfile);
     }

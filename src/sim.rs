@@ -7,15 +7,71 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::core::dfsm::{Member, Mode};
-use crate::core::memdb::{DbChange, Memdb, Row};
-use crate::core::node::{
-    Action, Effect, Group, Input, Node, NodeConfig, Reply, Request, RequestId, Time,
-};
+use crate::core::dfsm::Member;
+use crate::core::engine::{self, Port, SendFailed};
+use crate::core::logline::LogLine;
+use crate::core::memdb::{Memdb, Row};
+use crate::core::node::{Group, Input, Node, NodeConfig, Reply, Request, RequestId, Time};
 
 /// The corosync.conf every simulated node imports into its new database
 /// (what makes it a cluster node).
 const COROSYNC_CONF: &[u8] = b"totem {\n  cluster_name: sim\n  config_version: 1\n}\n";
+
+/// How far ahead a quiet cluster lets the clock run to a node's timer
+/// (C's service restart delay, with room).
+const SOON: u32 = 10;
+
+/// A simulated node's I/O: its partition's bus is its CPG.
+struct SimPort<'a> {
+    id: u32,
+    me: Member,
+    bus: Option<&'a mut VecDeque<(Group, Member, Vec<u8>)>>,
+    writes: &'a mut Vec<WriteRecord>,
+    in_group: &'a mut [bool; 2],
+    waiting: &'a mut BTreeMap<RequestId, usize>,
+    /// The node joined or left a group: the views change.
+    membership: bool,
+}
+
+impl Port for SimPort<'_> {
+    fn send(&mut self, group: Group, bytes: Vec<u8>) -> Result<(), SendFailed> {
+        // Outside the group (or cut off) a message is lost, as a CPG send
+        // of a process that is not joined.
+        if self.in_group[group_index(group)] {
+            if let Some(bus) = self.bus.as_mut() {
+                bus.push_back((group, self.me, bytes));
+            }
+        }
+        Ok(())
+    }
+
+    fn reply(&mut self, id: RequestId, reply: Reply) {
+        if let Some(w) = self.waiting.remove(&id) {
+            self.writes[w].result = Some(match reply {
+                Reply::Fs(Ok(v)) => v as i32,
+                Reply::Fs(Err(e)) => -e,
+                Reply::Ipc(_) => -libc::EIO,
+            });
+        }
+    }
+
+    fn join(&mut self, group: Group) -> Option<Member> {
+        self.in_group[group_index(group)] = true;
+        self.membership = true;
+        Some(self.me)
+    }
+
+    fn leave(&mut self, group: Group) {
+        self.in_group[group_index(group)] = false;
+        self.membership = true;
+    }
+
+    fn log(&mut self, line: LogLine) {
+        if std::env::var_os("PMXCFS_SIM_TRACE").is_some() {
+            eprintln!("node {}: {}", self.id, line.render());
+        }
+    }
+}
 
 /// A write a test asked for, and what became of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,22 +179,9 @@ impl Cluster {
         c
     }
 
-    /// A process that just booted: persist its first batch, join both
-    /// groups.
+    /// A process that just booted: its first batch (it joins both groups).
     fn start_process(&mut self, id: u32) {
-        self.drain(id);
-        for g in Group::ALL {
-            self.join(id, g);
-        }
-    }
-
-    fn join(&mut self, id: u32, g: Group) {
-        let now = Time::from_secs(self.now);
-        let node = self.nodes.get_mut(&id).expect("node");
-        node.in_group[group_index(g)] = true;
-        let me = node.me(id);
-        node.node.handle(now, Input::Joined { group: g, me });
-        self.drain(id);
+        self.feed(id, Input::Start);
     }
 
     fn component_of(&self, id: u32) -> Option<usize> {
@@ -160,13 +203,10 @@ impl Cluster {
         self.now += 1;
         self.partitions = partitions;
         self.bus = vec![VecDeque::new(); self.partitions.len()];
-        let now = Time::from_secs(self.now);
         for p in self.partitions.clone() {
             let quorate = p.len() * 2 > self.total_votes;
             for &id in &p {
-                let node = self.nodes.get_mut(&id).expect("node");
-                node.node.handle(now, Input::Quorum { quorate });
-                self.drain(id);
+                self.feed(id, Input::Quorum { quorate });
             }
         }
         self.update_views();
@@ -180,7 +220,6 @@ impl Cluster {
 
     /// Give every process whose group view changed its confchg.
     fn update_views(&mut self) {
-        let now = Time::from_secs(self.now);
         for p in self.partitions.clone() {
             for g in Group::ALL {
                 let members: Vec<Member> = p
@@ -202,71 +241,49 @@ impl Cluster {
                     }
                     let joined_any = members.iter().any(|m| !old.contains(m));
                     self.views.insert((id, g), members.clone());
-                    let node = self.nodes.get_mut(&id).expect("node");
-                    node.node.handle(
-                        now,
+                    self.feed(
+                        id,
                         Input::Confchg {
                             group: g,
                             members: members.clone(),
                             joined_any,
                         },
                     );
-                    self.drain(id);
                 }
             }
         }
     }
 
-    /// Perform a node's output: persist into its rows, queue its sends,
-    /// record its replies, act on leaving and joining groups.
-    fn drain(&mut self, id: u32) {
+    /// Feed node `id` an input through the engine: its rows are its
+    /// database, the bus of its partition its CPG.
+    fn feed(&mut self, id: u32, input: Input) {
         let now = Time::from_secs(self.now);
         let comp = self.component_of(id);
-        let node = self.nodes.get_mut(&id).expect("node");
-        let me = node.me(id);
-        let rows = &mut node.rows;
-        let actions = node.node.drain(now, &mut |changes: &[DbChange]| {
-            for c in changes {
-                c.clone().apply_to(rows);
-            }
-            Ok(())
+        let Cluster {
+            nodes, bus, writes, ..
+        } = self;
+        let sim = nodes.get_mut(&id).expect("node");
+        let me = sim.me(id);
+        let SimNode {
+            node,
+            rows,
+            in_group,
+            waiting,
+            ..
+        } = sim;
+        let mut port = SimPort {
+            id,
+            me,
+            bus: comp.and_then(|c| bus.get_mut(c)),
+            writes,
+            in_group,
+            waiting,
+            membership: false,
+        };
+        engine::run(now, input, &mut port, &mut |now, input| {
+            node.step(now, input, rows)
         });
-        let mut membership = false;
-        for action in actions {
-            match action {
-                Action::Send { group, bytes } => {
-                    let inside = self.nodes[&id].in_group[group_index(group)];
-                    if let (Some(c), true) = (comp, inside) {
-                        self.bus[c].push_back((group, me, bytes));
-                    }
-                }
-                Action::Reply { id: rid, reply } => {
-                    let node = self.nodes.get_mut(&id).expect("node");
-                    if let Some(w) = node.waiting.remove(&rid) {
-                        self.writes[w].result = Some(match reply {
-                            Reply::Fs(Ok(v)) => v as i32,
-                            Reply::Fs(Err(e)) => -e,
-                            Reply::Ipc(_) => -libc::EIO,
-                        });
-                    }
-                }
-                Action::Effect(Effect::LeaveGroup(g)) => {
-                    self.nodes.get_mut(&id).expect("node").in_group[group_index(g)] = false;
-                    membership = true;
-                }
-                Action::Effect(Effect::JoinGroup(g)) => {
-                    self.join(id, g);
-                    membership = true;
-                }
-                Action::Effect(Effect::Log(line)) => {
-                    if std::env::var_os("PMXCFS_SIM_TRACE").is_some() {
-                        eprintln!("t={} node {id}: {}", self.now, line.render());
-                    }
-                }
-                Action::Effect(_) => {}
-            }
-        }
-        if membership && comp.is_some() {
+        if port.membership && comp.is_some() {
             self.update_views();
         }
     }
@@ -275,7 +292,6 @@ impl Cluster {
     /// and a write request; the write's reply is the result.
     pub fn write(&mut self, id: u32, path: &str, data: &[u8]) {
         self.now += 1;
-        let now = Time::from_secs(self.now);
         let idx = self.writes.len();
         self.writes.push(WriteRecord {
             node: id,
@@ -288,8 +304,8 @@ impl Cluster {
         self.next_id += 2;
         let node = self.nodes.get_mut(&id).expect("node");
         node.waiting.insert(write, idx);
-        node.node.handle(
-            now,
+        self.feed(
+            id,
             Input::Request {
                 id: create,
                 request: Request::Create {
@@ -297,8 +313,8 @@ impl Cluster {
                 },
             },
         );
-        node.node.handle(
-            now,
+        self.feed(
+            id,
             Input::Request {
                 id: write,
                 request: Request::Write {
@@ -308,7 +324,6 @@ impl Cluster {
                 },
             },
         );
-        self.drain(id);
         // An immediate EACCES is the refusal of a node without quorum.
         let w = &mut self.writes[idx];
         if w.result == Some(-libc::EACCES) {
@@ -326,21 +341,18 @@ impl Cluster {
             return false;
         };
         self.now += 1;
-        let now = Time::from_secs(self.now);
         for id in self.partitions[c].clone() {
             if !self.nodes[&id].in_group[group_index(group)] {
                 continue;
             }
-            let node = self.nodes.get_mut(&id).expect("node");
-            node.node.handle(
-                now,
+            self.feed(
+                id,
                 Input::Deliver {
                     group,
                     from,
                     msg: bytes.clone(),
                 },
             );
-            self.drain(id);
         }
         true
     }
@@ -356,28 +368,19 @@ impl Cluster {
                     assert!(guard < 1_000_000, "the cluster does not settle");
                 }
             }
-            // A node that left a group waits for its rejoin timer: let
-            // the clock run to it.
-            let waiting: Vec<u32> = self
+            // Nothing in flight: let the clock run to the next timer of
+            // a node that is due soon (a rejoin, a storage probe); the
+            // hourly verify only runs in `verify_round`.
+            let next = self
                 .nodes
                 .iter()
-                .filter(|(_, n)| {
-                    n.up && (n.node.dcdb_mode() == Mode::Leave
-                        || n.node.kvstore_mode() == Mode::Leave)
-                })
-                .map(|(id, _)| *id)
-                .collect();
-            for id in waiting {
-                if let Some(t) = self.nodes[&id].node.poll_timeout() {
-                    self.now = self.now.max(t.secs());
-                }
-                let now = Time::from_secs(self.now);
-                self.nodes
-                    .get_mut(&id)
-                    .expect("node")
-                    .node
-                    .handle_timeout(now);
-                self.drain(id);
+                .filter(|(_, n)| n.up)
+                .filter_map(|(id, n)| Some((n.node.poll_timeout()?.secs(), *id)))
+                .filter(|(t, _)| *t <= self.now + SOON)
+                .min();
+            if let Some((t, id)) = next {
+                self.now = self.now.max(t);
+                self.feed(id, Input::Timers);
                 any = true;
                 guard += 1;
                 assert!(guard < 1_000_000, "the cluster does not settle");
@@ -395,18 +398,12 @@ impl Cluster {
     pub fn verify_round(&mut self) {
         self.run_until_quiet();
         self.now += crate::core::node::VERIFY_PERIOD;
-        let now = Time::from_secs(self.now);
         let ids: Vec<u32> = self.nodes.keys().copied().collect();
         for id in ids {
             if !self.nodes[&id].up {
                 continue;
             }
-            self.nodes
-                .get_mut(&id)
-                .expect("node")
-                .node
-                .handle_timeout(now);
-            self.drain(id);
+            self.feed(id, Input::Timers);
         }
         self.run_until_quiet();
     }

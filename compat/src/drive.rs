@@ -14,11 +14,12 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use pmxcfs::core::dfsm::Member;
+use pmxcfs::core::engine::{self, Port, SendFailed};
 use pmxcfs::core::ipc::Client;
 use pmxcfs::core::memdb::{Memdb, Row};
 use pmxcfs::core::node::{
-    Action, BootError, ClusterInfo, Effect, Group as NodeGroup, Input, Node, NodeConfig, Reply,
-    Request, Time,
+    BootError, ClusterInfo, Group as NodeGroup, Input, Node, NodeConfig, Reply, Request,
+    RequestId, Time,
 };
 use pmxcfs_wire::dcdb::{FuseMessage, Subtype};
 use pmxcfs_wire::dfsm::{Framing, MessageType};
@@ -152,10 +153,46 @@ pub struct Driven {
     replies: HashMap<u64, Reply>,
 }
 
+/// The replayed node's I/O: what it sends is queued to be judged against
+/// C's sends; a join is done at once (as the daemon's cpg_join).
+struct ReplayPort<'a> {
+    me: Member,
+    now: Time,
+    pending: &'a mut HashMap<Group, VecDeque<Pending>>,
+    left: &'a mut Vec<NodeGroup>,
+    replies: &'a mut HashMap<u64, Reply>,
+}
+
+impl Port for ReplayPort<'_> {
+    fn send(&mut self, group: NodeGroup, bytes: Vec<u8>) -> Result<(), SendFailed> {
+        self.pending
+            .entry(capture_group(group))
+            .or_default()
+            .push_back(Pending {
+                bytes,
+                decided: self.now,
+                from_request: false,
+            });
+        Ok(())
+    }
+
+    fn reply(&mut self, id: RequestId, reply: Reply) {
+        self.replies.insert(id, reply);
+    }
+
+    fn join(&mut self, _group: NodeGroup) -> Option<Member> {
+        Some(self.me)
+    }
+
+    fn leave(&mut self, group: NodeGroup) {
+        self.left.push(group);
+    }
+}
+
 impl Driven {
     /// Boot the core on `rows` (`None`: a new database, which imports
-    /// `conf`), join both groups at `start` as `me`, and tell it the nodes
-    /// of the cluster, as the daemon does at start.
+    /// `conf`) at `start` as `me`; it joins both groups, and is told the
+    /// nodes of the cluster, as the daemon is at start.
     pub fn boot(
         config: NodeConfig,
         me: Member,
@@ -179,10 +216,8 @@ impl Driven {
             left: Vec::new(),
             replies: HashMap::new(),
         };
-        for group in NodeGroup::ALL {
-            d.node.handle(start, Input::Joined { group, me });
-        }
-        d.node.handle(
+        d.input(start, Input::Start);
+        d.input(
             start,
             Input::ClusterInfo(ClusterInfo {
                 name: String::new(),
@@ -190,49 +225,31 @@ impl Driven {
                 nodes,
             }),
         );
-        d.drain(start);
         Ok(d)
     }
 
-    /// Take the core's output: its changes into the rows, its sends into
-    /// the queues C's messages are judged against; a rejoin is done at
-    /// once (as the daemon's cpg_join).
-    fn drain(&mut self, now: Time) {
-        let rows = &mut self.rows;
-        let actions = self.node.drain(now, &mut |changes| {
-            for c in changes {
-                c.clone().apply_to(rows);
-            }
-            Ok(())
-        });
-        let mut rejoin = Vec::new();
-        for action in actions {
-            match action {
-                Action::Send { group, bytes } => self
-                    .pending
-                    .entry(capture_group(group))
-                    .or_default()
-                    .push_back(Pending {
-                        bytes,
-                        decided: now,
-                        from_request: false,
-                    }),
-                Action::Effect(Effect::LeaveGroup(g)) => self.left.push(g),
-                Action::Reply { id, reply } if id + 1 == self.next_request => {
-                    self.replies.insert(id, reply);
-                }
-                Action::Effect(Effect::JoinGroup(g)) => rejoin.push(g),
-                _ => {}
-            }
-        }
-        for group in rejoin {
-            self.input(now, Input::Joined { group, me: self.me });
-        }
-    }
-
+    /// Feed the core an input through the engine: its changes go into the
+    /// rows, its sends into the queues C's messages are judged against.
     pub fn input(&mut self, now: Time, input: Input) {
-        self.node.handle(now, input);
-        self.drain(now);
+        let Driven {
+            me,
+            node,
+            rows,
+            pending,
+            left,
+            replies,
+            ..
+        } = self;
+        let mut port = ReplayPort {
+            me: *me,
+            now,
+            pending,
+            left,
+            replies,
+        };
+        engine::run(now, input, &mut port, &mut |now, input| {
+            node.step(now, input, rows)
+        });
     }
 
     /// Run the timers due by `now`, at `now`: the input's time. C checks
@@ -242,8 +259,7 @@ impl Driven {
     /// clock a replay has.
     pub fn run_timers(&mut self, now: Time) {
         if self.node.poll_timeout().is_some_and(|t| t <= now) {
-            self.node.handle_timeout(now);
-            self.drain(now);
+            self.input(now, Input::Timers);
         }
     }
 

@@ -7,6 +7,7 @@ pub mod corosync_conf;
 pub mod dbcheck;
 pub mod dcdb;
 pub mod dfsm;
+pub mod engine;
 pub mod errno;
 pub mod fs;
 pub mod ipc;

@@ -27,6 +27,7 @@ use pmxcfs_wire::Codec;
 
 use super::dcdb::{self, Dcdb};
 use super::dfsm::{Dfsm, Env, Member, Mode, Output};
+use super::engine::{Batch, Storage};
 use super::errno::{Errno, EACCES, EBUSY, EIO};
 use super::ipc::{self, Client};
 use super::kvstore::Kvstore;
@@ -227,6 +228,12 @@ pub enum Input {
     StorageRecovered {
         rows: Vec<Row>,
     },
+    /// Run the timers that are due (see [`Node::poll_timeout`]).
+    Timers,
+    /// The process is up: the first input after [`Node::boot`]. Its batch
+    /// persists a new database and, in cluster mode, syncs corosync.conf
+    /// and joins both groups.
+    Start,
 }
 
 /// What the edges do for the node besides persisting.
@@ -533,8 +540,21 @@ impl Node {
         }
     }
 
+    /// Feed one input and persist what it changed: the batch that may now
+    /// leave the node (performed by [`super::engine::run`]). When the
+    /// persist fails, the batch's replies say so (see [`Node::drain`]).
+    pub fn step(&mut self, now: Time, input: Input, storage: &mut dyn Storage) -> Batch {
+        self.handle(now, input);
+        let mut rows = 0;
+        let actions = self.drain(now, &mut |changes| {
+            rows += changes.iter().map(|c| c.write_rows.len()).sum::<usize>();
+            storage.persist(changes)
+        });
+        Batch { actions, rows }
+    }
+
     /// Feed one input.
-    pub fn handle(&mut self, now: Time, input: Input) {
+    fn handle(&mut self, now: Time, input: Input) {
         let secs = now.secs();
         match input {
             Input::Joined { group, me } => {
@@ -619,16 +639,40 @@ impl Node {
                 kv.status.clinfo_version = kv.status.clinfo_version.wrapping_add(1);
             }
             Input::Request { id, request } => self.request(now, id, request),
-            Input::SendFailed { group, bytes } => {
-                if group == Group::Dcdb {
-                    if let Some(count) = super::dfsm::normal_count(&bytes) {
+            Input::SendFailed { group, bytes } => match super::dfsm::normal_count(&bytes) {
+                // A request's message: its writer hears EBUSY (C's
+                // result of a failed dfsm_send_message_sync).
+                Some(count) => {
+                    if group == Group::Dcdb {
                         if let Some(id) = self.waiters.remove(&count) {
                             self.replies.push_back((id, Reply::Fs(Err(EBUSY))));
                         }
                     }
                 }
-            }
+                // A state-machine message (SYNC_START, STATE, UPDATE,
+                // VERIFY...) that did not go out leaves the peers waiting
+                // for it: leave, and rejoin for a full resync (C: a failed
+                // send in the sync protocol sets LEAVE).
+                None => {
+                    let why = format!(
+                        "cannot send {}",
+                        describe_message(&bytes)
+                    );
+                    match group {
+                        Group::Dcdb => self.dcdb.leave_group(secs, &why),
+                        Group::Kvstore => self.kvstore.leave_group(secs, &why),
+                    }
+                }
+            },
             Input::StorageRecovered { rows } => self.storage_recovered(now, rows),
+            Input::Timers => self.handle_timeout(now),
+            Input::Start => {
+                if self.cluster_mode {
+                    for group in Group::ALL {
+                        self.effects.push_back(Effect::JoinGroup(group));
+                    }
+                }
+            }
         }
         self.collect(now);
     }
@@ -896,8 +940,8 @@ impl Node {
         next
     }
 
-    /// Run the timers that are due at `now`.
-    pub fn handle_timeout(&mut self, now: Time) {
+    /// Run the timers that are due at `now` (`Input::Timers`).
+    fn handle_timeout(&mut self, now: Time) {
         let secs = now.secs();
         if self.cluster_mode && secs.saturating_sub(self.verify_last) >= VERIFY_PERIOD {
             self.verify_last = secs;
@@ -916,7 +960,6 @@ impl Node {
             self.storage_probe_at = Some(now.plus_micros(STORAGE_PROBE_US));
             self.effects.push_back(Effect::ProbeStorage);
         }
-        self.collect(now);
     }
 
     /// Move what the machines produced into the output batch.
@@ -946,9 +989,16 @@ impl Node {
                         if mode.is_error() {
                             // C leaves the group when its dfsm is in an
                             // error mode, and comes back (LEAVE only) once
-                            // the leave went through.
+                            // the leave went through. Writers waiting for
+                            // their delivery will not get it in this
+                            // membership: they hear EBUSY now, whatever
+                            // the error mode (ERROR and VERSION_ERROR
+                            // never come back).
                             self.joined[group.index()] = false;
                             self.effects.push_back(Effect::LeaveGroup(group));
+                            if group == Group::Dcdb {
+                                self.abort_waiters();
+                            }
                         }
                         if mode == Mode::Synced && group == Group::Dcdb && !self.synced_once {
                             self.synced_once = true;
@@ -992,7 +1042,7 @@ impl Node {
     /// reads, and probes the database until it takes writes again, then
     /// reloads it and rejoins as a follower (C stays in the group with a
     /// database that no longer matches its memory).
-    pub fn drain(
+    fn drain(
         &mut self,
         now: Time,
         persist: &mut dyn FnMut(&[DbChange]) -> Result<(), PersistFailure>,
