@@ -125,7 +125,10 @@ impl RrdSink {
                 }
             });
         if let Err(e) = spawned {
-            log::crit(Subsystem::Status, &format!("cannot start the RRD writer: {e}"));
+            log::crit(
+                Subsystem::Status,
+                &format!("cannot start the RRD writer: {e}"),
+            );
         }
         RrdSink {
             tx,

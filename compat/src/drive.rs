@@ -18,8 +18,8 @@ use pmxcfs::core::engine::{self, Port, SendFailed};
 use pmxcfs::core::ipc::Client;
 use pmxcfs::core::memdb::{Memdb, Row};
 use pmxcfs::core::node::{
-    BootError, ClusterInfo, Group as NodeGroup, Input, Node, NodeConfig, Reply, Request,
-    RequestId, Time,
+    BootError, ClusterInfo, Group as NodeGroup, Input, Node, NodeConfig, Reply, Request, RequestId,
+    Time,
 };
 use pmxcfs_wire::dcdb::{FuseMessage, Subtype};
 use pmxcfs_wire::dfsm::{Framing, MessageType};

@@ -52,7 +52,9 @@ impl Port for Recorder {
                 .push(format!("send {group:?} {kind} failed"));
             return Err(SendFailed(bytes));
         }
-        self.journal.borrow_mut().push(format!("send {group:?} {kind}"));
+        self.journal
+            .borrow_mut()
+            .push(format!("send {group:?} {kind}"));
         Ok(())
     }
 
@@ -273,7 +275,10 @@ fn writers_waiting_when_the_group_goes_to_an_error_mode_hear_ebusy() {
     );
     let journal = rig.take();
     assert!(journal.contains(&"leave Dcdb".to_string()), "{journal:?}");
-    assert!(journal.contains(&"reply 9 Fs(Err(16))".to_string()), "{journal:?}");
+    assert!(
+        journal.contains(&"reply 9 Fs(Err(16))".to_string()),
+        "{journal:?}"
+    );
 }
 
 #[test]
@@ -293,7 +298,11 @@ fn a_failed_persist_is_answered_eio_and_the_reply_follows_it() {
     );
     assert_eq!(
         rig.take(),
-        ["step Request", "persist failed", &format!("reply 3 Fs(Err({EIO}))")]
+        [
+            "step Request",
+            "persist failed",
+            &format!("reply 3 Fs(Err({EIO}))")
+        ]
     );
 }
 

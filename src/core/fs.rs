@@ -4,9 +4,9 @@
 //! and which chmod and chown C accepts. Pure; the FUSE edge maps kernel
 //! requests onto these answers.
 
-use super::errno::{Errno, EACCES, ENOENT};
+use super::errno::{Errno, EACCES, EFBIG, EIO, ENOENT};
 use super::memdb::{Entry, BLOCK_SIZE};
-use super::node::Node;
+use super::node::{Node, Request};
 use super::paths;
 use super::status::Status;
 
@@ -240,5 +240,34 @@ mod tests {
         assert!(is_openvz_script(b"101.mount"));
         assert!(is_openvz_script(b"vps.x"));
         assert!(!is_openvz_script(b"101.conf"));
+    }
+}
+
+/// What a truncate (setattr's size, open's O_TRUNC) of `target` asks for:
+/// a memdb file is changed; `.debug` takes it and stays as it is
+/// (`None`); any other fixed entry, and the root, answer EIO, as C's.
+pub fn truncate_request(target: &Target, size: u64) -> Result<Option<Request>, Errno> {
+    match target {
+        Target::Memdb(path) => {
+            let size = u32::try_from(size).map_err(|_| EFBIG)?;
+            Ok(Some(Request::Truncate {
+                path: path.clone(),
+                size,
+            }))
+        }
+        Target::Fixed(Fixed::Special(Special::Debug)) => Ok(None),
+        _ => Err(EIO),
+    }
+}
+
+/// What a utimens of `target` asks for: only memdb entries have a time
+/// to set (EACCES elsewhere, as C's).
+pub fn mtime_request(target: &Target, mtime: u32) -> Result<Request, Errno> {
+    match target {
+        Target::Memdb(path) => Ok(Request::SetMtime {
+            path: path.clone(),
+            mtime,
+        }),
+        _ => Err(EACCES),
     }
 }

@@ -654,10 +654,7 @@ impl Node {
                 // for it: leave, and rejoin for a full resync (C: a failed
                 // send in the sync protocol sets LEAVE).
                 None => {
-                    let why = format!(
-                        "cannot send {}",
-                        describe_message(&bytes)
-                    );
+                    let why = format!("cannot send {}", describe_message(&bytes));
                     match group {
                         Group::Dcdb => self.dcdb.leave_group(secs, &why),
                         Group::Kvstore => self.kvstore.leave_group(secs, &why),

@@ -37,8 +37,21 @@ const TTL: Duration = Duration::from_secs(1);
 /// Special files are regenerated on every stat.
 const NO_TTL: Duration = Duration::ZERO;
 
-/// The filesystem served at /etc/pve.
-pub struct PveFs {
+/// The filesystem served at /etc/pve. Its threads never wait for the
+/// cluster: a change hands the kernel's reply object to a completion and
+/// the thread goes back to the next request (libfuse's loop in C starts
+/// more threads instead; the effect for readers is the same).
+pub struct PveFs(Arc<FsState>);
+
+impl std::ops::Deref for PveFs {
+    type Target = Arc<FsState>;
+    fn deref(&self) -> &Arc<FsState> {
+        &self.0
+    }
+}
+
+/// What the FUSE threads and the completions of their changes share.
+pub struct FsState {
     node: Arc<NodeHandle>,
     www_data_gid: u32,
     inodes: Mutex<InodeTable>,
@@ -71,16 +84,21 @@ fn time(secs: u32) -> SystemTime {
 
 impl PveFs {
     pub fn new(node: Arc<NodeHandle>, www_data_gid: u32) -> PveFs {
-        PveFs {
+        PveFs(Arc::new(FsState {
             node,
             www_data_gid,
             inodes: Mutex::new(InodeTable::new()),
             snapshots: Mutex::new(HashMap::new()),
             listings: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-        }
+        }))
     }
+}
 
+/// The result of a change as the kernel hears it.
+type Changed = Result<u32, Errno>;
+
+impl FsState {
     fn table(&self) -> std::sync::MutexGuard<'_, InodeTable> {
         self.inodes.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -142,17 +160,45 @@ impl PveFs {
         }
     }
 
-    /// A change, through the node; its value or errno.
-    fn change(&self, request: NodeRequest) -> Result<u32, Errno> {
+    /// Submit a change to the node; `then` gets its value or errno, on
+    /// whichever thread learns it (in cluster mode: the driver's, once the
+    /// change was delivered and committed).
+    fn change_then(
+        self: &Arc<Self>,
+        request: NodeRequest,
+        then: impl FnOnce(&Arc<FsState>, Changed) + Send + 'static,
+    ) {
         let what = log::debug_enabled().then(|| request.describe());
-        let result = match self.node.request(request) {
-            Reply::Fs(r) => r,
-            Reply::Ipc(_) => Err(libc::EIO),
-        };
-        if let Some(what) = what {
-            log::debug(Subsystem::Main, &format!("fuse {what}: {result:?}"));
+        let fs = self.clone();
+        self.node.submit(
+            request,
+            Box::new(move |reply| {
+                let result = match reply {
+                    Reply::Fs(r) => r,
+                    Reply::Ipc(_) => Err(libc::EIO),
+                };
+                if let Some(what) = what {
+                    log::debug(Subsystem::Main, &format!("fuse {what}: {result:?}"));
+                }
+                then(&fs, result.map_err(errno))
+            }),
+        );
+    }
+
+    /// Changes one after the other, stopping at the first error; `then`
+    /// gets the last value (0 for none) or that error.
+    fn changes_then(
+        self: &Arc<Self>,
+        mut requests: std::collections::VecDeque<NodeRequest>,
+        then: impl FnOnce(&Arc<FsState>, Changed) + Send + 'static,
+    ) {
+        match requests.pop_front() {
+            None => then(self, Ok(0)),
+            Some(request) => self.change_then(request, move |fs, result| match result {
+                Ok(_) if !requests.is_empty() => fs.changes_then(requests, then),
+                other => then(fs, other),
+            }),
         }
-        result.map_err(errno)
     }
 
     /// A debug line for a kernel request that reads (changes have theirs
@@ -186,54 +232,43 @@ impl PveFs {
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// What C's open sets: `direct_io`, no `keep_cache`, so reads always
-    /// reach the daemon.
-    fn open_flags() -> FopenFlags {
-        FopenFlags::FOPEN_DIRECT_IO
-    }
-
-    /// What C's create answers: no flags. C sets `direct_io` in its open
-    /// handler only, so a file created by open(O_CREAT) is written through
-    /// the kernel's page cache, which hands the daemon pieces of 128 KiB
-    /// aligned on the file offset (a 1 MiB write: 8 pieces). A direct-I/O
-    /// write is cut at the caller's buffer pages instead (32 pages per
-    /// piece, so 9 pieces for an unaligned 1 MiB buffer) and every later
-    /// inode and version would differ from C's.
-    fn create_flags() -> FopenFlags {
-        FopenFlags::empty()
-    }
-
-    /// A truncate, from setattr or from an open with O_TRUNC: a memdb file
-    /// is changed; `.debug` takes it and stays as it is; any other fixed
-    /// entry answers EIO, as C's.
-    fn truncate(&self, target: &Target, size: u64) -> Result<(), Errno> {
-        match target {
-            Target::Memdb(path) => {
-                let size = u32::try_from(size).map_err(|_| Errno::EFBIG)?;
-                self.change(NodeRequest::Truncate {
-                    path: path.clone(),
-                    size,
-                })
-                .map(|_| ())
-            }
-            Target::Fixed(Fixed::Special(Special::Debug)) => Ok(()),
-            _ => Err(Errno::EIO),
-        }
-    }
-
     /// unlink and rmdir: one delete request (C's `cfs_fuse_unlink` and
     /// `cfs_fuse_rmdir` both send CFS_DELETE).
-    fn remove(&self, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self
-            .child_path(parent, name)
-            .and_then(|path| self.change(NodeRequest::Delete { path }))
-        {
-            Ok(_) => {
-                self.table().detach(parent.0, name.as_bytes());
-                reply.ok()
-            }
+    fn remove(self: &Arc<Self>, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let path = match self.child_path(parent, name) {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
+        let name = name.to_owned();
+        self.change_then(
+            NodeRequest::Delete { path },
+            move |fs, result| match result {
+                Ok(_) => {
+                    fs.table().detach(parent.0, name.as_bytes());
+                    reply.ok()
+                }
+                Err(e) => reply.error(e),
+            },
+        )
+    }
+
+    /// mknod (of a regular file) and mkdir: the change, then the entry.
+    fn make(
+        self: &Arc<Self>,
+        parent: INodeNo,
+        name: &OsStr,
+        request: impl FnOnce(Vec<u8>) -> NodeRequest,
+        reply: ReplyEntry,
+    ) {
+        let path = match self.child_path(parent, name) {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
+        let name = name.to_owned();
+        self.change_then(request(path), move |fs, result| match result {
+            Ok(_) => fs.entry(parent, &name, reply),
             Err(e) => reply.error(e),
-        }
+        })
     }
 
     /// The listing of an open directory: taken anew at offset 0, else the
@@ -300,6 +335,23 @@ impl PveFs {
     }
 }
 
+/// What C's open sets: `direct_io`, no `keep_cache`, so reads always
+/// reach the daemon.
+fn open_flags() -> FopenFlags {
+    FopenFlags::FOPEN_DIRECT_IO
+}
+
+/// What C's create answers: no flags. C sets `direct_io` in its open
+/// handler only, so a file created by open(O_CREAT) is written through
+/// the kernel's page cache, which hands the daemon pieces of 128 KiB
+/// aligned on the file offset (a 1 MiB write: 8 pieces). A direct-I/O
+/// write is cut at the caller's buffer pages instead (32 pages per
+/// piece, so 9 pieces for an unaligned 1 MiB buffer) and every later
+/// inode and version would differ from C's.
+fn create_flags() -> FopenFlags {
+    FopenFlags::empty()
+}
+
 impl Filesystem for PveFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_WRITE);
@@ -351,7 +403,8 @@ impl Filesystem for PveFs {
         reply: ReplyAttr,
     ) {
         crate::stats::fuse_request("setattr");
-        let result = (|| -> Result<(), Errno> {
+        // What to change, checked before anything is changed.
+        let changes = (|| -> Result<std::collections::VecDeque<NodeRequest>, Errno> {
             let target = self.target_of(ino)?;
             let path = match &target {
                 Target::Memdb(p) => p.clone(),
@@ -366,8 +419,9 @@ impl Filesystem for PveFs {
             if !view::chown_allowed(uid, gid, self.www_data_gid) {
                 return Err(Errno::EPERM);
             }
+            let mut changes = std::collections::VecDeque::new();
             if let Some(size) = size {
-                self.truncate(&target, size)?;
+                changes.extend(view::truncate_request(&target, size).map_err(errno)?);
             }
             if let Some(t) = mtime {
                 let mtime = match t {
@@ -377,21 +431,18 @@ impl Filesystem for PveFs {
                         .map(|d| d.as_secs() as u32)
                         .unwrap_or(0),
                 };
-                match &target {
-                    Target::Memdb(p) => {
-                        self.change(NodeRequest::SetMtime {
-                            path: p.clone(),
-                            mtime,
-                        })?;
-                    }
-                    _ => return Err(Errno::EACCES),
-                }
+                changes.push_back(view::mtime_request(&target, mtime).map_err(errno)?);
             }
-            Ok(())
+            Ok(changes)
         })();
-        match result.and_then(|_| self.attr(ino.0)) {
-            Ok((a, ttl)) => reply.attr(&ttl, &a),
+        match changes {
             Err(e) => reply.error(e),
+            Ok(changes) => self.changes_then(changes, move |fs, result| {
+                match result.and_then(|_| fs.attr(ino.0)) {
+                    Ok((a, ttl)) => reply.attr(&ttl, &a),
+                    Err(e) => reply.error(e),
+                }
+            }),
         }
     }
 
@@ -423,13 +474,7 @@ impl Filesystem for PveFs {
         if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(Errno::ENOSYS);
         }
-        match self
-            .child_path(parent, name)
-            .and_then(|path| self.change(NodeRequest::Create { path }))
-        {
-            Ok(_) => self.entry(parent, name, reply),
-            Err(e) => reply.error(e),
-        }
+        self.make(parent, name, |path| NodeRequest::Create { path }, reply)
     }
 
     fn mkdir(
@@ -442,13 +487,7 @@ impl Filesystem for PveFs {
         reply: ReplyEntry,
     ) {
         crate::stats::fuse_request("mkdir");
-        match self
-            .child_path(parent, name)
-            .and_then(|path| self.change(NodeRequest::Mkdir { path }))
-        {
-            Ok(_) => self.entry(parent, name, reply),
-            Err(e) => reply.error(e),
-        }
+        self.make(parent, name, |path| NodeRequest::Mkdir { path }, reply)
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -515,18 +554,26 @@ impl Filesystem for PveFs {
             // The libfuse 2 API of C has no rename flags.
             return reply.error(Errno::EINVAL);
         }
-        let result = self.child_path(parent, name).and_then(|from| {
+        let paths = self.child_path(parent, name).and_then(|from| {
             let to = self.child_path(newparent, newname)?;
-            self.change(NodeRequest::Rename { from, to })
+            Ok((from, to))
         });
-        match result {
-            Ok(_) => {
-                self.table()
-                    .rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes());
-                reply.ok()
-            }
-            Err(e) => reply.error(e),
-        }
+        let (from, to) = match paths {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
+        let (name, newname) = (name.to_owned(), newname.to_owned());
+        self.change_then(
+            NodeRequest::Rename { from, to },
+            move |fs, result| match result {
+                Ok(_) => {
+                    fs.table()
+                        .rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes());
+                    reply.ok()
+                }
+                Err(e) => reply.error(e),
+            },
+        )
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -534,11 +581,11 @@ impl Filesystem for PveFs {
         self.trace("open", ino, None);
         // O_TRUNC (atomic_o_trunc): the truncate C gets as a setattr right
         // after the open, with the same change (or error).
-        let truncate = |target: &Target| {
+        let truncate = |target: &Target| -> Result<Option<NodeRequest>, Errno> {
             if flags.0 & libc::O_TRUNC != 0 {
-                self.truncate(target, 0)
+                view::truncate_request(target, 0).map_err(errno)
             } else {
-                Ok(())
+                Ok(None)
             }
         };
         let target = match self.target_of(ino) {
@@ -550,12 +597,18 @@ impl Filesystem for PveFs {
                 if self.node.lock().node.memdb().lookup(path).is_none() {
                     return reply.error(Errno::ENOENT);
                 }
-                if let Err(e) = truncate(&target) {
-                    return reply.error(e);
+                match truncate(&target) {
+                    Err(e) => reply.error(e),
+                    Ok(None) => reply.opened(FileHandle(0), open_flags()),
+                    Ok(Some(change)) => self.change_then(change, move |_, result| match result {
+                        Ok(_) => reply.opened(FileHandle(0), open_flags()),
+                        Err(e) => reply.error(e),
+                    }),
                 }
-                reply.opened(FileHandle(0), Self::open_flags())
             }
             Target::Fixed(Fixed::Special(sp)) => {
+                // A truncate of a special file changes nothing (`.debug`)
+                // or fails.
                 if let Err(e) = truncate(&target) {
                     return reply.error(e);
                 }
@@ -565,7 +618,7 @@ impl Filesystem for PveFs {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(fh, content);
-                reply.opened(FileHandle(fh), Self::open_flags())
+                reply.opened(FileHandle(fh), open_flags())
             }
             _ => reply.error(Errno::EACCES),
         }
@@ -654,23 +707,25 @@ impl Filesystem for PveFs {
                 } else {
                     data
                 };
-                match self.change(NodeRequest::Write {
+                let write = NodeRequest::Write {
                     path,
                     offset,
                     data: data.to_vec(),
-                }) {
+                };
+                self.change_then(write, move |_, result| match result {
                     Ok(n) => reply.written(n),
                     Err(e) => reply.error(e),
-                }
+                })
             }
             Ok(Target::Fixed(Fixed::Special(Special::Debug))) => {
-                match self.change(NodeRequest::WriteDebug {
+                let write = NodeRequest::WriteDebug {
                     offset,
                     data: data.to_vec(),
-                }) {
+                };
+                self.change_then(write, move |_, result| match result {
                     Ok(n) => reply.written(n),
                     Err(e) => reply.error(e),
-                }
+                })
             }
             Ok(Target::Fixed(_)) => reply.error(Errno::EIO),
             Ok(_) => reply.error(Errno::EACCES),
@@ -878,22 +933,26 @@ impl Filesystem for PveFs {
         reply: ReplyCreate,
     ) {
         crate::stats::fuse_request("create");
-        let created = self
-            .child_path(parent, name)
-            .and_then(|path| self.change(NodeRequest::Create { path }));
-        if let Err(e) = created {
-            return reply.error(e);
-        }
-        let id = self.table().lookup(parent.0, name.as_bytes());
-        match self.attr(id) {
-            Ok((a, ttl)) => {
-                reply.created(&ttl, &a, Generation(0), FileHandle(0), Self::create_flags())
+        let path = match self.child_path(parent, name) {
+            Ok(p) => p,
+            Err(e) => return reply.error(e),
+        };
+        let name = name.to_owned();
+        self.change_then(NodeRequest::Create { path }, move |fs, result| {
+            if let Err(e) = result {
+                return reply.error(e);
             }
-            Err(e) => {
-                self.table().forget(id, 1);
-                reply.error(e)
+            let id = fs.table().lookup(parent.0, name.as_bytes());
+            match fs.attr(id) {
+                Ok((a, ttl)) => {
+                    reply.created(&ttl, &a, Generation(0), FileHandle(0), create_flags())
+                }
+                Err(e) => {
+                    fs.table().forget(id, 1);
+                    reply.error(e)
+                }
             }
-        }
+        })
     }
 }
 

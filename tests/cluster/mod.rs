@@ -291,6 +291,27 @@ impl Cluster {
         self.node(id).holder.id()
     }
 
+    /// The pid of node `id`'s corosync (nsenter executes it in place).
+    pub fn corosync_pid(&self, id: u32) -> Option<u32> {
+        self.node(id).corosync.as_ref().map(Child::id)
+    }
+
+    /// Wait at most `limit` for node `id`'s pmxcfs to exit on its own;
+    /// how long it took, or `None` (it is then killed).
+    pub fn wait_pmxcfs_exit(&mut self, id: u32, limit: Duration) -> Option<Duration> {
+        let started = Instant::now();
+        let mut c = self.node_mut(id).pmxcfs.take()?;
+        while started.elapsed() < limit {
+            if c.try_wait().unwrap().is_some() {
+                return Some(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
     /// The pid of node `id`'s pmxcfs (nsenter executes it in place).
     pub fn pmxcfs_pid(&self, id: u32) -> Option<u32> {
         self.node(id).pmxcfs.as_ref().map(Child::id)
