@@ -12,9 +12,9 @@ use pmxcfs_wire::dcdb::{
 use pmxcfs_wire::dfsm::MessageType;
 use pmxcfs_wire::Codec;
 
-use super::dfsm::{App, Delivery, Env, Member, MemberState};
+use super::dfsm::{member_list, App, Delivery, Env, Member, MemberState};
 use super::errno::{Errno, EINVAL};
-use super::logline::{member_list, Level};
+use super::logline::Level;
 use super::memdb::Memdb;
 
 /// Something the dcdb wants its edges to do besides persisting.

@@ -11,7 +11,7 @@ use pmxcfs_wire::dfsm::{
 
 use std::panic::Location;
 
-use super::logline::{member_list, Level};
+use super::logline::Level;
 
 /// dfsm modes (spec §1.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -821,6 +821,15 @@ impl<A: App> Dfsm<A> {
 }
 
 /// The count of a NORMAL message (for drivers matching results).
+/// `nodeid/pid` pairs as C lists members: `1/127, 2/128`.
+pub fn member_list<'a>(members: impl IntoIterator<Item = &'a Member>) -> String {
+    members
+        .into_iter()
+        .map(|m| format!("{}/{}", m.nodeid, m.pid))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn normal_count(bytes: &[u8]) -> Option<u64> {
     match Framing::parse(bytes) {
         Ok((

@@ -18,26 +18,10 @@ use std::collections::VecDeque;
 
 use super::dfsm::Member;
 use super::logline::LogLine;
-use super::memdb::{DbChange, Row};
-use super::node::{Action, Effect, Group, Input, PersistFailure, Reply, RequestId, Time};
+use super::io::{Action, Effect, Group, Input, Reply, RequestId, Time};
+use super::memdb::Row;
 
-/// Where a node's changes go before anything of their batch leaves it.
-pub trait Storage {
-    /// Commit the changes, in order; on failure say how many were
-    /// committed.
-    fn persist(&mut self, changes: &[DbChange]) -> Result<(), PersistFailure>;
-}
-
-/// Storage that keeps config.db's rows in memory, as the SQLite edge
-/// would hold them (the simulator's and replay's database).
-impl Storage for std::collections::BTreeMap<u64, Row> {
-    fn persist(&mut self, changes: &[DbChange]) -> Result<(), PersistFailure> {
-        for c in changes {
-            c.clone().apply_to(self);
-        }
-        Ok(())
-    }
-}
+pub use super::io::{Batch, Storage};
 
 /// A message the port could not send, for good: its bytes, handed back.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,16 +54,6 @@ pub trait Port {
     /// After a batch that wrote `rows` database rows and sent `sent`
     /// messages (a sync of a large tree frees as much memory).
     fn batch_done(&mut self, _rows: usize, _sent: usize) {}
-}
-
-/// One input's output, its changes already persisted (or failed, and its
-/// replies changed accordingly): only [`super::node::Node::step`] makes
-/// one, so nothing can be sent or replied before it is on disk.
-#[must_use = "a batch must be performed"]
-pub struct Batch {
-    pub(super) actions: Vec<Action>,
-    /// Rows written by the persist of this batch.
-    pub(super) rows: usize,
 }
 
 impl Batch {

@@ -8,7 +8,8 @@ use std::rc::Rc;
 
 use super::*;
 use crate::core::errno::{EBUSY, EIO};
-use crate::core::node::{Node, NodeConfig, Request};
+use crate::core::memdb::DbChange;
+use crate::core::node::{Node, NodeConfig, PersistFailure, Request};
 
 const CONF: &[u8] = b"totem {\n  cluster_name: t\n  config_version: 1\n}\n";
 const ME: Member = Member {

@@ -100,12 +100,3 @@ impl LogLine {
         )
     }
 }
-
-/// `nodeid/pid` pairs as C lists members: `1/127, 2/128`.
-pub fn member_list<'a>(members: impl IntoIterator<Item = &'a super::dfsm::Member>) -> String {
-    members
-        .into_iter()
-        .map(|m| format!("{}/{}", m.nodeid, m.pid))
-        .collect::<Vec<_>>()
-        .join(", ")
-}

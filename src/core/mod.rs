@@ -10,6 +10,7 @@ pub mod dfsm;
 pub mod engine;
 pub mod errno;
 pub mod fs;
+pub mod io;
 pub mod ipc;
 pub mod kvstore;
 pub mod locks;
