@@ -1,8 +1,8 @@
 //! What goes into the node core and what comes out of it: the inputs
 //! with their time, the requests and replies of local callers, and the
 //! output batch ([`Batch`]), which exists only once its changes were handed
-//! to [`Storage`]. The node (`super::node`) and the engine
-//! (`super::engine`) both speak these types; neither needs the other's.
+//! to [`Storage`]. The node and the engine both speak these types;
+//! neither needs the other's.
 
 use super::dfsm::Member;
 use super::errno::Errno;
@@ -272,8 +272,7 @@ impl Storage for BTreeMap<u64, Row> {
 
 /// One input's output, its changes already persisted (or failed, and its
 /// replies changed accordingly): only `Node::step` makes one, so nothing
-/// can be sent or replied before it is on disk. `super::engine` performs
-/// it.
+/// can be sent or replied before it is on disk. The engine performs it.
 #[must_use = "a batch must be performed"]
 pub struct Batch {
     pub(in crate::core) actions: Vec<Action>,
