@@ -17,8 +17,8 @@
 use std::collections::VecDeque;
 
 use super::dfsm::Member;
-use super::logline::LogLine;
 use super::io::{Action, Effect, Group, Input, Reply, RequestId, Time};
+use super::logline::LogLine;
 use super::memdb::Row;
 
 pub use super::io::{Batch, Storage};

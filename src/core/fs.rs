@@ -4,11 +4,12 @@
 //! and which chmod and chown C accepts. Pure; the FUSE edge maps kernel
 //! requests onto these answers.
 
-use super::errno::{Errno, EACCES, EFBIG, EIO, ENOENT};
-use super::memdb::{Entry, BLOCK_SIZE};
+use super::errno::{Errno, EACCES, EFBIG, EIO, EISDIR, ENOENT};
+use super::memdb::{Entry, Memdb, BLOCK_SIZE, MAX_FS_BLOCKS, MAX_INODES};
 use super::node::{Node, Request};
 use super::paths;
 use super::status::Status;
+use pmxcfs_wire::dcdb::MAX_FILE_SIZE;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Special {
@@ -212,6 +213,132 @@ pub fn chown_allowed(uid: Option<u32>, gid: Option<u32>, www_data_gid: u32) -> b
         && gid.is_none_or(|g| g == www_data_gid || g == u32::MAX)
 }
 
+/// What a truncate (setattr's size, open's O_TRUNC) of `target` asks for:
+/// a memdb file is changed; `.debug` takes it and stays as it is
+/// (`None`); any other fixed entry, and the root, answer EIO, as C's.
+pub fn truncate_request(target: &Target, size: u64) -> Result<Option<Request>, Errno> {
+    match target {
+        Target::Memdb(path) => {
+            let size = u32::try_from(size).map_err(|_| EFBIG)?;
+            Ok(Some(Request::Truncate {
+                path: path.clone(),
+                size,
+            }))
+        }
+        Target::Fixed(Fixed::Special(Special::Debug)) => Ok(None),
+        _ => Err(EIO),
+    }
+}
+
+/// What a utimens of `target` asks for: only memdb entries have a time
+/// to set (EACCES elsewhere, as C's).
+pub fn mtime_request(target: &Target, mtime: u32) -> Result<Request, Errno> {
+    match target {
+        Target::Memdb(path) => Ok(Request::SetMtime {
+            path: path.clone(),
+            mtime,
+        }),
+        _ => Err(EACCES),
+    }
+}
+
+/// What a write of `data` at `offset` to `target` asks for. A memdb file
+/// takes it, clipped at the 1 MiB limit: a chunk that crosses it is
+/// written up to the limit and reported short, so the caller sees what C
+/// callers see (a short write ending at 1 MiB, then EFBIG) however the
+/// kernel split the buffer. `.debug` takes its switch; other fixed
+/// entries answer EIO, anything else EACCES.
+pub fn write_request(target: &Target, offset: u64, data: &[u8]) -> Result<Request, Errno> {
+    match target {
+        Target::Memdb(path) => {
+            let offset = u32::try_from(offset).map_err(|_| EFBIG)?;
+            let room = (MAX_FILE_SIZE as usize).saturating_sub(offset as usize);
+            let data = if room > 0 && data.len() > room {
+                &data[..room]
+            } else {
+                data
+            };
+            Ok(Request::Write {
+                path: path.clone(),
+                offset,
+                data: data.to_vec(),
+            })
+        }
+        Target::Fixed(Fixed::Special(Special::Debug)) => Ok(Request::WriteDebug {
+            offset,
+            data: data.to_vec(),
+        }),
+        Target::Fixed(_) => Err(EIO),
+        _ => Err(EACCES),
+    }
+}
+
+/// `size` bytes at `offset` of a memdb file. A size without data (C's
+/// truncate of an empty file to a length) reads as zeroes.
+pub fn read_file(e: &Entry, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    if e.is_dir() {
+        return Err(EISDIR);
+    }
+    let len = e.size as usize;
+    let start = (offset as usize).min(len);
+    let end = start.saturating_add(size as usize).min(len);
+    let data = e.data();
+    let mut out = data[start.min(data.len())..end.min(data.len())].to_vec();
+    out.resize(end - start, 0);
+    Ok(out)
+}
+
+/// A directory's entries as readdir lists them: ".", "..", at the root the
+/// fixed names, then memdb's children in its order, without memdb names
+/// that the fixed root names hide. A missing or non-directory path lists
+/// nothing more, as in C.
+pub fn listing(memdb: &Memdb, path: &[u8]) -> Vec<(Vec<u8>, Kind)> {
+    let mut names: Vec<(Vec<u8>, Kind)> =
+        vec![(b".".to_vec(), Kind::Dir), (b"..".to_vec(), Kind::Dir)];
+    if path.is_empty() {
+        for (name, f) in FIXED {
+            let kind = match f {
+                Fixed::Link(_) => Kind::Symlink,
+                Fixed::Special(_) => Kind::File,
+            };
+            names.push((name.as_bytes().to_vec(), kind));
+        }
+    }
+    if let Some(dir) = memdb.lookup(path).filter(|e| e.is_dir()) {
+        for e in memdb.children(dir.inode) {
+            if path.is_empty() && fixed(&e.name).is_some() {
+                continue;
+            }
+            let kind = if e.is_dir() { Kind::Dir } else { Kind::File };
+            names.push((e.name.clone(), kind));
+        }
+    }
+    names
+}
+
+/// What statfs reports: C's fixed totals, less what the tree uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Statfs {
+    pub blocks: u64,
+    pub free_blocks: u64,
+    pub files: u64,
+    pub free_files: u64,
+    pub block_size: u32,
+    pub name_max: u32,
+}
+
+pub fn statfs(memdb: &Memdb) -> Statfs {
+    let (bytes, entries) = memdb.usage();
+    Statfs {
+        blocks: MAX_FS_BLOCKS,
+        free_blocks: MAX_FS_BLOCKS.saturating_sub(bytes.div_ceil(BLOCK_SIZE)),
+        files: MAX_INODES,
+        free_files: MAX_INODES.saturating_sub(entries),
+        block_size: BLOCK_SIZE as u32,
+        name_max: 256,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,33 +368,69 @@ mod tests {
         assert!(is_openvz_script(b"vps.x"));
         assert!(!is_openvz_script(b"101.conf"));
     }
-}
 
-/// What a truncate (setattr's size, open's O_TRUNC) of `target` asks for:
-/// a memdb file is changed; `.debug` takes it and stays as it is
-/// (`None`); any other fixed entry, and the root, answer EIO, as C's.
-pub fn truncate_request(target: &Target, size: u64) -> Result<Option<Request>, Errno> {
-    match target {
-        Target::Memdb(path) => {
-            let size = u32::try_from(size).map_err(|_| EFBIG)?;
-            Ok(Some(Request::Truncate {
-                path: path.clone(),
-                size,
-            }))
+    #[test]
+    fn change_rules_of_the_edges() {
+        let memdb = Target::Memdb(b"a".to_vec());
+        let debug = Target::Fixed(Fixed::Special(Special::Debug));
+        let members = Target::Fixed(Fixed::Special(Special::Members));
+        // A write crossing 1 MiB is clipped there; past it, the node's EFBIG.
+        let big = vec![7u8; 200];
+        match write_request(&memdb, MAX_FILE_SIZE as u64 - 100, &big).unwrap() {
+            Request::Write { data, offset, .. } => {
+                assert_eq!((data.len(), offset), (100, MAX_FILE_SIZE - 100))
+            }
+            other => panic!("{other:?}"),
         }
-        Target::Fixed(Fixed::Special(Special::Debug)) => Ok(None),
-        _ => Err(EIO),
+        match write_request(&memdb, MAX_FILE_SIZE as u64, &big).unwrap() {
+            Request::Write { data, .. } => assert_eq!(data.len(), 200),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(write_request(&memdb, 1 << 33, &big), Err(EFBIG));
+        assert!(matches!(
+            write_request(&debug, 0, b"1\n"),
+            Ok(Request::WriteDebug { .. })
+        ));
+        assert_eq!(write_request(&members, 0, b"x"), Err(EIO));
+        assert_eq!(write_request(&Target::Root, 0, b"x"), Err(EACCES));
+        // Truncate: memdb changes, .debug takes it unchanged, others EIO.
+        assert!(matches!(
+            truncate_request(&memdb, 0),
+            Ok(Some(Request::Truncate { size: 0, .. }))
+        ));
+        assert_eq!(truncate_request(&debug, 0), Ok(None));
+        assert_eq!(truncate_request(&members, 0), Err(EIO));
+        assert_eq!(truncate_request(&Target::Root, 0), Err(EIO));
+        assert_eq!(mtime_request(&debug, 5), Err(EACCES));
     }
-}
 
-/// What a utimens of `target` asks for: only memdb entries have a time
-/// to set (EACCES elsewhere, as C's).
-pub fn mtime_request(target: &Target, mtime: u32) -> Result<Request, Errno> {
-    match target {
-        Target::Memdb(path) => Ok(Request::SetMtime {
-            path: path.clone(),
-            mtime,
-        }),
-        _ => Err(EACCES),
+    #[test]
+    fn reads_listings_and_statfs() {
+        let (mut m, _) = Memdb::new_empty(1000);
+        m.create(b"f", 0, 1000).unwrap();
+        m.write(b"f", 0, 1000, b"abc", 0, false).unwrap();
+        // A size without data reads as zeroes.
+        m.create(b"z", 0, 1000).unwrap();
+        m.write(b"z", 0, 1000, &[], 4, true).unwrap();
+        m.mkdir(b"d", 0, 1000, 1000).unwrap();
+        // A memdb entry named like a fixed root name is hidden there.
+        m.create(b".members", 0, 1000).unwrap();
+        let f = m.lookup(b"f").unwrap();
+        assert_eq!(read_file(f, 1, 10).unwrap(), b"bc");
+        assert_eq!(read_file(f, 10, 10).unwrap(), b"");
+        assert_eq!(read_file(m.lookup(b"z").unwrap(), 0, 10).unwrap(), [0; 4]);
+        assert_eq!(read_file(m.lookup(b"d").unwrap(), 0, 1), Err(EISDIR));
+        let names: Vec<Vec<u8>> = listing(&m, b"").into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names.iter().filter(|n| n.as_slice() == b".members").count(),
+            1
+        );
+        assert!(names.contains(&b"f".to_vec()) && names.contains(&b"local".to_vec()));
+        assert_eq!(listing(&m, b"d").len(), 2, ". and .. only");
+        assert_eq!(listing(&m, b"missing").len(), 2);
+        let st = statfs(&m);
+        let (bytes, entries) = m.usage();
+        assert_eq!(st.blocks - st.free_blocks, bytes.div_ceil(BLOCK_SIZE));
+        assert_eq!(st.files - st.free_files, entries);
     }
 }

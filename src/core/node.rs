@@ -27,8 +27,8 @@ use pmxcfs_wire::Codec;
 
 use super::dcdb::{self, Dcdb};
 use super::dfsm::{Dfsm, Env, Member, Mode, Output};
-pub use super::io::*;
 use super::errno::{Errno, EACCES, EBUSY, EIO};
+pub use super::io::*;
 use super::ipc::{self, Client};
 use super::kvstore::Kvstore;
 use super::logline::{Level, LogLine, Subsystem};

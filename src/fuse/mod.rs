@@ -20,14 +20,13 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 
-use crate::core::fs::{self as view, Fixed, Kind, Special, Target, FIXED};
+use crate::core::fs::{self as view, Fixed, Kind, Target};
 use crate::core::logline::Subsystem;
-use crate::core::memdb::{BLOCK_SIZE, MAX_FS_BLOCKS, MAX_INODES};
+use crate::core::memdb::BLOCK_SIZE;
 use crate::core::node::{Reply, Request as NodeRequest};
 use crate::log;
 use crate::node::{now, NodeHandle};
 use inodes::{InodeTable, ROOT_ID};
-use pmxcfs_wire::dcdb::MAX_FILE_SIZE;
 
 /// Writes reach us in chunks of at most 128 KiB, as with C's `big_writes`:
 /// a write past 1 MiB is then short, and the next one fails with EFBIG.
@@ -78,6 +77,14 @@ fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     }
 }
 
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
+    }
+}
+
 fn time(secs: u32) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs as u64)
 }
@@ -113,11 +120,7 @@ impl FsState {
 
     /// The kernel's attributes of a core answer.
     fn file_attr(&self, ino: u64, a: view::Attr) -> FileAttr {
-        let kind = match a.kind {
-            Kind::Dir => FileType::Directory,
-            Kind::File => FileType::RegularFile,
-            Kind::Symlink => FileType::Symlink,
-        };
+        let kind = file_type(a.kind);
         FileAttr {
             ino: INodeNo(ino),
             size: a.size,
@@ -294,44 +297,18 @@ impl FsState {
         Ok(fresh)
     }
 
-    /// A directory's entries as readdir lists them: ".", "..", at the root
-    /// the fixed names, then memdb's children in its order.
+    /// A directory's entries as readdir lists them (`core::fs::listing`).
     fn listing(&self, ino: INodeNo) -> Result<Vec<(Vec<u8>, FileType)>, Errno> {
         let path = match self.target_of(ino)? {
             Target::Root => Vec::new(),
             Target::Memdb(p) => p,
             _ => return Err(Errno::ENOTDIR),
         };
-        let mut names: Vec<(Vec<u8>, FileType)> = vec![
-            (b".".to_vec(), FileType::Directory),
-            (b"..".to_vec(), FileType::Directory),
-        ];
-        if path.is_empty() {
-            for (name, f) in FIXED {
-                let kind = match f {
-                    Fixed::Link(_) => FileType::Symlink,
-                    Fixed::Special(_) => FileType::RegularFile,
-                };
-                names.push((name.as_bytes().to_vec(), kind));
-            }
-        }
-        let s = self.node.lock();
-        let memdb = s.node.memdb();
-        // A missing or non-directory path lists nothing, as in C.
-        if let Some(dir) = memdb.lookup(&path).filter(|e| e.is_dir()) {
-            for e in memdb.children(dir.inode) {
-                if path.is_empty() && view::fixed(&e.name).is_some() {
-                    continue;
-                }
-                let kind = if e.is_dir() {
-                    FileType::Directory
-                } else {
-                    FileType::RegularFile
-                };
-                names.push((e.name.clone(), kind));
-            }
-        }
-        Ok(names)
+        let names = view::listing(self.node.lock().node.memdb(), &path);
+        Ok(names
+            .into_iter()
+            .map(|(name, kind)| (name, file_type(kind)))
+            .collect())
     }
 }
 
@@ -646,19 +623,10 @@ impl Filesystem for PveFs {
             Ok(Target::Memdb(path)) => {
                 let s = self.node.lock();
                 match s.node.memdb().lookup(&path) {
-                    Some(e) if !e.is_dir() => {
-                        let data = e.data();
-                        if data.len() >= e.size as usize {
-                            reply.data(&slice(&data[..e.size as usize]))
-                        } else {
-                            // A size without data (C's empty-file truncate)
-                            // reads as zeroes.
-                            let mut padded = data.to_vec();
-                            padded.resize(e.size as usize, 0);
-                            reply.data(&slice(&padded))
-                        }
-                    }
-                    Some(_) => reply.error(Errno::EISDIR),
+                    Some(e) => match view::read_file(e, offset, size) {
+                        Ok(data) => reply.data(&data),
+                        Err(e) => reply.error(errno(e)),
+                    },
                     None => reply.error(Errno::ENOENT),
                 }
             }
@@ -692,43 +660,14 @@ impl Filesystem for PveFs {
         reply: ReplyWrite,
     ) {
         crate::stats::fuse_request("write");
-        match self.target_of(ino) {
-            Ok(Target::Memdb(path)) => {
-                let Ok(offset) = u32::try_from(offset) else {
-                    return reply.error(Errno::EFBIG);
-                };
-                // A chunk that crosses the 1 MiB limit is written up to the
-                // limit and reported short, so the caller sees exactly what
-                // C callers see (a short write ending at 1 MiB, then EFBIG)
-                // however the kernel happened to split the user's buffer.
-                let room = (MAX_FILE_SIZE as usize).saturating_sub(offset as usize);
-                let data = if room > 0 && data.len() > room {
-                    &data[..room]
-                } else {
-                    data
-                };
-                let write = NodeRequest::Write {
-                    path,
-                    offset,
-                    data: data.to_vec(),
-                };
-                self.change_then(write, move |_, result| match result {
-                    Ok(n) => reply.written(n),
-                    Err(e) => reply.error(e),
-                })
-            }
-            Ok(Target::Fixed(Fixed::Special(Special::Debug))) => {
-                let write = NodeRequest::WriteDebug {
-                    offset,
-                    data: data.to_vec(),
-                };
-                self.change_then(write, move |_, result| match result {
-                    Ok(n) => reply.written(n),
-                    Err(e) => reply.error(e),
-                })
-            }
-            Ok(Target::Fixed(_)) => reply.error(Errno::EIO),
-            Ok(_) => reply.error(Errno::EACCES),
+        let write = self
+            .target_of(ino)
+            .and_then(|target| view::write_request(&target, offset, data).map_err(errno));
+        match write {
+            Ok(write) => self.change_then(write, move |_, result| match result {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(e),
+            }),
             Err(e) => reply.error(e),
         }
     }
@@ -868,17 +807,15 @@ impl Filesystem for PveFs {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         crate::stats::fuse_request("statfs");
         self.trace("statfs", _ino, None);
-        let (bytes, entries) = self.node.lock().node.memdb().usage();
-        let free = MAX_FS_BLOCKS.saturating_sub(bytes.div_ceil(BLOCK_SIZE));
-        let ffree = MAX_INODES.saturating_sub(entries);
+        let st = view::statfs(self.node.lock().node.memdb());
         reply.statfs(
-            MAX_FS_BLOCKS,
-            free,
-            free,
-            MAX_INODES,
-            ffree,
-            BLOCK_SIZE as u32,
-            256,
+            st.blocks,
+            st.free_blocks,
+            st.free_blocks,
+            st.files,
+            st.free_files,
+            st.block_size,
+            st.name_max,
             0,
         );
     }
