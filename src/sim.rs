@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::core::corosync_conf::QuorumRule;
 use crate::core::dfsm::Member;
 use crate::core::engine::{self, Port, SendFailed};
 use crate::core::logline::LogLine;
@@ -120,7 +121,8 @@ pub struct Cluster {
     bus: Vec<VecDeque<(Group, Member, Vec<u8>)>>,
     pub writes: Vec<WriteRecord>,
     pub now: u32,
-    total_votes: usize,
+    /// votequorum's rule: one vote per node.
+    quorum: QuorumRule,
     next_id: RequestId,
     /// The member list each node last got per group.
     views: BTreeMap<(u32, Group), Vec<Member>>,
@@ -156,7 +158,7 @@ impl Cluster {
             bus: Vec::new(),
             writes: Vec::new(),
             now,
-            total_votes: n as usize,
+            quorum: QuorumRule::equal_votes(n),
             next_id: 1,
             views: BTreeMap::new(),
         };
@@ -204,7 +206,7 @@ impl Cluster {
         self.partitions = partitions;
         self.bus = vec![VecDeque::new(); self.partitions.len()];
         for p in self.partitions.clone() {
-            let quorate = p.len() * 2 > self.total_votes;
+            let quorate = self.quorum.quorate(&p);
             for &id in &p {
                 self.feed(id, Input::Quorum { quorate });
             }

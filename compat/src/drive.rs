@@ -571,49 +571,7 @@ pub fn parse_nodelist(conf: &str) -> BTreeMap<u32, (String, String)> {
         .collect()
 }
 
-/// One `node { }` of a corosync.conf's nodelist.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ConfNode {
-    pub nodeid: u32,
-    pub name: String,
-    pub ring0_addr: String,
-    pub quorum_votes: u32,
-}
-
-/// The nodes of a corosync.conf's nodelist (a node's name defaults to its
-/// ring0 address, its votes to 1).
-pub fn parse_nodes(conf: &str) -> Vec<ConfNode> {
-    let mut out = Vec::new();
-    let mut current: HashMap<String, String> = HashMap::new();
-    let mut in_node = false;
-    for line in conf.lines() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.starts_with("node {") || line == "node {" {
-            in_node = true;
-            current.clear();
-        } else if in_node && line == "}" {
-            in_node = false;
-            if let Some(id) = current.get("nodeid").and_then(|v| v.parse().ok()) {
-                let addr = current.get("ring0_addr").cloned().unwrap_or_default();
-                out.push(ConfNode {
-                    nodeid: id,
-                    name: current.get("name").cloned().unwrap_or_else(|| addr.clone()),
-                    ring0_addr: addr,
-                    quorum_votes: current
-                        .get("quorum_votes")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(1),
-                });
-            }
-        } else if in_node {
-            if let Some((k, v)) = line.split_once(':') {
-                current.insert(k.trim().to_string(), v.trim().to_string());
-            }
-        }
-    }
-    out.sort_by_key(|n| n.nodeid);
-    out
-}
+pub use pmxcfs::core::corosync_conf::{nodes as parse_nodes, ConfNode};
 
 /// The memdb index (a dcdb STATE's payload) of a database created at
 /// `start` that imported `conf`, as the daemon creates one.

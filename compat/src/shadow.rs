@@ -30,6 +30,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
+use pmxcfs::core::corosync_conf::QuorumRule;
 use pmxcfs::core::dfsm::{Member, Mode};
 use pmxcfs::core::memdb::{Memdb, Row};
 use pmxcfs::core::node::{Group as NodeGroup, Input, Time};
@@ -314,55 +315,6 @@ fn duration(secs: f64) -> String {
 
 fn time_of(t: f64) -> Time {
     Time((t.max(0.0) * 1e6).round() as u64)
-}
-
-/// votequorum's rule for a corosync.conf: votes per node, and the votes
-/// a partition needs.
-#[derive(Clone, Debug)]
-struct QuorumRule {
-    votes: BTreeMap<u32, u32>,
-    needed: u32,
-}
-
-impl QuorumRule {
-    fn of(conf: &str) -> QuorumRule {
-        let nodes = parse_nodes(conf);
-        let votes: BTreeMap<u32, u32> = nodes.iter().map(|n| (n.nodeid, n.quorum_votes)).collect();
-        let total: u32 = votes.values().sum();
-        let setting = |key: &str| -> Option<u32> {
-            let mut in_quorum = false;
-            for line in conf.lines() {
-                let line = line.split('#').next().unwrap_or("").trim();
-                if line.starts_with("quorum") && line.ends_with('{') {
-                    in_quorum = true;
-                } else if in_quorum && line == "}" {
-                    in_quorum = false;
-                } else if in_quorum {
-                    if let Some((k, v)) = line.split_once(':') {
-                        if k.trim() == key {
-                            return v.trim().parse().ok();
-                        }
-                    }
-                }
-            }
-            None
-        };
-        let expected = setting("expected_votes").unwrap_or(0).max(total);
-        let needed = if setting("two_node") == Some(1) && total == 2 {
-            1
-        } else {
-            expected / 2 + 1
-        };
-        QuorumRule { votes, needed }
-    }
-
-    fn quorate(&self, members: &[u32]) -> bool {
-        let have: u32 = members
-            .iter()
-            .map(|m| self.votes.get(m).copied().unwrap_or(1))
-            .sum();
-        have >= self.needed
-    }
 }
 
 /// Our core shadowing one pmxcfs process of node N.
