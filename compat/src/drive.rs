@@ -15,15 +15,12 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use pmxcfs::core::dfsm::Member;
 use pmxcfs::core::engine::{self, Port, SendFailed};
-use pmxcfs::core::ipc::Client;
 use pmxcfs::core::memdb::{Memdb, Row};
 use pmxcfs::core::node::{
     BootError, ClusterInfo, Group as NodeGroup, Input, Node, NodeConfig, Reply, Request, RequestId,
     Time,
 };
-use pmxcfs_wire::dcdb::{FuseMessage, Subtype};
 use pmxcfs_wire::dfsm::{Framing, MessageType};
-use pmxcfs_wire::ipc::{name_field, Request as IpcRequest, RequestBody};
 use pmxcfs_wire::Codec;
 
 use crate::capture::{Event, EventBody};
@@ -387,86 +384,10 @@ impl Driven {
     }
 }
 
-/// The local request that made a node send `msg`: the FUSE operation of a
-/// dcdb message, the IPC call of a kvstore message. `None` for a message
-/// only the protocol sends.
+/// The local request that made a node send `msg` (`None` for a message
+/// only the protocol sends); the mapping is the core's.
 pub fn request_of(group: Group, msg: &[u8]) -> Option<Request> {
-    let (payload, framing) = Framing::parse(msg).ok()?;
-    if framing.header.msg_type != MessageType::Normal {
-        return None;
-    }
-    match group {
-        Group::Dcdb => {
-            let subtype = Subtype::from(framing.header.subtype);
-            if subtype == Subtype::UnlockRequest {
-                // utime(0) on a lock directory sends UNLOCK_REQUEST, then
-                // the MTIME; the core makes both from the request.
-                let m = pmxcfs_wire::dcdb::UnlockMessage::decode(payload).ok()?;
-                return Some(Request::SetMtime {
-                    path: m.path,
-                    mtime: 0,
-                });
-            }
-            let m = FuseMessage::decode(payload).ok()?;
-            let path = pmxcfs_wire::codec::c_str(m.path.as_deref()?).to_vec();
-            Some(match subtype {
-                Subtype::Write if m.flags != 0 => Request::Truncate {
-                    path,
-                    size: m.offset,
-                },
-                Subtype::Write => Request::Write {
-                    path,
-                    offset: m.offset,
-                    data: m.data,
-                },
-                Subtype::Create => Request::Create { path },
-                Subtype::Mkdir => Request::Mkdir { path },
-                Subtype::Delete => Request::Delete { path },
-                Subtype::Rename => Request::Rename {
-                    from: path,
-                    to: pmxcfs_wire::codec::c_str(m.to.as_deref()?).to_vec(),
-                },
-                Subtype::Mtime => Request::SetMtime {
-                    path,
-                    mtime: m.offset,
-                },
-                _ => return None,
-            })
-        }
-        Group::Kvstore => {
-            let decoded = pmxcfs_wire::kvstore::Message::decode(msg).ok()?;
-            let (body, pid) = match decoded.payload {
-                pmxcfs_wire::kvstore::Payload::Update(u) => (
-                    RequestBody::SetStatus {
-                        name: name_field(u.key()),
-                        value: u.value.clone(),
-                    },
-                    0,
-                ),
-                pmxcfs_wire::kvstore::Payload::Log(e) => {
-                    let z = |b: &[u8]| [pmxcfs_wire::codec::c_str(b), b"\0"].concat();
-                    (
-                        RequestBody::LogClusterMsg {
-                            priority: e.priority,
-                            ident: z(&e.ident),
-                            tag: z(&e.tag),
-                            msg: [unsanitize(pmxcfs_wire::codec::c_str(&e.msg)), vec![0]].concat(),
-                        },
-                        e.pid,
-                    )
-                }
-                _ => return None,
-            };
-            Some(Request::Ipc {
-                client: Client {
-                    readonly: false,
-                    pid,
-                },
-                bytes: IpcRequest::new(body).to_bytes(),
-            })
-        }
-        Group::Other => None,
-    }
+    pmxcfs::core::requests::request_of(node_group(group)?, msg)
 }
 
 /// Copy into `ours` the bytes C leaves uninitialised in a kvstore NORMAL
@@ -502,53 +423,6 @@ pub fn adopt_uninitialised(ours: &mut [u8], recorded: &[u8]) {
     }
 }
 
-/// The inverse of C's `utf8_to_ascii` on its own output: `\\"` → `"`,
-/// `#ddd` → that byte, `\\uXXXX` → that character. Sanitising the result
-/// again gives the input back, which is all a replay needs: only the
-/// sanitised text of a cluster-log message travels, and the core packs
-/// the text again from the request.
-pub fn unsanitize(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'\\' && s.get(i + 1) == Some(&b'"') {
-            out.push(b'"');
-            i += 2;
-        } else if s[i] == b'#' && s.len() >= i + 4 && s[i + 1..i + 4].iter().all(u8::is_ascii_digit)
-        {
-            let v: u32 = std::str::from_utf8(&s[i + 1..i + 4])
-                .unwrap_or("0")
-                .parse()
-                .unwrap_or(0);
-            if v < 256 {
-                out.push(v as u8);
-            } else {
-                out.extend_from_slice(&s[i..i + 4]);
-            }
-            i += 4;
-        } else if s[i] == b'\\'
-            && s.get(i + 1) == Some(&b'u')
-            && s.len() >= i + 6
-            && s[i + 2..i + 6].iter().all(u8::is_ascii_hexdigit)
-        {
-            let v = u32::from_str_radix(std::str::from_utf8(&s[i + 2..i + 6]).unwrap_or("0"), 16)
-                .unwrap_or(0);
-            match char::from_u32(v) {
-                Some(c) => {
-                    let mut buf = [0u8; 4];
-                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                }
-                None => out.extend_from_slice(&s[i..i + 6]),
-            }
-            i += 6;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 /// The node config the daemon would run with as `nodeid`, from a
 /// corosync.conf's nodelist: its name, and its ring0 address as the
 /// address it announces (the daemon resolves its host name, which a
@@ -572,6 +446,7 @@ pub fn parse_nodelist(conf: &str) -> BTreeMap<u32, (String, String)> {
 }
 
 pub use pmxcfs::core::corosync_conf::{nodes as parse_nodes, ConfNode};
+pub use pmxcfs_wire::clog::unsanitize;
 
 /// The memdb index (a dcdb STATE's payload) of a database created at
 /// `start` that imported `conf`, as the daemon creates one.

@@ -31,7 +31,12 @@ fn entries(conf: &str) -> Vec<(Vec<String>, usize, String, String)> {
         } else if line == "}" {
             stack.pop();
         } else if let Some((k, v)) = line.split_once(':') {
-            out.push((stack.clone(), blocks, k.trim().to_string(), v.trim().to_string()));
+            out.push((
+                stack.clone(),
+                blocks,
+                k.trim().to_string(),
+                v.trim().to_string(),
+            ));
         }
     }
     out
@@ -182,8 +187,14 @@ mod tests {
         let conf = "nodelist {\n  node {\n    name: a\n    nodeid: 2\n    ring0_addr: 10.0.0.2 # x\n  }\n  node {\n    nodeid: 1\n    ring0_addr: 10.0.0.1\n    quorum_votes: 3\n  }\n  node {\n    name: noid\n  }\n}\nquorum {\n  provider: corosync_votequorum\n}\n";
         let n = nodes(conf);
         assert_eq!(n.len(), 2);
-        assert_eq!((n[0].nodeid, n[0].name.as_str(), n[0].quorum_votes), (1, "10.0.0.1", 3));
-        assert_eq!((n[1].nodeid, n[1].name.as_str(), n[1].ring0_addr.as_str()), (2, "a", "10.0.0.2"));
+        assert_eq!(
+            (n[0].nodeid, n[0].name.as_str(), n[0].quorum_votes),
+            (1, "10.0.0.1", 3)
+        );
+        assert_eq!(
+            (n[1].nodeid, n[1].name.as_str(), n[1].ring0_addr.as_str()),
+            (2, "a", "10.0.0.2")
+        );
         let rule = QuorumRule::of(conf);
         assert!(rule.quorate(&[1]), "3 of 4 votes");
         assert!(!rule.quorate(&[2]));

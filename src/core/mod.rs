@@ -18,6 +18,7 @@ pub mod logline;
 pub mod memdb;
 pub mod node;
 pub mod paths;
+pub mod requests;
 pub mod rrd;
 pub mod status;
 pub mod vmlist;

@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use pmxcfs_wire::clog::LogRecord;
-use pmxcfs_wire::dcdb::{FuseMessage, Subtype, UnlockMessage};
+use pmxcfs_wire::dcdb::{Subtype, UnlockMessage};
 use pmxcfs_wire::dfsm::{Framing, MessageType, Sequence};
 use pmxcfs_wire::Codec;
 
@@ -544,63 +544,24 @@ impl Node {
         if !self.joined[Group::Dcdb.index()] {
             return Some(Err(EBUSY));
         }
-        let path_msg = |path: Vec<u8>| FuseMessage {
-            path: Some(path),
-            ..FuseMessage::default()
-        };
-        let (subtype, message) = match request {
-            Request::Mkdir { path } => (Subtype::Mkdir, path_msg(path)),
-            Request::Create { path } => (Subtype::Create, path_msg(path)),
-            Request::Write { path, offset, data } => (
-                Subtype::Write,
-                FuseMessage {
-                    offset,
-                    data,
-                    ..path_msg(path)
-                },
-            ),
-            Request::Truncate { path, size } => (
-                Subtype::Write,
-                FuseMessage {
-                    offset: size,
-                    flags: 1,
-                    ..path_msg(path)
-                },
-            ),
-            Request::Delete { path } => (Subtype::Delete, path_msg(path)),
-            Request::Rename { from, to } => (
-                Subtype::Rename,
-                FuseMessage {
-                    to: Some(to),
-                    ..path_msg(from)
-                },
-            ),
-            Request::SetMtime { path, mtime } => {
-                // utime(0) on a lock directory: first ask the lowest node
-                // to release it (without waiting), then the MTIME that
-                // fails while the lock is fresh (spec §2.12).
-                if mtime == 0 {
-                    if let Some(csum) = self.memdb().lock_checksum(&path) {
-                        let unlock = UnlockMessage {
-                            csum,
-                            path: path.clone(),
-                        };
-                        self.dcdb.send_normal(
-                            Subtype::UnlockRequest.into(),
-                            &unlock.to_bytes(),
-                            now.secs(),
-                        );
-                    }
-                }
-                (
-                    Subtype::Mtime,
-                    FuseMessage {
-                        offset: mtime,
-                        ..path_msg(path)
-                    },
-                )
+        // utime(0) on a lock directory: first ask the lowest node to
+        // release it (without waiting), then the MTIME that fails while
+        // the lock is fresh (spec §2.12).
+        if let Request::SetMtime { path, mtime: 0 } = &request {
+            if let Some(csum) = self.memdb().lock_checksum(path) {
+                let unlock = UnlockMessage {
+                    csum,
+                    path: path.clone(),
+                };
+                self.dcdb.send_normal(
+                    Subtype::UnlockRequest.into(),
+                    &unlock.to_bytes(),
+                    now.secs(),
+                );
             }
-            Request::WriteDebug { .. } | Request::Ipc { .. } => return Some(Err(EIO)),
+        }
+        let Some((subtype, message)) = super::requests::dcdb_message(request) else {
+            return Some(Err(EIO));
         };
         match self
             .dcdb

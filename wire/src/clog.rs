@@ -76,6 +76,53 @@ pub fn utf8_to_ascii(input: &[u8], bufsize: usize, quotequote: bool) -> Vec<u8> 
     out
 }
 
+/// The inverse of C's `utf8_to_ascii` on its own output: `\\"` → `"`,
+/// `#ddd` → that byte, `\\uXXXX` → that character. Sanitising the result
+/// again gives the input back, which is all a replay needs: only the
+/// sanitised text of a cluster-log message travels, and the core packs
+/// the text again from the request.
+pub fn unsanitize(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\' && s.get(i + 1) == Some(&b'"') {
+            out.push(b'"');
+            i += 2;
+        } else if s[i] == b'#' && s.len() >= i + 4 && s[i + 1..i + 4].iter().all(u8::is_ascii_digit)
+        {
+            let v: u32 = std::str::from_utf8(&s[i + 1..i + 4])
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0);
+            if v < 256 {
+                out.push(v as u8);
+            } else {
+                out.extend_from_slice(&s[i..i + 4]);
+            }
+            i += 4;
+        } else if s[i] == b'\\'
+            && s.get(i + 1) == Some(&b'u')
+            && s.len() >= i + 6
+            && s[i + 2..i + 6].iter().all(u8::is_ascii_hexdigit)
+        {
+            let v = u32::from_str_radix(std::str::from_utf8(&s[i + 2..i + 6]).unwrap_or("0"), 16)
+                .unwrap_or(0);
+            match char::from_u32(v) {
+                Some(c) => {
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                }
+                None => out.extend_from_slice(&s[i..i + 6]),
+            }
+            i += 6;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// One cluster-log entry.
 ///
 /// The four strings are kept as their raw fields, terminator included, as
