@@ -36,6 +36,7 @@ use pmxcfs::core::memdb::{Memdb, Row};
 use pmxcfs::core::node::{Group as NodeGroup, Input, Time};
 use pmxcfs_wire::capture::EventBody;
 use pmxcfs_wire::dcdb::MemdbIndex;
+use pmxcfs_wire::dcdb::{Message as DcdbMessage, Payload as DcdbPayload};
 use pmxcfs_wire::dfsm::{Framing, MessageType};
 use pmxcfs_wire::kvstore::Payload as KvPayload;
 use pmxcfs_wire::Codec;
@@ -1169,17 +1170,21 @@ impl Shadow {
                     p.synced_peers = members.into_iter().filter(|m| *m != me).collect();
                 }
             }
-            MessageType::VerifyRequest
-                if payload.len() == 8 && p.driven.node.dcdb_mode() == Mode::Synced =>
-            {
-                let id = u64::from_le_bytes(payload.try_into().expect("8 bytes"));
-                p.verify = Some((id, p.driven.node.memdb().checksum()));
+            MessageType::VerifyRequest if p.driven.node.dcdb_mode() == Mode::Synced => {
+                if let Ok(DcdbPayload::VerifyRequest(id)) =
+                    DcdbMessage::decode(msg).map(|m| m.payload)
+                {
+                    p.verify = Some((id, p.driven.node.memdb().checksum()));
+                }
             }
-            MessageType::Verify if payload.len() == 40 && from != me => {
-                let id = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+            MessageType::Verify if from != me => {
+                let Ok(DcdbPayload::Verify(verify)) = DcdbMessage::decode(msg).map(|m| m.payload)
+                else {
+                    return;
+                };
                 if let Some((vid, csum)) = p.verify {
-                    if vid == id {
-                        let ok = csum[..] == payload[8..];
+                    if vid == verify.id {
+                        let ok = csum == verify.csum;
                         self.report
                             .states
                             .entry("VERIFY checksum".into())
