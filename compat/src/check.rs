@@ -53,6 +53,52 @@ use crate::drive::{config_from_nodelist, describe, fresh_index, input_of, node_n
 pub use crate::drive::{parse_nodelist, request_of, unsanitize};
 use crate::sqldump::parse_dump;
 
+/// How far back a callback's reaction may show it was handled (seconds).
+const REACTION_SECS: u32 = 3;
+
+/// When the C node handled a callback (a confchg, a delivery): at its
+/// record's time, unless what it sent in reaction shows an earlier second.
+/// The recorder stamps a callback when it is handed over, and C reads its
+/// clock for a reaction (a SYNC_START after a confchg, a STATE after a
+/// SYNC_START) inside the callback, a moment earlier or later; across a
+/// second boundary the stamp of the reaction is the truth. The reaction is
+/// the process's next record in the same group, when it is its own
+/// message: the callback is then taken as handled at the end of that
+/// message's header second (the same rule as `shadow`'s, for a recording
+/// whose clock runs behind instead of ahead).
+fn handled_at(after: &[Record], event: &Event, recorded: Time) -> Time {
+    if !matches!(
+        event.body,
+        EventBody::Confchg { .. } | EventBody::Deliver { .. }
+    ) {
+        return recorded;
+    }
+    let next = after
+        .iter()
+        .filter_map(|r| r.event().ok())
+        .take_while(|e| e.local_pid == event.local_pid)
+        .find(|e| e.group == event.group);
+    let Some(Event {
+        body: EventBody::Mcast { result, msg, .. },
+        ..
+    }) = next
+    else {
+        return recorded;
+    };
+    if result != CS_OK {
+        return recorded;
+    }
+    let Ok((_, framing)) = Framing::parse(&msg) else {
+        return recorded;
+    };
+    let second = framing.header.time;
+    if second < recorded.secs() && recorded.secs() - second <= REACTION_SECS {
+        Time::from_secs(second).plus_micros(999_999)
+    } else {
+        recorded
+    }
+}
+
 /// The outcome for one node.
 #[derive(Clone, Debug, Default)]
 pub struct NodeReport {
@@ -242,7 +288,11 @@ impl Replayer {
                     continue;
                 }
             };
-            let now = Time(record.ts_sec as u64 * 1_000_000 + record.ts_usec as u64);
+            let now = handled_at(
+                &records[i + 1..],
+                &event,
+                Time(record.ts_sec as u64 * 1_000_000 + record.ts_usec as u64),
+            );
             let me = Member {
                 nodeid: event.local_nodeid,
                 pid: event.local_pid,
@@ -372,4 +422,76 @@ pub fn replay_node(
     let last = r.run(&records);
     r.compare_final_state();
     Ok((r.report, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::EventKind;
+    use pmxcfs_wire::dfsm::{Epoch, MessageType};
+
+    const KV: &[u8] = b"pve_kvstore_v1\0";
+
+    fn record(at: Time, group: &[u8], kind: EventKind, body: EventBody) -> (Record, Event) {
+        let event = Event::new(kind, 1, 100, group, body);
+        let micros = at.0 % 1_000_000;
+        (Record::from_event(at.secs(), micros as u32, &event), event)
+    }
+
+    fn sync_start(second: u32) -> EventBody {
+        let mut msg = Vec::new();
+        Framing::state(
+            MessageType::SyncStart,
+            1,
+            second,
+            Epoch {
+                epoch: 1,
+                time: second,
+                nodeid: 1,
+                pid: 100,
+            },
+        )
+        .encode(&mut msg);
+        EventBody::Mcast {
+            guarantee: 2,
+            result: CS_OK,
+            msg,
+        }
+    }
+
+    fn confchg() -> EventBody {
+        EventBody::Confchg {
+            members: vec![],
+            left: vec![],
+            joined: vec![],
+        }
+    }
+
+    #[test]
+    fn a_callback_is_handled_in_the_second_its_reaction_carries() {
+        let recorded = Time::from_secs(1001).plus_micros(2_000);
+        let (_, cb) = record(recorded, KV, EventKind::Confchg, confchg());
+        // C read its clock for the SYNC_START in second 1000.
+        let (reaction, _) = record(
+            recorded.plus_micros(100),
+            KV,
+            EventKind::Mcast,
+            sync_start(1000),
+        );
+        let at = handled_at(&[reaction], &cb, recorded);
+        assert_eq!(at.secs(), 1000);
+        // A reaction in the same second, or another group's next record,
+        // or one too far back, leaves the record's time.
+        let (same, _) = record(recorded, KV, EventKind::Mcast, sync_start(1001));
+        assert_eq!(handled_at(&[same], &cb, recorded), recorded);
+        let (other, _) = record(
+            recorded,
+            b"pve_dcdb_v1\0",
+            EventKind::Mcast,
+            sync_start(1000),
+        );
+        assert_eq!(handled_at(&[other], &cb, recorded), recorded);
+        let (far, _) = record(recorded, KV, EventKind::Mcast, sync_start(990));
+        assert_eq!(handled_at(&[far], &cb, recorded), recorded);
+    }
 }
