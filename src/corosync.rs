@@ -30,8 +30,8 @@ use crate::core::engine::{self, Batch, Port, SendFailed};
 use crate::core::logline::{LogLine, Subsystem};
 use crate::core::memdb::Row;
 use crate::core::node::{ClusterInfo, Group, Input, Reply, RequestId, Time};
+use crate::host::{DriverLink, Host, ToDriver};
 use crate::log;
-use crate::node::{DriverLink, NodeHandle, ToDriver};
 use crate::record::Recorder;
 use pmxcfs_wire::capture::{CpgAddress, EventBody, EventKind};
 
@@ -194,7 +194,7 @@ enum Service {
 }
 
 struct Driver {
-    node: Arc<NodeHandle>,
+    host: Arc<Host>,
     quorum: Option<Connected<quorum::Handle>>,
     cmap: Option<(Connected<cmap::Handle>, Vec<cmap::TrackHandle>)>,
     groups: [Option<Connected<cpg::Handle>>; 2],
@@ -333,18 +333,18 @@ impl Driver {
     /// through the engine; this driver is its port.
     fn feed(&mut self, input: Input) {
         let now = self.stamp();
-        let node = self.node.clone();
+        let host = self.host.clone();
         engine::run(now, input, self, &mut |now, input| {
-            node.lock().step(now, input)
+            host.lock().step(now, input)
         });
     }
 
     /// Perform the boot's batch, taken before the driver started.
     fn start(&mut self, first: Batch) {
         let now = self.stamp();
-        let node = self.node.clone();
+        let host = self.host.clone();
         engine::run_batch(now, first, self, &mut |now, input| {
-            node.lock().step(now, input)
+            host.lock().step(now, input)
         });
     }
 
@@ -725,7 +725,7 @@ impl Driver {
     /// When the loop must wake up at the latest.
     fn deadline(&self) -> tokio::time::Instant {
         let mut wait = Duration::from_secs(3600);
-        if let Some(t) = self.node.lock().node.poll_timeout() {
+        if let Some(t) = self.host.lock().node.poll_timeout() {
             let now = time_of(SystemTime::now());
             wait = wait.min(Duration::from_micros(t.0.saturating_sub(now.0)));
         }
@@ -768,7 +768,7 @@ impl Driver {
             }
             // The core's timers, whenever the loop comes by.
             if self
-                .node
+                .host
                 .lock()
                 .node
                 .poll_timeout()
@@ -783,7 +783,7 @@ impl Driver {
     /// a frozen corosync does not answer) and answer every change still
     /// waiting for the cluster.
     fn shutdown(&mut self) {
-        self.node.abort_all();
+        self.host.abort_all();
         for g in Group::ALL {
             if let Some(c) = self.groups[group_index(g)].take() {
                 let _ = cpg::leave(&c.handle, g.cpg_name());
@@ -814,18 +814,18 @@ fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Start the corosync driver for `node`; `host_conf` is the host's
+/// Start the corosync driver for the node `host` holds; `host_conf` is the host's
 /// corosync.conf; `initial` is the node's first output batch (boot), which
 /// the driver performs before anything else.
 pub fn start(
-    node: Arc<NodeHandle>,
+    host: Arc<Host>,
     host_conf: &Path,
     recorder: Option<Recorder>,
     initial: Batch,
 ) -> std::io::Result<DriverLink> {
     let (tx, rx) = mpsc::unbounded_channel();
     let driver = Driver {
-        node,
+        host,
         quorum: None,
         cmap: None,
         groups: [None, None],
@@ -924,7 +924,7 @@ impl Port for Driver {
     }
 
     fn reply(&mut self, id: RequestId, reply: Reply) {
-        self.node.complete(id, reply);
+        self.host.complete(id, reply);
     }
 
     fn join(&mut self, g: Group) -> Option<Member> {
@@ -944,7 +944,7 @@ impl Port for Driver {
     }
 
     fn probe_storage(&mut self) -> Option<Vec<Row>> {
-        let probe = self.node.lock().db.probe();
+        let probe = self.host.lock().db.probe();
         match probe {
             Ok(rows) => Some(rows),
             Err(e) => {
@@ -958,15 +958,15 @@ impl Port for Driver {
     }
 
     fn log(&mut self, line: LogLine) {
-        self.node.log(line)
+        self.host.log(line)
     }
 
     fn set_debug(&mut self, on: bool) {
-        self.node.set_debug(on)
+        self.host.set_debug(on)
     }
 
     fn rrd(&mut self, key: String, value: Vec<u8>, time: u32) {
-        self.node.rrd(key, value, time)
+        self.host.rrd(key, value, time)
     }
 
     fn sync_corosync_conf(&mut self, conf: Option<Vec<u8>>, reload: bool) {
@@ -974,10 +974,10 @@ impl Port for Driver {
     }
 
     fn first_sync(&mut self) {
-        self.node.first_sync()
+        self.host.first_sync()
     }
 
     fn batch_done(&mut self, rows: usize, sent: usize) {
-        crate::node::batch_done(rows, sent)
+        crate::host::batch_done(rows, sent)
     }
 }

@@ -16,9 +16,9 @@ use crate::core::logline::Subsystem;
 use crate::core::node::{Input, Node, NodeConfig};
 use crate::database::{Database, DbError};
 use crate::fuse::{mount_config, PveFs};
+use crate::host::{now, Host, Shared};
 use crate::ipc::IpcServer;
 use crate::log;
-use crate::node::{now, NodeHandle, Shared};
 use crate::rrd::RrdWriter;
 
 pub const USAGE: &str = "Usage: pmxcfs [-d] [-f] [-l] [--mountpoint DIR] [--statedir DIR] [--rundir DIR] [--pidfile FILE]
@@ -530,7 +530,7 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
             ),
         );
     }
-    let node = Arc::new(NodeHandle::new(
+    let host = Arc::new(Host::new(
         shared,
         Some(RrdWriter::new(&paths.rrd_dir, &paths.rrdcached_socket)),
     ));
@@ -538,7 +538,7 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
     clear_stale_mount(&paths.mountpoint);
     mkdir_mode(&paths.mountpoint, 0o750)?;
     let signals = block_signals();
-    let fs = PveFs::new(node.clone(), gid);
+    let fs = PveFs::new(host.clone(), gid);
     let session = fuser::Session::new(fs, &paths.mountpoint, &mount_config())
         .and_then(|s| s.spawn())
         .map_err(|e| format!("fuse mount on '{}' failed: {e}", paths.mountpoint.display()))?;
@@ -550,17 +550,17 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
             ),
             None => None,
         };
-        let link = crate::corosync::start(node.clone(), &paths.corosync_conf, recorder, initial)
+        let link = crate::corosync::start(host.clone(), &paths.corosync_conf, recorder, initial)
             .map_err(|e| format!("cannot start the corosync thread: {e}"))?;
-        node.set_cluster(link);
+        host.set_cluster(link);
         // C serves IPC after the first second of its service loop, by
         // which a cluster has synced: PVE's daemons then read the
         // cluster's data, not this node's old copy.
-        node.wait_first_sync(Duration::from_secs(1));
+        host.wait_first_sync(Duration::from_secs(1));
     } else {
-        node.start_local(initial);
+        host.start_local(initial);
     }
-    let ipc = IpcServer::start(node.clone(), gid)?;
+    let ipc = IpcServer::start(host.clone(), gid)?;
     let _ = fs::remove_file(paths.restart_flag());
     log::debug(
         Subsystem::Main,
@@ -581,7 +581,7 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
         if let Some(sig) = wait_for_signal(&signals, Duration::from_millis(500)) {
             if sig == libc::SIGUSR2 {
                 if let Some(path) = &stats_file {
-                    let state = node.lock();
+                    let state = host.lock();
                     let (t, p) = (state.db.transactions, state.db.pages_written);
                     drop(state);
                     crate::stats::dump(path, t, p);
@@ -607,18 +607,18 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
     // still waiting for the cluster are answered EBUSY (they were never
     // delivered, so nothing of them is on disk).
     unmount(session, &paths.mountpoint);
-    if let Some(link) = node.cluster_link() {
+    if let Some(link) = host.cluster_link() {
         if !link.shutdown(Duration::from_secs(3)) {
             log::notice(
                 Subsystem::Main,
                 "corosync does not answer; leaving the cluster groups without it",
             );
-            node.abort_all();
+            host.abort_all();
         }
     }
     ipc.stop();
     // Waiting for the lock lets a change in progress finish and commit.
-    let state = node.lock();
+    let state = host.lock();
     state.db.checkpoint();
     drop(state);
     if !options.foreground {

@@ -10,8 +10,8 @@ use std::thread::JoinHandle;
 
 use crate::core::ipc::{access, Client};
 use crate::core::logline::Subsystem;
+use crate::host::Host;
 use crate::log;
-use crate::node::NodeHandle;
 
 #[allow(non_camel_case_types)]
 mod ffi {
@@ -122,7 +122,7 @@ const SERVICE_ID: i32 = 1;
 /// libqb's callbacks carry no context of ours: the one server of this
 /// process keeps its state here.
 struct Shared {
-    node: Arc<NodeHandle>,
+    host: Arc<Host>,
     www_data_gid: u32,
 }
 
@@ -208,7 +208,7 @@ extern "C" fn msg_process(c: *mut c_void, data: *mut c_void, size: usize) -> i32
         ffi::qb_ipcs_connection_stats_get(c, &mut stats, 0);
         (request, readonly, stats.client_pid.max(0) as u32)
     };
-    let response = shared.node.ipc(Client { readonly, pid }, &request);
+    let response = shared.host.ipc(Client { readonly, pid }, &request);
     // SAFETY: sending our own buffer on the connection being served.
     let sent = unsafe { ffi::qb_ipcs_response_send(c, response.as_ptr().cast(), response.len()) };
     if sent < 0 {
@@ -246,9 +246,9 @@ pub struct IpcServer {
 }
 
 impl IpcServer {
-    /// Start serving `pve2` for `node`; returns once clients can connect.
-    pub fn start(node: Arc<NodeHandle>, www_data_gid: u32) -> Result<IpcServer, String> {
-        if SHARED.set(Shared { node, www_data_gid }).is_err() {
+    /// Start serving `pve2` for `host`; returns once clients can connect.
+    pub fn start(host: Arc<Host>, www_data_gid: u32) -> Result<IpcServer, String> {
+        if SHARED.set(Shared { host, www_data_gid }).is_err() {
             return Err("the IPC server runs already".into());
         }
         let (tx, rx) = mpsc::channel();

@@ -4,7 +4,7 @@
 //! machines, memdb, the IPC answers, what /etc/pve shows. `sim` drives it
 //! as an in-process cluster, `database` reads and writes config.db. With
 //! the `daemon` feature come the edges of the running daemon: the FUSE
-//! mount, the libqb IPC server, corosync, RRD files, the log, and `node`,
+//! mount, the libqb IPC server, corosync, RRD files, the log, and `host`,
 //! which shares the core between them. Without it (what `pmxcfs-replay`
 //! builds on) nothing needs corosync, libqb or FUSE.
 
@@ -19,11 +19,11 @@ pub mod daemon;
 #[cfg(feature = "daemon")]
 pub mod fuse;
 #[cfg(feature = "daemon")]
+pub mod host;
+#[cfg(feature = "daemon")]
 pub mod ipc;
 #[cfg(feature = "daemon")]
 pub mod log;
-#[cfg(feature = "daemon")]
-pub mod node;
 #[cfg(feature = "daemon")]
 pub mod record;
 #[cfg(feature = "daemon")]

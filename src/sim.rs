@@ -87,7 +87,9 @@ pub struct WriteRecord {
     pub refused: bool,
 }
 
-pub struct SimNode {
+/// A simulated host: its pmxcfs process (the node core), its database
+/// rows, whether it runs, and its pid.
+pub struct SimHost {
     pub node: Node,
     /// config.db as the node would hold it.
     pub rows: BTreeMap<u64, Row>,
@@ -100,7 +102,7 @@ pub struct SimNode {
     waiting: BTreeMap<RequestId, usize>,
 }
 
-impl SimNode {
+impl SimHost {
     pub fn memdb(&self) -> &Memdb {
         self.node.memdb()
     }
@@ -114,7 +116,7 @@ impl SimNode {
 }
 
 pub struct Cluster {
-    pub nodes: BTreeMap<u32, SimNode>,
+    pub nodes: BTreeMap<u32, SimHost>,
     /// The partitions: each a set of nodeids that see each other.
     pub partitions: Vec<Vec<u32>>,
     /// Per partition, messages in total order: (group, sender, bytes).
@@ -166,7 +168,7 @@ impl Cluster {
             let pid = 1000 + id;
             c.nodes.insert(
                 id,
-                SimNode {
+                SimHost {
                     node: boot(id, pid, None, now),
                     rows: BTreeMap::new(),
                     up: true,
@@ -266,7 +268,7 @@ impl Cluster {
         } = self;
         let sim = nodes.get_mut(&id).expect("node");
         let me = sim.me(id);
-        let SimNode {
+        let SimHost {
             node,
             rows,
             in_group,

@@ -238,8 +238,8 @@ fn writes_of_synced_members_during_an_update_keep_their_order() {
 #[test]
 fn daemon_simulator_and_replay_drive_one_node_type() {
     use pmxcfs::core::node::Node;
-    let _daemon: fn(&pmxcfs::node::Shared) -> &Node = |s| &s.node;
-    let sim: fn(&pmxcfs::sim::SimNode) -> &Node = |n| &n.node;
+    let _daemon: fn(&pmxcfs::host::Shared) -> &Node = |s| &s.node;
+    let sim: fn(&pmxcfs::sim::SimHost) -> &Node = |n| &n.node;
     let c = Cluster::new(1);
     assert_eq!(sim(&c.nodes[&1]).dcdb_mode(), Mode::Synced);
     let dir =

@@ -24,8 +24,8 @@ use crate::core::fs::{self as view, Fixed, Kind, Target};
 use crate::core::logline::Subsystem;
 use crate::core::memdb::BLOCK_SIZE;
 use crate::core::node::{Reply, Request as NodeRequest};
+use crate::host::{now, Host};
 use crate::log;
-use crate::node::{now, NodeHandle};
 use inodes::{InodeTable, ROOT_ID};
 
 /// Writes reach us in chunks of at most 128 KiB, as with C's `big_writes`:
@@ -51,7 +51,7 @@ impl std::ops::Deref for PveFs {
 
 /// What the FUSE threads and the completions of their changes share.
 pub struct FsState {
-    node: Arc<NodeHandle>,
+    host: Arc<Host>,
     www_data_gid: u32,
     inodes: Mutex<InodeTable>,
     /// Special-file content captured at open, so reads of one open file are
@@ -90,9 +90,9 @@ fn time(secs: u32) -> SystemTime {
 }
 
 impl PveFs {
-    pub fn new(node: Arc<NodeHandle>, www_data_gid: u32) -> PveFs {
+    pub fn new(host: Arc<Host>, www_data_gid: u32) -> PveFs {
         PveFs(Arc::new(FsState {
-            node,
+            host,
             www_data_gid,
             inodes: Mutex::new(InodeTable::new()),
             snapshots: Mutex::new(HashMap::new()),
@@ -148,7 +148,7 @@ impl FsState {
         } else {
             TTL
         };
-        let a = view::attr(&self.node.lock().node, &target, now().secs()).map_err(errno)?;
+        let a = view::attr(&self.host.lock().node, &target, now().secs()).map_err(errno)?;
         Ok((self.file_attr(ino, a), ttl))
     }
 
@@ -173,7 +173,7 @@ impl FsState {
     ) {
         let what = log::debug_enabled().then(|| request.describe());
         let fs = self.clone();
-        self.node.submit(
+        self.host.submit(
             request,
             Box::new(move |reply| {
                 let result = match reply {
@@ -304,7 +304,7 @@ impl FsState {
             Target::Memdb(p) => p,
             _ => return Err(Errno::ENOTDIR),
         };
-        let names = view::listing(self.node.lock().node.memdb(), &path);
+        let names = view::listing(self.host.lock().node.memdb(), &path);
         Ok(names
             .into_iter()
             .map(|(name, kind)| (name, file_type(kind)))
@@ -428,7 +428,7 @@ impl Filesystem for PveFs {
         self.trace("readlink", ino, None);
         match self.target_of(ino) {
             Ok(Target::Fixed(Fixed::Link(suffix))) => {
-                let target = view::link_target(self.node.lock().node.nodename(), suffix);
+                let target = view::link_target(self.host.lock().node.nodename(), suffix);
                 reply.data(target.as_bytes())
             }
             Ok(_) => reply.error(Errno::EACCES),
@@ -571,7 +571,7 @@ impl Filesystem for PveFs {
         };
         match &target {
             Target::Memdb(path) => {
-                if self.node.lock().node.memdb().lookup(path).is_none() {
+                if self.host.lock().node.memdb().lookup(path).is_none() {
                     return reply.error(Errno::ENOENT);
                 }
                 match truncate(&target) {
@@ -589,7 +589,7 @@ impl Filesystem for PveFs {
                 if let Err(e) = truncate(&target) {
                     return reply.error(e);
                 }
-                let content = view::special_content(&self.node.lock().node, *sp, now().secs());
+                let content = view::special_content(&self.host.lock().node, *sp, now().secs());
                 let fh = self.new_fh();
                 self.snapshots
                     .lock()
@@ -621,7 +621,7 @@ impl Filesystem for PveFs {
         };
         match self.target_of(ino) {
             Ok(Target::Memdb(path)) => {
-                let s = self.node.lock();
+                let s = self.host.lock();
                 match s.node.memdb().lookup(&path) {
                     Some(e) => match view::read_file(e, offset, size) {
                         Ok(data) => reply.data(&data),
@@ -638,7 +638,7 @@ impl Filesystem for PveFs {
                     .get(&fh.0)
                     .cloned();
                 let content = snap.unwrap_or_else(|| {
-                    view::special_content(&self.node.lock().node, sp, now().secs())
+                    view::special_content(&self.host.lock().node, sp, now().secs())
                 });
                 reply.data(&slice(&content))
             }
@@ -807,7 +807,7 @@ impl Filesystem for PveFs {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         crate::stats::fuse_request("statfs");
         self.trace("statfs", _ino, None);
-        let st = view::statfs(self.node.lock().node.memdb());
+        let st = view::statfs(self.host.lock().node.memdb());
         reply.statfs(
             st.blocks,
             st.free_blocks,

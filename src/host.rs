@@ -148,7 +148,7 @@ impl RrdSink {
     }
 }
 
-pub struct NodeHandle {
+pub struct Host {
     shared: Mutex<Shared>,
     /// Where RRD samples go; none in tests that do not care.
     rrd: Option<RrdSink>,
@@ -160,9 +160,9 @@ pub struct NodeHandle {
     first_sync: (Mutex<bool>, Condvar),
 }
 
-impl NodeHandle {
-    pub fn new(shared: Shared, rrd: Option<RrdWriter>) -> NodeHandle {
-        NodeHandle {
+impl Host {
+    pub fn new(shared: Shared, rrd: Option<RrdWriter>) -> Host {
+        Host {
             shared: Mutex::new(shared),
             rrd: rrd.map(RrdSink::start),
             cluster: OnceLock::new(),
@@ -327,7 +327,7 @@ impl NodeHandle {
 /// The port of local mode: nothing is sent and no group joined (the core
 /// asks for neither without corosync.conf).
 struct LocalPort<'a> {
-    node: &'a NodeHandle,
+    node: &'a Host,
     replies: Vec<(RequestId, Reply)>,
 }
 
