@@ -3,6 +3,7 @@
 //! does in local and in cluster mode.
 
 use super::*;
+use crate::core::errno::EACCES;
 
 const CONF: &[u8] = b"totem {\n  cluster_name: t\n  config_version: 1\n}\n";
 
