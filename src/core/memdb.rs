@@ -18,7 +18,7 @@ use super::paths::{self, VmConfigPath};
 use super::status::ChangeCounters;
 use super::vmlist::VmList;
 
-use super::errno::{Errno, EACCES, EEXIST, EFBIG, EIO, ENOENT, ENOTDIR, ENOTEMPTY};
+use super::errno::{Errno, EACCES, EEXIST, EFBIG, EINVAL, EIO, ENOENT, ENOTDIR, ENOTEMPTY, EOVERFLOW};
 
 /// `MEMDB_MAX_FSSIZE` and `MEMDB_MAX_INODES` (reported by statfs only).
 pub const BLOCK_SIZE: u64 = 4096;
@@ -362,6 +362,19 @@ impl Memdb {
         }
         let entries = build_entries(rows.into_values().collect())
             .map_err(|e| format!("new tree does not load: {e}"))?;
+        // A tree whose version is below one of its entries' would number
+        // the next new entry like an existing one (C never makes one; a
+        // broken or hostile leader can send one).
+        let version = entries[&0].version;
+        if let Some(e) = entries
+            .values()
+            .find(|e| e.inode != 0 && (e.inode > version || e.version > version))
+        {
+            return Err(format!(
+                "new tree does not load: entry {} is newer than the tree's version {version}",
+                e.inode
+            ));
+        }
         let old_entries = std::mem::replace(&mut self.entries, entries);
         if self.index().to_bytes() != leader.to_bytes() {
             self.entries = old_entries;
@@ -716,12 +729,35 @@ impl Memdb {
         root.version
     }
 
+    /// Whether the tree takes a change: not after a failed commit (EIO),
+    /// and not when its version cannot go up any more (EOVERFLOW; the next
+    /// new entry would be numbered 0, the root's inode).
     fn check_error(&self) -> Result<(), Errno> {
         if self.error {
             Err(EIO)
+        } else if self.root().version == u64::MAX {
+            Err(EOVERFLOW)
         } else {
             Ok(())
         }
+    }
+
+    /// Whether `inode` is `ancestor` or lies below it.
+    fn is_within(&self, mut inode: u64, ancestor: u64) -> bool {
+        // Bounded by the tree's size: a loop cannot hold it.
+        for _ in 0..=self.entries.len() {
+            if inode == ancestor {
+                return true;
+            }
+            if inode == 0 {
+                return false;
+            }
+            match self.entries.get(&inode) {
+                Some(e) => inode = e.parent,
+                None => return false,
+            }
+        }
+        false
     }
 
     /// The parent directory of `path` and its basename, with C's checks:
@@ -966,21 +1002,25 @@ impl Memdb {
         if src_is_dir && paths::is_lock_path(from) {
             return Err(EACCES);
         }
-        self.changes.record(from);
-        self.changes.record(to);
         let target = self
             .lookup(to)
             .map(|t| (t.inode, t.children().is_some_and(|c| !c.is_empty())));
         let (target_dir, target_name) = match target {
             Some((_, true)) => return Err(ENOTEMPTY),
-            _ => {
-                let dir = self.lookup(paths::dirname(to)).ok_or(ENOENT)?;
-                if !dir.is_dir() {
-                    return Err(ENOTDIR);
-                }
-                (dir.inode, paths::basename(to).to_vec())
-            }
+            // The target's name is checked as a new entry's (no ".", "..",
+            // empty: the kernel never sends one, a peer may).
+            _ => self
+                .parent_and_name(to)
+                .map(|(dir, name)| (dir, name.to_vec()))?,
         };
+        // A directory cannot move below itself: it would become its own
+        // ancestor, cut off from the root, and config.db would no longer
+        // load (EINVAL, as rename(2)).
+        if src_is_dir && self.is_within(target_dir, src_inode) {
+            return Err(EINVAL);
+        }
+        self.changes.record(from);
+        self.changes.record(to);
         if src_non_empty {
             return Err(ENOTEMPTY);
         }

@@ -357,3 +357,44 @@ fn change_counters_count_exact_paths() {
     assert_eq!(m.changes.get("storage.cfg"), Some(base + 3));
     assert_eq!(m.changes.get("user.cfg"), Some(base + 1));
 }
+
+/// The rows of a tree, loaded again as a restart would.
+fn reload(m: &Memdb) -> Result<Memdb, LoadError> {
+    Memdb::from_rows(m.rows(), 2000).map(|(m, _)| m)
+}
+
+#[test]
+fn a_rename_cannot_make_the_tree_unloadable() {
+    let mut m = tree(&["a", "a/sub", "x", "f!", "g!"]);
+    // A directory below itself (empty or not) would be cut off the root.
+    m.rename(b"a/sub", b"elsewhere", 0, 1).unwrap();
+    assert_eq!(m.rename(b"x", b"x/b", 0, 1), Err(EINVAL));
+    m.mkdir(b"x/y", 0, 1, 1).unwrap();
+    m.rename(b"x/y", b"y", 0, 1).unwrap();
+    assert_eq!(m.rename(b"x", b"x/b", 0, 1), Err(EINVAL));
+    assert_eq!(m.rename(b"a", b"a/b/c", 0, 1), Err(ENOENT));
+    // Names no entry may have.
+    assert_eq!(m.rename(b"f", b"x/.", 0, 1), Err(EACCES));
+    assert_eq!(m.rename(b"g", b"x/..", 0, 1), Err(EACCES));
+    assert!(m.lookup(b"f").is_some() && m.lookup(b"g").is_some());
+    let again = reload(&m).expect("the rows load");
+    assert_eq!(again.index().to_bytes(), m.index().to_bytes());
+    // A directory may still move beside or above itself.
+    m.rename(b"x", b"a/x", 0, 1).unwrap();
+    reload(&m).expect("the rows load");
+}
+
+#[test]
+fn an_exhausted_version_refuses_changes_instead_of_reusing_inode_0() {
+    let mut rows = fresh().rows();
+    rows[0].version = u64::MAX - 1;
+    let (mut m, _) = Memdb::from_rows(rows, 1000).unwrap();
+    m.mkdir(b"last", 0, 1, 1).unwrap();
+    assert_eq!(m.version(), u64::MAX);
+    assert_eq!(m.create(b"one-more", 0, 1), Err(EOVERFLOW));
+    assert_eq!(m.mkdir(b"d", 0, 1, 1), Err(EOVERFLOW));
+    assert_eq!(m.rename(b"last", b"moved", 0, 1), Err(EOVERFLOW));
+    assert_eq!(m.root().inode, 0);
+    assert!(m.root().is_dir());
+    reload(&m).expect("the rows load");
+}
