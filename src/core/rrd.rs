@@ -100,6 +100,27 @@ impl RrdKind {
     }
 }
 
+/// A node, guest or storage name as it may stand in a path and an
+/// rrdcached command: letters, digits, `-`, `_`, `.`, not starting with a
+/// dot.
+fn is_safe_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('.')
+        && s.len() <= 255
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A sample value as rrdtool takes it: a number (digits, sign, point,
+/// exponent), `U` (unknown) or `N` (now); empty is passed on as C does.
+fn is_number_or_unknown(s: &str) -> bool {
+    s.len() <= 64
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'U' | b'N'))
+}
+
 /// Map a status key (without `rrd/`) and its value to an update, or say
 /// why C would refuse it ("RRD update error: unknown/wrong key").
 pub fn rrd_update(key: &str, value: &str) -> Result<RrdUpdate, String> {
@@ -122,9 +143,13 @@ pub fn rrd_update(key: &str, value: &str) -> Result<RrdUpdate, String> {
         return Err(wrong());
     };
     let parts: Vec<&str> = rest.split('/').collect();
+    // The key comes from any peer and names a file under the RRD
+    // directory and an rrdcached command line: node, guest and storage
+    // names only (no "..", no white space or line breaks).
     if parts.len() != ids
-        || parts.iter().any(|p| p.is_empty())
+        || !parts.iter().all(|p| is_safe_name(p))
         || family.is_empty() && prefix.starts_with("pve-")
+        || !is_safe_name(family) && !family.is_empty()
     {
         return Err(wrong());
     }
@@ -140,6 +165,9 @@ pub fn rrd_update(key: &str, value: &str) -> Result<RrdUpdate, String> {
     // timestamp + data columns: the old formats are padded with U, other
     // formats cut to the current schema.
     let mut values: Vec<&str> = fields.into_iter().take(1 + columns).collect();
+    if !values.iter().all(|v| is_number_or_unknown(v)) {
+        return Err(format!("RRD update error: bad value for {key}"));
+    }
     while values.len() < 1 + columns {
         values.push("U");
     }
@@ -153,6 +181,31 @@ pub fn rrd_update(key: &str, value: &str) -> Result<RrdUpdate, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_keys_and_values_cannot_leave_the_rrd_directory_or_inject_commands() {
+        let ok = "1700000000:1:0.5:4:8:2:1024:512:100:50:10:5:1:2:3:4";
+        assert!(rrd_update("pve2-node/n1", ok).is_ok());
+        for key in [
+            "pve2-node/..",
+            "pve2-node/.hidden",
+            "pve2-storage/../x",
+            "pve2-storage/n1/..",
+            "pve2-node/n1 FLUSHALL",
+            "pve2-node/n1\nFLUSHALL",
+            "pve-node-9.0 x/n1",
+        ] {
+            assert!(rrd_update(key, ok).is_err(), "{key:?}");
+        }
+        for value in [
+            "1700000000:1 2:3",
+            "1700000000:1\nFLUSH:2",
+            "1700000000:../x:2",
+        ] {
+            assert!(rrd_update("pve2-node/n1", value).is_err(), "{value:?}");
+        }
+        assert!(rrd_update("pve2-node/n1", "1700000000:U:N:1e5:-2.5").is_ok());
+    }
 
     #[test]
     fn node_keys() {
