@@ -208,6 +208,54 @@ struct Queued {
     bytes: Vec<u8>,
 }
 
+/// What a group may hold of messages it cannot deliver yet (C has no
+/// bound): past it, the node leaves the group and resyncs rather than let
+/// a flood of messages from a peer exhaust its memory.
+pub const MAX_QUEUED_MESSAGES: usize = 100_000;
+pub const MAX_QUEUED_BYTES: usize = 256 << 20;
+
+/// Queued messages and their size.
+#[derive(Default)]
+struct Queue {
+    items: Vec<Queued>,
+    bytes: usize,
+}
+
+impl Queue {
+    fn push(&mut self, q: Queued) {
+        self.bytes += q.bytes.len();
+        self.items.push(q);
+    }
+
+    /// Insert ordered by count, compared as C does (a 32-bit truncated
+    /// difference); equal counts keep arrival order. Messages of a sender
+    /// come in count order, so this is nearly always an append.
+    fn insert_by_count(&mut self, q: Queued) {
+        let pos = self
+            .items
+            .partition_point(|e| (e.count.wrapping_sub(q.count) as i32) <= 0);
+        self.bytes += q.bytes.len();
+        self.items.insert(pos, q);
+    }
+
+    fn take(&mut self) -> Vec<Queued> {
+        self.bytes = 0;
+        std::mem::take(&mut self.items)
+    }
+
+    fn clear(&mut self) {
+        self.take();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+}
+
 /// The state machine of one CPG group.
 pub struct Dfsm<A: App> {
     pub app: A,
@@ -218,8 +266,8 @@ pub struct Dfsm<A: App> {
     lowest_nodeid: u32,
     we_are_member: bool,
     nodes: Option<Vec<NodeInfo>>,
-    msg_queue: Vec<Queued>,
-    sync_queue: Vec<Queued>,
+    msg_queue: Queue,
+    sync_queue: Queue,
     /// The last count used for a NORMAL message we sent.
     msgcount: u64,
     csum_counter: u64,
@@ -244,8 +292,8 @@ impl<A: App> Dfsm<A> {
             lowest_nodeid: 0,
             we_are_member: false,
             nodes: None,
-            msg_queue: Vec::new(),
-            sync_queue: Vec::new(),
+            msg_queue: Queue::default(),
+            sync_queue: Queue::default(),
             msgcount: 0,
             csum_counter: 0,
             csum_id: 0,
@@ -482,6 +530,7 @@ impl<A: App> Dfsm<A> {
             if joined_any && !self.msg_queue.is_empty() {
                 let own: Vec<Vec<u8>> = self
                     .msg_queue
+                    .items
                     .iter()
                     .filter(|q| q.from == self.me)
                     .map(|q| q.bytes.clone())
@@ -526,10 +575,13 @@ impl<A: App> Dfsm<A> {
     /// Insert into `msg_queue` ordered by count, compared as C does
     /// (`(int)(a - b)`), equal counts in arrival order.
     fn enqueue(&mut self, q: Queued) {
-        let pos = self
-            .msg_queue
-            .partition_point(|e| (e.count.wrapping_sub(q.count) as i32) <= 0);
-        self.msg_queue.insert(pos, q);
+        self.msg_queue.insert_by_count(q);
+    }
+
+    /// Whether the queues went past their bound.
+    fn queues_full(&self) -> bool {
+        self.msg_queue.len() + self.sync_queue.len() > MAX_QUEUED_MESSAGES
+            || self.msg_queue.bytes + self.sync_queue.bytes > MAX_QUEUED_BYTES
     }
 
     /// A message delivered by CPG (spec §1.7).
@@ -578,6 +630,12 @@ impl<A: App> Dfsm<A> {
                 }
                 if self.node_index(from).is_none() {
                     self.leave(now, "message from a non-member");
+                } else if self.queues_full() {
+                    // The queues go with the leave (a rejoin starts with
+                    // empty ones and a full resync).
+                    self.msg_queue.clear();
+                    self.sync_queue.clear();
+                    self.leave(now, "too many messages waiting for the sync");
                 }
                 return;
             }
@@ -659,7 +717,7 @@ impl<A: App> Dfsm<A> {
                     }
                 }
                 self.set_mode(Mode::Synced, now);
-                let sync_queue = std::mem::take(&mut self.sync_queue);
+                let sync_queue = self.sync_queue.take();
                 if !sync_queue.is_empty() {
                     self.log(format!(
                         "dfsm_deliver_sync_queue: queue length {}",
@@ -780,28 +838,31 @@ impl<A: App> Dfsm<A> {
                 self.msg_queue.len()
             ));
         }
-        let mut i = 0;
-        while i < self.msg_queue.len() {
-            let from = self.msg_queue[i].from;
-            if self.node_index(from).is_none() {
+        // One pass over the queue (removing in place would be quadratic in
+        // its length); what stays keeps its order.
+        let mut rest = self.msg_queue.take().into_iter();
+        let mut kept = Queue::default();
+        while let Some(q) = rest.next() {
+            if self.node_index(q.from).is_none() {
                 self.log("remove message from non-member".into());
-                self.msg_queue.remove(i);
                 continue;
             }
-            let synced = self.is_synced(from);
+            let synced = self.is_synced(q.from);
             match self.mode {
-                Mode::Synced if synced => {
-                    let q = self.msg_queue.remove(i);
-                    self.deliver(q.from, &q.bytes, now);
+                Mode::Synced if synced => self.deliver(q.from, &q.bytes, now),
+                Mode::Update if synced => self.sync_queue.push(q),
+                Mode::Synced | Mode::Update => kept.push(q),
+                _ => {
+                    kept.push(q);
+                    rest.by_ref().for_each(|q| kept.push(q));
                 }
-                Mode::Update if synced => {
-                    let q = self.msg_queue.remove(i);
-                    self.sync_queue.push(q);
-                }
-                Mode::Synced | Mode::Update => i += 1,
-                _ => break,
             }
         }
+        // Anything queued while delivering comes after, in count order.
+        for q in self.msg_queue.take() {
+            kept.insert_by_count(q);
+        }
+        self.msg_queue = kept;
     }
 
     /// The verify timer (spec §1.11): only the lowest member, only synced,

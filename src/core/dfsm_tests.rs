@@ -287,3 +287,21 @@ fn verify_round_and_its_quirk() {
     b.deliver(A, &vr, 3);
     assert_eq!(b.mode(), Mode::Leave);
 }
+
+#[test]
+fn a_flood_while_syncing_makes_the_node_leave_not_grow() {
+    let mut d = Dfsm::new(Probe::default(), A);
+    d.confchg(&[A, B], true, 100);
+    assert_eq!(d.mode(), Mode::StartSync);
+    d.take_outputs();
+    // Messages queue while the sync is under way...
+    for count in 1..=MAX_QUEUED_MESSAGES as u64 {
+        d.deliver(B, &normal(count, 1, 0), 100);
+    }
+    assert_eq!(d.mode(), Mode::StartSync);
+    assert_eq!(d.msg_queue.len(), MAX_QUEUED_MESSAGES);
+    // ... up to the bound: past it the node leaves and drops them.
+    d.deliver(B, &normal(MAX_QUEUED_MESSAGES as u64 + 1, 1, 0), 100);
+    assert_eq!(d.mode(), Mode::Leave);
+    assert!(d.msg_queue.is_empty() && d.msg_queue.bytes == 0);
+}
