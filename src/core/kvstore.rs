@@ -18,9 +18,19 @@ use super::errno::{EACCES, EFBIG, ENOMEM};
 /// Longest rrd value (NUL included) and nodeip value accepted.
 const MAX_RRD_LEN: usize = 4096;
 const MAX_NODEIP_LEN: usize = 256;
+/// How long an RRD entry is kept without an update: the `.rrd` dump leaves
+/// out entries older than 300 s (C), so older ones are dropped.
+pub const RRD_KEEP_SECS: u32 = 300;
+/// RRD entries held at most (a PVE cluster has one per node, guest and
+/// storage; a peer that sends more is refused, as a value too large).
+pub const MAX_RRD_KEYS: usize = 100_000;
+/// Generic status keys per node (PVE sets a handful).
+pub const MAX_KEYS_PER_NODE: usize = 1024;
 
 pub struct Kvstore {
     pub status: Status,
+    /// When stale RRD entries were last dropped.
+    rrd_pruned_at: u32,
     /// corosync's nodelist (cmap): nodeid → node name. Updates from nodes
     /// not in it are dropped, as in C.
     pub nodes: BTreeMap<u32, String>,
@@ -48,6 +58,7 @@ fn ends_in_nul(v: &[u8]) -> bool {
 impl Kvstore {
     pub fn new(status: Status, own_ip: &str) -> Kvstore {
         Kvstore {
+            rrd_pruned_at: 0,
             status,
             nodes: BTreeMap::new(),
             nodeip: BTreeMap::new(),
@@ -93,9 +104,19 @@ impl Kvstore {
             if value.is_empty() || value.len() >= MAX_RRD_LEN || !ends_in_nul(value) {
                 return false;
             }
-            self.status
-                .rrd
-                .insert(rrdkey.to_string(), (value.to_vec(), now));
+            let rrd = &mut self.status.rrd;
+            if !rrd.contains_key(rrdkey) {
+                // A new key: the entries no dump shows any more go first
+                // (a pass over all of them at most once a second).
+                if rrd.len() >= MAX_RRD_KEYS / 2 && now != self.rrd_pruned_at {
+                    self.rrd_pruned_at = now;
+                    rrd.retain(|_, (_, t)| now.saturating_sub(*t) <= RRD_KEEP_SECS);
+                }
+                if rrd.len() >= MAX_RRD_KEYS {
+                    return false;
+                }
+            }
+            rrd.insert(rrdkey.to_string(), (value.to_vec(), now));
             self.rrd_samples.push((rrdkey.to_string(), value.to_vec()));
             return true;
         }
@@ -109,7 +130,14 @@ impl Kvstore {
             }
             return true;
         }
+        // A peer's value is held to the limit a local one is (C takes any).
+        if value.len() > MAX_STATUS_SIZE {
+            return false;
+        }
         let kv = self.status.kvstore.entry(node.to_string()).or_default();
+        if !value.is_empty() && !kv.contains_key(key) && kv.len() >= MAX_KEYS_PER_NODE {
+            return false;
+        }
         if value.is_empty() {
             kv.remove(key);
         } else {
@@ -288,5 +316,42 @@ impl App for Kvstore {
     fn confchg(&mut self, _env: &mut Env, members: &[Member]) {
         self.online = members.iter().map(|m| m.nodeid).collect();
         self.status.clinfo_version = self.status.clinfo_version.wrapping_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Kvstore {
+        Kvstore::new(Status::new("n1", 1000), "10.0.0.1")
+    }
+
+    #[test]
+    fn what_peers_send_is_bounded() {
+        let mut kv = store();
+        // RRD entries: old ones go once there are many; never more than
+        // the bound.
+        for i in 0..MAX_RRD_KEYS / 2 {
+            assert!(kv.store("n2", &format!("rrd/pve2-vm/{i}"), b"1:2\0", 1000));
+        }
+        assert!(kv.store("n2", "rrd/pve2-vm/new", b"1:2\0", 1000 + RRD_KEEP_SECS + 1));
+        assert_eq!(kv.status.rrd.len(), 1, "the stale entries were dropped");
+        for i in 0..MAX_RRD_KEYS {
+            kv.store("n2", &format!("rrd/pve2-vm/x{i}"), b"1:2\0", 5000);
+        }
+        assert_eq!(kv.status.rrd.len(), MAX_RRD_KEYS);
+        assert!(!kv.store("n2", "rrd/pve2-vm/one-more", b"1:2\0", 5000));
+        assert!(kv.store("n2", "rrd/pve2-vm/x1", b"3:4\0", 5000), "an update still works");
+        // Generic keys: the size a local value may have, and a count.
+        assert!(!kv.store("n2", "big", &vec![1; MAX_STATUS_SIZE + 1], 1000));
+        assert!(kv.store("n2", "fits", &vec![1; MAX_STATUS_SIZE], 1000));
+        for i in 1..MAX_KEYS_PER_NODE {
+            assert!(kv.store("n2", &format!("k{i}"), b"v", 1000));
+        }
+        assert!(!kv.store("n2", "too-many", b"v", 1000));
+        assert!(kv.store("n2", "k1", b"changed", 1000));
+        assert!(kv.store("n2", "k1", b"", 1000), "a removal");
+        assert!(kv.store("n2", "now-fits", b"v", 1000));
     }
 }
