@@ -200,15 +200,27 @@ extern "C" fn msg_process(c: *mut c_void, data: *mut c_void, size: usize) -> i32
     let Some(shared) = SHARED.get() else { return 0 };
     // SAFETY: libqb hands us `size` readable bytes at `data` for this call,
     // and the context set in `accept`.
+    // The request is read where libqb put it, never copied whole: its size
+    // is the client's choice (libqb takes the larger of the client's and
+    // our buffer), so one larger than any valid request is refused first.
     let (request, readonly, pid) = unsafe {
-        let request = std::slice::from_raw_parts(data as *const u8, size).to_vec();
+        let request = std::slice::from_raw_parts(data as *const u8, size);
         let info = ffi::qb_ipcs_context_get(c) as *const ConnInfo;
         let readonly = info.is_null() || (*info).readonly;
         let mut stats = ffi::ConnectionStats::default();
         ffi::qb_ipcs_connection_stats_get(c, &mut stats, 0);
         (request, readonly, stats.client_pid.max(0) as u32)
     };
-    let response = shared.host.ipc(Client { readonly, pid }, &request);
+    let response = match crate::core::ipc::refuse_oversized(request) {
+        Some(refusal) => {
+            log::warning(
+                Subsystem::Ipcs,
+                &format!("refused an IPC request of {size} bytes from pid {pid}"),
+            );
+            refusal
+        }
+        None => shared.host.ipc(Client { readonly, pid }, request),
+    };
     // SAFETY: sending our own buffer on the connection being served.
     let sent = unsafe { ffi::qb_ipcs_response_send(c, response.as_ptr().cast(), response.len()) };
     if sent < 0 {

@@ -415,6 +415,31 @@ fn access_matrix() {
         call_as(33, www, &raw(6, b"priv/secret\0")).unwrap().0,
         -libc::EPERM
     );
+    // No spelling of a private path returns it to www-data (C 9.1.6 does
+    // for the double slashes).
+    write(&d, "nodes/n1/priv/key", b"private\n");
+    for spelling in [
+        "nodes/n1/priv/key",
+        "nodes//n1/priv/key",
+        "nodes/n1//priv/key",
+        "nodes///n1/priv/key",
+        "/nodes/n1/priv/key",
+        "//priv/secret",
+        "priv//secret",
+        "./priv/secret",
+        "nodes/n1/./priv/key",
+        "nodes/n1/../n1/priv/key",
+    ] {
+        let path = format!("{spelling}\0");
+        let (status, data) = call_as(33, www, &raw(6, path.as_bytes())).unwrap();
+        assert!(status < 0, "www-data read {spelling}: {data:?}");
+        assert_ne!(data, b"private\n");
+    }
+    assert_eq!(
+        call_as(0, 0, &raw(6, b"nodes//n1/priv/key\0")).unwrap(),
+        (0, b"private\n".to_vec()),
+        "root reads it however spelled"
+    );
     assert_eq!(
         call_as(33, www, &set_status("k", b"v\0")).unwrap().0,
         -libc::EPERM
@@ -452,6 +477,46 @@ fn access_matrix() {
         call_as(0, 0, &get_status("k", "")).unwrap(),
         (0, b"v\0".to_vec())
     );
+    assert!(d.stop().success());
+}
+
+/// The daemon's peak resident memory (VmHWM), in KiB.
+fn peak_kib(pid: i32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+#[test]
+fn an_oversized_request_is_refused_without_copying_it() {
+    if !common::in_namespace("an_oversized_request_is_refused_without_copying_it") {
+        return;
+    }
+    let dir = common::scratch_dir("ipc-oversized");
+    let mut d = Daemon::start(&dir);
+    // A client may ask for any buffer size; PVE::IPCC's is 1 MiB.
+    const HUGE: usize = 48 << 20;
+    let c = QbClient::connect_with("pve2", HUGE + (1 << 20)).expect("connect");
+    let before = peak_kib(d.pid());
+    let mut request = raw(6, b"storage.cfg\0");
+    request.resize(HUGE, b'x');
+    request[8..12].copy_from_slice(&(HUGE as i32).to_le_bytes());
+    let (error, _) = call(&c, &request);
+    assert_eq!(error, -libc::EFBIG);
+    let grown = peak_kib(d.pid()).saturating_sub(before);
+    assert!(
+        grown < (HUGE as u64 / 1024) / 4,
+        "the daemon's peak memory grew by {grown} KiB for a refused request of {} KiB",
+        HUGE / 1024
+    );
+    // The largest valid request still works on the same connection.
+    let value = vec![b'v'; 32768 - 1];
+    let mut value0 = value.clone();
+    value0.push(0);
+    assert_eq!(call(&c, &set_status("big", &value0)).0, 0);
     assert!(d.stop().success());
 }
 

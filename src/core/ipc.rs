@@ -3,6 +3,7 @@
 //! bytes and the node's state in, the response's bytes out; broadcasts of
 //! the kvstore go out through the `Env` like any other kvstore send.
 
+use pmxcfs_wire::ipc::REQUEST_HEADER_LEN;
 use pmxcfs_wire::ipc::{
     Opcode, Request, RequestBody, RequestHeader, Response, ECHRNG, EFBIG, EINVAL, EIO, ENOENT,
     EPERM,
@@ -48,6 +49,24 @@ pub fn is_query(bytes: &[u8]) -> bool {
 const RRD_DUMP_CACHE: u32 = 2;
 
 /// Answer one request.
+/// The largest request a client may send: PVE::IPCC's own buffer (1 MiB,
+/// `8192 * 128`, request header included). Every valid request is far
+/// smaller (SET_STATUS, the largest, is 16 + 256 + 32 768 bytes).
+pub const MAX_REQUEST: usize = 8192 * 128;
+
+/// The answer to a request larger than [`MAX_REQUEST`] (EFBIG, with the
+/// request's id), read from its header only; `None` for one that is not.
+/// C would copy and decode it.
+pub fn refuse_oversized(request: &[u8]) -> Option<Vec<u8>> {
+    if request.len() <= MAX_REQUEST {
+        return None;
+    }
+    let id = pmxcfs_wire::ipc::RequestHeader::parse(&request[..REQUEST_HEADER_LEN])
+        .map(|(_, h)| h.id)
+        .unwrap_or(0);
+    Some(pmxcfs_wire::ipc::Response::error(id, libc::EFBIG).to_bytes())
+}
+
 pub fn handle(
     memdb: &Memdb,
     kv: &mut Kvstore,
@@ -111,7 +130,16 @@ fn answer(
                 return Err(EPERM);
             }
             match memdb.lookup(path) {
-                Some(e) if !e.is_dir() => Ok(file_content(e)),
+                Some(e) if !e.is_dir() => {
+                    // Access is decided on the entry found, not on how
+                    // its path was spelled (C 9.1.6 returns private files
+                    // to www-data for `nodes//<node>/priv/...`).
+                    let private = memdb.path_of(e.inode).is_none_or(|p| paths::is_private(&p));
+                    if client.readonly && private {
+                        return Err(EPERM);
+                    }
+                    Ok(file_content(e))
+                }
                 _ => Err(ENOENT),
             }
         }
@@ -337,6 +365,60 @@ fn verify_token(memdb: &Memdb, token: &[u8]) -> Result<(), i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_spelling_of_a_private_path_reaches_a_readonly_client() {
+        let (mut memdb, _) = Memdb::new_empty(1000);
+        for d in ["priv", "nodes", "nodes/n1", "nodes/n1/priv"] {
+            memdb.mkdir(d.as_bytes(), 0, 1000, 1000).unwrap();
+        }
+        for f in ["priv/authkey.key", "nodes/n1/priv/x", "nodes/n1/pub.cfg"] {
+            memdb.create(f.as_bytes(), 0, 1000).unwrap();
+            memdb
+                .write(f.as_bytes(), 0, 1000, b"secret", 0, false)
+                .unwrap();
+        }
+        let mut kv = Kvstore::new(super::super::status::Status::new("n1", 1000), "10.0.0.1");
+        let get = |kv: &mut Kvstore, readonly: bool, path: &str| {
+            let mut env = Env::detached(1000);
+            let mut p = path.as_bytes().to_vec();
+            p.push(0);
+            let request = pmxcfs_wire::ipc::Request::new(RequestBody::GetConfig { path: p });
+            let answer = handle(
+                &memdb,
+                kv,
+                &mut env,
+                Client { readonly, pid: 1 },
+                &request.to_bytes(),
+            );
+            pmxcfs_wire::ipc::Response::decode(&answer)
+                .unwrap()
+                .header
+                .error
+        };
+        for path in [
+            "priv/authkey.key",
+            "/priv/authkey.key",
+            "//priv//authkey.key",
+            "nodes/n1/priv/x",
+            "nodes//n1/priv/x",
+            "nodes/n1//priv/x",
+            "nodes///n1/priv/x",
+            "/nodes/n1/priv//x",
+        ] {
+            assert_eq!(get(&mut kv, true, path), -EPERM, "www-data: {path}");
+            assert_eq!(get(&mut kv, false, path), 0, "root: {path}");
+        }
+        // Spellings the lookup does not resolve find nothing.
+        for path in [
+            "nodes/n1/./priv/x",
+            "nodes/n1/../n1/priv/x",
+            "priv/../priv/authkey.key",
+        ] {
+            assert_ne!(get(&mut kv, true, path), 0, "www-data: {path}");
+        }
+        assert_eq!(get(&mut kv, true, "nodes//n1/pub.cfg"), 0);
+    }
 
     #[test]
     fn property_scan_rules() {

@@ -342,7 +342,10 @@ mod tests {
         }
         assert_eq!(kv.status.rrd.len(), MAX_RRD_KEYS);
         assert!(!kv.store("n2", "rrd/pve2-vm/one-more", b"1:2\0", 5000));
-        assert!(kv.store("n2", "rrd/pve2-vm/x1", b"3:4\0", 5000), "an update still works");
+        assert!(
+            kv.store("n2", "rrd/pve2-vm/x1", b"3:4\0", 5000),
+            "an update still works"
+        );
         // Generic keys: the size a local value may have, and a count.
         assert!(!kv.store("n2", "big", &vec![1; MAX_STATUS_SIZE + 1], 1000));
         assert!(kv.store("n2", "fits", &vec![1; MAX_STATUS_SIZE], 1000));

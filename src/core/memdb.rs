@@ -18,7 +18,9 @@ use super::paths::{self, VmConfigPath};
 use super::status::ChangeCounters;
 use super::vmlist::VmList;
 
-use super::errno::{Errno, EACCES, EEXIST, EFBIG, EINVAL, EIO, ENOENT, ENOTDIR, ENOTEMPTY, EOVERFLOW};
+use super::errno::{
+    Errno, EACCES, EEXIST, EFBIG, EINVAL, EIO, ENOENT, ENOTDIR, ENOTEMPTY, EOVERFLOW,
+};
 
 /// `MEMDB_MAX_FSSIZE` and `MEMDB_MAX_INODES` (reported by statfs only).
 pub const BLOCK_SIZE: u64 = 4096;

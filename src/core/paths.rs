@@ -75,19 +75,16 @@ pub fn is_lock_path(path: &[u8]) -> bool {
     }
 }
 
-/// `priv`, `priv/…`, `nodes/<any>/priv`, `nodes/<any>/priv/…`.
+/// `priv`, `priv/…`, `nodes/<any>/priv`, `nodes/<any>/priv/…`, however
+/// spelled: empty components (`nodes//n1/priv`, leading slashes) do not
+/// count, as the lookup skips them.
 pub fn is_private(path: &[u8]) -> bool {
-    let path = strip_leading(path);
-    let starts_with_priv = |p: &[u8]| p == b"priv" || p.starts_with(b"priv/");
-    if starts_with_priv(path) {
-        return true;
+    let mut c = components(path);
+    match (c.next(), c.next(), c.next()) {
+        (Some(b"priv"), _, _) => true,
+        (Some(b"nodes"), Some(_), Some(b"priv")) => true,
+        _ => false,
     }
-    if let Some(rest) = path.strip_prefix(b"nodes/") {
-        if let Some(i) = rest.iter().position(|&b| b == b'/') {
-            return starts_with_priv(&rest[i + 1..]);
-        }
-    }
-    false
 }
 
 /// Guest types of the vmlist (spec §2.5.2).

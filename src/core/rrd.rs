@@ -107,8 +107,7 @@ fn is_safe_name(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with('.')
         && s.len() <= 255
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
@@ -116,9 +115,9 @@ fn is_safe_name(s: &str) -> bool {
 /// exponent), `U` (unknown) or `N` (now); empty is passed on as C does.
 fn is_number_or_unknown(s: &str) -> bool {
     s.len() <= 64
-        && s
-            .bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'U' | b'N'))
+        && s.bytes().all(|b| {
+            b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'U' | b'N')
+        })
 }
 
 /// Map a status key (without `rrd/`) and its value to an update, or say

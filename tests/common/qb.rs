@@ -34,8 +34,14 @@ pub struct QbClient {
 
 impl QbClient {
     pub fn connect(name: &str) -> Option<QbClient> {
+        QbClient::connect_with(name, MAX_MSG)
+    }
+
+    /// A client that asks for a buffer of `max_msg` bytes (libqb gives
+    /// the connection the larger of the client's and the server's).
+    pub fn connect_with(name: &str, max_msg: usize) -> Option<QbClient> {
         let name = CString::new(name).unwrap();
-        let conn = unsafe { qb_ipcc_connect(name.as_ptr(), MAX_MSG) };
+        let conn = unsafe { qb_ipcc_connect(name.as_ptr(), max_msg) };
         (!conn.is_null()).then_some(QbClient { conn })
     }
 
