@@ -11,7 +11,7 @@ use super::paths;
 use super::status::Status;
 use pmxcfs_wire::dcdb::MAX_FILE_SIZE;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Special {
     Version,
     Members,

@@ -190,6 +190,17 @@ fn answer(
     }
 }
 
+/// A file's content, borrowed unless it must be padded with zeros (a size
+/// without data).
+fn content_of(e: &super::memdb::Entry) -> std::borrow::Cow<'_, [u8]> {
+    let data = e.data();
+    if data.len() >= e.size as usize {
+        std::borrow::Cow::Borrowed(&data[..e.size as usize])
+    } else {
+        std::borrow::Cow::Owned(file_content(e))
+    }
+}
+
 fn file_content(e: &super::memdb::Entry) -> Vec<u8> {
     let mut data = e.data().to_vec();
     data.resize(e.size as usize, 0);
@@ -324,8 +335,10 @@ fn guest_properties(memdb: &Memdb, vmid: u32, props: &[&[u8]]) -> Result<Vec<u8>
         // A config C cannot read (missing, a directory, or empty: C's
         // read of 0 bytes fails) is EIO when asked for by vmid, and
         // skipped in a scan of all guests.
+        // Scanned in place: a scan of every guest must not copy every
+        // config while the node is locked.
         let config = match memdb.lookup(&config_path(&node, vmtype, id)) {
-            Some(e) if !e.is_dir() && e.size > 0 => file_content(e),
+            Some(e) if !e.is_dir() && e.size > 0 => content_of(e),
             _ if vmid != 0 => return Err(EIO),
             _ => continue,
         };

@@ -63,6 +63,9 @@ pub struct FsState {
     /// large directory is linear, and consistent.
     listings: Mutex<HashMap<u64, std::sync::Arc<Vec<(Vec<u8>, FileType)>>>>,
     next_fh: AtomicU64,
+    /// The attributes of the costly special files, with the second they
+    /// were generated in.
+    stat_cache: Mutex<HashMap<view::Special, (u32, view::Attr)>>,
 }
 
 fn errno(e: i32) -> Errno {
@@ -98,6 +101,7 @@ impl PveFs {
             snapshots: Mutex::new(HashMap::new()),
             listings: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            stat_cache: Mutex::new(HashMap::new()),
         }))
     }
 }
@@ -148,7 +152,35 @@ impl FsState {
         } else {
             TTL
         };
-        let a = view::attr(&self.host.lock().node, &target, now().secs()).map_err(errno)?;
+        let second = now().secs();
+        // `.rrd` and `.clusterlog` are generated whole to know their size:
+        // a stat of them takes the one generated within the same second,
+        // so a local user who stats them in a loop does not hold the node
+        // for every other reader (opening them generates them anew).
+        let costly = match &target {
+            Target::Fixed(Fixed::Special(
+                sp @ (view::Special::Rrd | view::Special::Clusterlog),
+            )) => Some(*sp),
+            _ => None,
+        };
+        if let Some(sp) = costly {
+            let cached = self
+                .stat_cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&sp)
+                .copied();
+            if let Some((_, a)) = cached.filter(|(at, _)| *at == second) {
+                return Ok((self.file_attr(ino, a), ttl));
+            }
+        }
+        let a = view::attr(&self.host.lock().node, &target, second).map_err(errno)?;
+        if let Some(sp) = costly {
+            self.stat_cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(sp, (second, a));
+        }
         Ok((self.file_attr(ino, a), ttl))
     }
 
