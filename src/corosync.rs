@@ -944,17 +944,7 @@ impl Port for Driver {
     }
 
     fn probe_storage(&mut self) -> Option<Vec<Row>> {
-        let probe = self.host.lock().db.probe();
-        match probe {
-            Ok(rows) => Some(rows),
-            Err(e) => {
-                log::debug(
-                    Subsystem::Database,
-                    &format!("config.db still takes no writes: {e}"),
-                );
-                None
-            }
-        }
+        self.host.probe_storage()
     }
 
     fn log(&mut self, line: LogLine) {

@@ -591,6 +591,9 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
             log::debug(Subsystem::Main, &format!("received signal {sig}"));
             break;
         }
+        if !cluster_mode {
+            host.local_timers();
+        }
         if session.guard.is_finished() {
             log::notice(
                 Subsystem::Main,

@@ -293,6 +293,30 @@ impl Host {
 
     // What every daemon port does alike.
 
+    /// Try a write on config.db after it failed: its rows if it works.
+    pub fn probe_storage(&self) -> Option<Vec<crate::core::memdb::Row>> {
+        let probe = self.lock().db.probe();
+        match probe {
+            Ok(rows) => Some(rows),
+            Err(e) => {
+                log::debug(
+                    Subsystem::Database,
+                    &format!("config.db still takes no writes: {e}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Local mode: run the node's timers when they are due (the daemon's
+    /// main loop calls this; cluster mode has the driver's loop).
+    pub fn local_timers(&self) {
+        let due = self.lock().node.poll_timeout().is_some_and(|t| t <= now());
+        if due {
+            self.run_local(Input::Timers);
+        }
+    }
+
     pub fn log(&self, line: LogLine) {
         log::emit(&line)
     }
@@ -346,6 +370,10 @@ impl Port for LocalPort<'_> {
     }
 
     fn leave(&mut self, _group: Group) {}
+
+    fn probe_storage(&mut self) -> Option<Vec<crate::core::memdb::Row>> {
+        self.node.probe_storage()
+    }
 
     fn log(&mut self, line: LogLine) {
         self.node.log(line)

@@ -401,8 +401,10 @@ fn fill(dir: &Path) -> std::path::PathBuf {
 }
 
 #[test]
-fn a_full_disk_refuses_changes_as_c_and_loses_nothing_acknowledged() {
-    if !common::in_namespace("a_full_disk_refuses_changes_as_c_and_loses_nothing_acknowledged") {
+fn a_full_disk_refuses_changes_until_it_has_space_and_loses_nothing_acknowledged() {
+    if !common::in_namespace(
+        "a_full_disk_refuses_changes_until_it_has_space_and_loses_nothing_acknowledged",
+    ) {
         return;
     }
     let dir = common::scratch_dir("diskfull");
@@ -442,8 +444,8 @@ fn a_full_disk_refuses_changes_as_c_and_loses_nothing_acknowledged() {
         !acknowledged.is_empty(),
         "no write fitted before the disk was full"
     );
-    // From the first failure on, every change is EIO (as C, until a
-    // restart); reads still work.
+    // From the first failure on, every change is EIO (C: until a restart;
+    // here: until the database takes writes again); reads still work.
     assert_eq!(
         fs::write(d.path("later.cfg"), "x")
             .unwrap_err()
@@ -459,15 +461,50 @@ fn a_full_disk_refuses_changes_as_c_and_loses_nothing_acknowledged() {
         log.contains("[database] crit: commit transaction failed: database or disk is full#010"),
         "{log}"
     );
-    d.kill9();
+    // Space again: the daemon finds out by itself (it probes the
+    // database), reloads it, and takes changes without a restart; what
+    // failed is not in memory either.
     fs::remove_file(&filler).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while fs::write(d.path("recovered.cfg"), "recovered\n").is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "changes are still refused with space again\n{}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        d.log()
+            .contains("config.db takes writes again - reloaded it"),
+        "{}",
+        d.log()
+    );
+    let listed: Vec<String> = fs::read_dir(&d.mount)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    d.kill9();
     let on_disk = files_in_db(&lib.join("config.db"));
     assert_eq!(
         on_disk.get("before.cfg").map(Vec::as_slice),
         Some(&b"before\n"[..])
     );
+    assert_eq!(
+        on_disk.get("recovered.cfg").map(Vec::as_slice),
+        Some(&b"recovered\n"[..])
+    );
     for (name, content) in &acknowledged {
         assert_eq!(on_disk.get(name), Some(content), "{name} in config.db");
+    }
+    for name in listed
+        .iter()
+        .filter(|n| n.ends_with(".cfg") || n.starts_with('f'))
+    {
+        assert!(
+            on_disk.contains_key(name),
+            "{name} was served after the reload but is not in config.db"
+        );
     }
     // With space again, a restarted daemon takes changes.
     let mut d = Daemon::start(&dir);

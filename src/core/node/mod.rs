@@ -438,7 +438,19 @@ impl Node {
             }
         }
         if !self.cluster_mode {
+            // C answers EIO to every later write until it is restarted,
+            // while its memory serves the change that was not saved. We
+            // refuse writes too, but probe the database and reload it once
+            // it takes writes again, so memory and disk agree.
             self.dcdb.app.memdb.set_error();
+            if self.storage_probe_at.is_none() {
+                self.log(
+                    Subsystem::Database,
+                    Level::Crit,
+                    "cannot write config.db - refusing changes until it takes writes again",
+                );
+                self.storage_probe_at = Some(now.plus_micros(STORAGE_PROBE_US));
+            }
             return;
         }
         if self.storage_probe_at.is_none() {

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::core::errno::EACCES;
+use crate::core::memdb::Row;
 
 const CONF: &[u8] = b"totem {\n  cluster_name: t\n  config_version: 1\n}\n";
 
@@ -364,4 +365,58 @@ fn the_debug_switch() {
     );
     let out = drain_with(&mut n, t(1003), &mut p, None);
     assert_eq!(replies(&out), [(3, Reply::Fs(Err(EIO)))]);
+}
+
+#[test]
+fn local_mode_probes_a_failed_database_and_reloads_it_once_it_takes_writes() {
+    let mut n = Node::boot(config(true), None, None, t(1000)).unwrap();
+    let mut p = Vec::new();
+    drain_with(&mut n, t(1000), &mut p, None);
+    n.handle(
+        t(1001),
+        Input::Request {
+            id: 1,
+            request: create("lost"),
+        },
+    );
+    let fail_at = p.len();
+    let out = drain_with(&mut n, t(1001), &mut p, Some(fail_at));
+    assert_eq!(replies(&out), [(1, Reply::Fs(Err(EIO)))]);
+    // The change that was not saved is in memory only until the reload.
+    let due = n.poll_timeout().expect("a storage probe is scheduled");
+    n.handle(due, Input::Timers);
+    let out = drain_with(&mut n, due, &mut p, None);
+    assert!(out.contains(&Action::Effect(Effect::ProbeStorage)));
+    // The database takes writes again: its rows (without "lost") come back.
+    let rows: std::collections::BTreeMap<u64, Row> = {
+        let mut m = std::collections::BTreeMap::new();
+        for c in &p {
+            c.clone().apply_to(&mut m);
+        }
+        m
+    };
+    n.handle(
+        due,
+        Input::StorageRecovered {
+            rows: rows.into_values().collect(),
+        },
+    );
+    let out = drain_with(&mut n, due, &mut p, None);
+    assert!(logs(&out)
+        .iter()
+        .any(|l| l.contains("config.db takes writes again")));
+    assert!(!n.storage_failed());
+    assert!(
+        n.memdb().lookup(b"lost").is_none(),
+        "memory is what disk has"
+    );
+    n.handle(
+        due,
+        Input::Request {
+            id: 2,
+            request: create("kept"),
+        },
+    );
+    let out = drain_with(&mut n, due, &mut p, None);
+    assert_eq!(replies(&out), [(2, Reply::Fs(Ok(0)))]);
 }

@@ -24,12 +24,20 @@ impl Node {
                 }
                 self.dcdb.app.memdb = memdb;
                 self.storage_probe_at = None;
-                self.log(
-                    Subsystem::Database,
-                    Level::Notice,
-                    "config.db takes writes again - reloaded it, rejoining the cluster to resync",
-                );
-                self.schedule_rejoin(Group::Dcdb, now);
+                if self.cluster_mode {
+                    self.log(
+                        Subsystem::Database,
+                        Level::Notice,
+                        "config.db takes writes again - reloaded it, rejoining the cluster to resync",
+                    );
+                    self.schedule_rejoin(Group::Dcdb, now);
+                } else {
+                    self.log(
+                        Subsystem::Database,
+                        Level::Notice,
+                        "config.db takes writes again - reloaded it, changes are accepted again",
+                    );
+                }
             }
             Err(e) => self.log(
                 Subsystem::Database,
