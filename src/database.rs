@@ -414,6 +414,23 @@ impl Database {
     pub fn checkpoint(&self) {
         let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
     }
+
+    /// Make every committed change durable against a power loss, not only
+    /// a crash of the daemon (what `synchronous=NORMAL` gives each commit,
+    /// as in C): the write-ahead log is synced and copied into the main
+    /// file, which is synced too. What fsync(2) on a file in /etc/pve does.
+    pub fn sync(&self) -> Result<(), String> {
+        let (busy, _, _): (i64, i64, i64) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(FULL)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| e.to_string())?;
+        if busy != 0 {
+            return Err("the checkpoint could not complete".into());
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

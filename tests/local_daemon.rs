@@ -770,3 +770,46 @@ fn the_debug_switch_turns_debug_lines_on_and_off() {
     );
     assert!(d.stop().success());
 }
+
+#[test]
+fn fsync_puts_committed_changes_into_the_database_file_itself() {
+    if !common::in_namespace("fsync_puts_committed_changes_into_the_database_file_itself") {
+        return;
+    }
+    let dir = common::scratch_dir("fsync");
+    let mut d = Daemon::start(&dir);
+    let db = d.statedir.join("config.db");
+    // The main file alone (no write-ahead log): what a power loss leaves
+    // of changes committed with synchronous=NORMAL and not yet
+    // checkpointed.
+    let main_file_only = |tag: &str| {
+        let copy = dir.join(format!("copy-{tag}"));
+        fs::create_dir_all(&copy).unwrap();
+        fs::copy(&db, copy.join("config.db")).unwrap();
+        files_in_db(&copy.join("config.db"))
+    };
+    let fsync = |name: &str| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(d.path(name))
+            .unwrap()
+            .sync_all()
+    };
+    // A first fsync brings the new database's table into the main file.
+    fs::write(d.path("base.cfg"), "base\n").unwrap();
+    fsync("base.cfg").expect("fsync answers");
+    assert!(main_file_only("base").contains_key("base.cfg"));
+    fs::write(d.path("unsynced.cfg"), "committed\n").unwrap();
+    assert!(
+        !main_file_only("before").contains_key("unsynced.cfg"),
+        "a commit alone reaches only the write-ahead log"
+    );
+    fsync("unsynced.cfg").expect("fsync answers");
+    assert_eq!(
+        main_file_only("after")
+            .get("unsynced.cfg")
+            .map(Vec::as_slice),
+        Some(&b"committed\n"[..])
+    );
+    assert!(d.stop().success());
+}
