@@ -644,8 +644,18 @@ impl Memdb {
             return Vec::new();
         }
         let mut out = Vec::new();
+        // C walks each node's guest directories in this order (the
+        // vmlist numbers guests as it finds them, and PVE::Cluster takes
+        // the numbers as cache keys); nodes and files are taken by name,
+        // where C takes its hash tables' order (not reproduced: it depends
+        // on the tables' history, not only on the tree).
+        const TYPE_DIRS: [&[u8]; 3] = [b"qemu-server", b"openvz", b"lxc"];
         for node in self.children(nodes.inode) {
-            for typedir in self.children(node.inode) {
+            let typedirs = TYPE_DIRS
+                .iter()
+                .filter_map(|name| self.child(node.inode, name))
+                .collect::<Vec<_>>();
+            for typedir in typedirs {
                 for file in self.children(typedir.inode) {
                     if file.is_dir() {
                         continue;

@@ -398,3 +398,26 @@ fn an_exhausted_version_refuses_changes_instead_of_reusing_inode_0() {
     assert!(m.root().is_dir());
     reload(&m).expect("the rows load");
 }
+
+#[test]
+fn a_reload_numbers_guests_in_c_directory_order() {
+    let mut m = tree(&[
+        "nodes",
+        "nodes/a",
+        "nodes/a/lxc",
+        "nodes/a/lxc/200.conf!",
+        "nodes/a/openvz",
+        "nodes/a/openvz/100.conf!",
+        "nodes/a/qemu-server",
+        "nodes/a/qemu-server/300.conf!",
+        "nodes/b",
+        "nodes/b/qemu-server",
+        "nodes/b/qemu-server/50.conf!",
+    ]);
+    m.take_changes();
+    let m = reload(&m).unwrap();
+    let v = |id| m.vmlist.get(id).unwrap().version;
+    // Per node: qemu-server, then openvz, then lxc (C's walk).
+    assert!(v(300) < v(100) && v(100) < v(200), "{} {} {}", v(300), v(100), v(200));
+    assert!(v(200) < v(50), "node a before node b");
+}
