@@ -336,6 +336,16 @@ impl Cluster {
         }
     }
 
+    /// Put a message on the bus of node `id`'s partition as if that node's
+    /// process had sent it (a peer that sends what our core never would: a
+    /// buggy or hostile node, a replayed capture).
+    pub fn inject(&mut self, id: u32, group: Group, bytes: Vec<u8>) {
+        let me = self.nodes[&id].me(id);
+        if let Some(c) = self.component_of(id) {
+            self.bus[c].push_back((group, me, bytes));
+        }
+    }
+
     /// Deliver the next message of partition `c`; false if none.
     pub fn step(&mut self, c: usize) -> bool {
         if c >= self.partitions.len() {

@@ -251,3 +251,61 @@ fn daemon_simulator_and_replay_drive_one_node_type() {
     assert_eq!(node.dcdb_mode(), Mode::Synced);
     assert!(node.memdb().lookup(b"datacenter.cfg").is_some());
 }
+
+/// A dcdb message carrying `request`, as node software other than ours
+/// might send it.
+fn dcdb_message(request: pmxcfs::core::node::Request, count: u64) -> Vec<u8> {
+    let (subtype, message) = pmxcfs::core::requests::dcdb_message(request).unwrap();
+    let mut bytes = Vec::new();
+    pmxcfs_wire::dfsm::Framing::normal(subtype.into(), 1, 1_000_100, count).encode(&mut bytes);
+    bytes.extend_from_slice(&message.to_bytes());
+    bytes
+}
+
+#[test]
+fn hostile_changes_from_a_peer_are_refused_alike_and_every_database_still_loads() {
+    use pmxcfs::core::node::{Group, Request};
+    let mut c = Cluster::new(3);
+    c.write(1, "f", b"file\n");
+    c.run_until_quiet();
+    let v = |p: &str| p.as_bytes().to_vec();
+    let hostile = [
+        Request::Mkdir { path: v("a") },
+        // A directory below itself: unloadable on every node that applies it.
+        Request::Rename {
+            from: v("a"),
+            to: v("a/b"),
+        },
+        // Entries named "." and "..".
+        Request::Rename {
+            from: v("f"),
+            to: v("a/."),
+        },
+        Request::Rename {
+            from: v("f"),
+            to: v("a/.."),
+        },
+        // Names the mount refuses to a local user (a fixed root name).
+        Request::Create { path: v(".members") },
+        Request::Mkdir { path: v("//local") },
+    ];
+    for (i, request) in hostile.into_iter().enumerate() {
+        c.inject(2, Group::Dcdb, dcdb_message(request, 1000 + i as u64));
+    }
+    c.run_until_quiet();
+    assert_converged(&c);
+    for (id, n) in &c.nodes {
+        let m = n.memdb();
+        assert!(m.lookup(b"a").unwrap().is_dir(), "node {id}: the valid mkdir");
+        assert!(m.lookup(b"a/b").is_none() && m.lookup(b"f").is_some());
+        assert!(m.lookup(b".members").is_none() && m.lookup(b"local").is_none());
+    }
+    // Every node starts again on its database.
+    for id in 1..=3 {
+        c.crash(id);
+        c.restart(id);
+    }
+    c.heal();
+    c.run_until_quiet();
+    assert_converged(&c);
+}

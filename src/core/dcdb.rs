@@ -13,7 +13,7 @@ use pmxcfs_wire::dfsm::MessageType;
 use pmxcfs_wire::Codec;
 
 use super::dfsm::{member_list, App, Delivery, Env, Member, MemberState};
-use super::errno::{Errno, EINVAL};
+use super::errno::{Errno, EACCES, EINVAL};
 use super::logline::Level;
 use super::memdb::Memdb;
 
@@ -74,6 +74,25 @@ impl Dcdb {
             return -EINVAL;
         };
         let path = pmxcfs_wire::codec::c_str(path);
+        // A peer's change passes the rules a local one passes at the mount
+        // before it touches the tree (the tree's own rules are memdb's).
+        let to = m.to.as_deref().map(pmxcfs_wire::codec::c_str);
+        let refused = [Some(path), to]
+            .into_iter()
+            .flatten()
+            .find(|p| !super::fs::peer_path_allowed(p));
+        if let Some(p) = refused {
+            env.log_at(
+                Level::Crit,
+                format!(
+                    "refused {subtype:?} from {}/{}: '{}' names an entry no change may touch",
+                    from.nodeid,
+                    from.pid,
+                    String::from_utf8_lossy(p)
+                ),
+            );
+            return -EACCES;
+        }
         let conf = |p: &[u8]| p == b"corosync.conf";
         let result = match subtype {
             Subtype::Write => self

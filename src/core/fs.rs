@@ -213,6 +213,16 @@ pub fn chown_allowed(uid: Option<u32>, gid: Option<u32>, www_data_gid: u32) -> b
         && gid.is_none_or(|g| g == www_data_gid || g == u32::MAX)
 }
 
+/// Whether a change of `path` that came from a peer passes the rule the
+/// mount applies to a local one: nothing at or below a fixed root name
+/// (`.members`, `local`, ...), however the path is spelled (a peer's path
+/// is not the kernel's: leading and doubled slashes are possible). The
+/// tree's own rules (names, parents, limits) are memdb's, for both.
+pub fn peer_path_allowed(path: &[u8]) -> bool {
+    let first = super::paths::components(path).next().unwrap_or_default();
+    first.is_empty() || fixed(first).is_none()
+}
+
 /// What a truncate (setattr's size, open's O_TRUNC) of `target` asks for:
 /// a memdb file is changed; `.debug` takes it and stays as it is
 /// (`None`); any other fixed entry, and the root, answer EIO, as C's.
@@ -402,6 +412,28 @@ mod tests {
         assert_eq!(truncate_request(&members, 0), Err(EIO));
         assert_eq!(truncate_request(&Target::Root, 0), Err(EIO));
         assert_eq!(mtime_request(&debug, 5), Err(EACCES));
+    }
+
+    #[test]
+    fn peers_cannot_change_what_the_mount_does_not_let_a_local_user_change() {
+        for bad in [
+            ".members",
+            "/.members",
+            "//.version",
+            "local/x",
+            ".debug",
+            "qemu-server",
+        ] {
+            assert!(!peer_path_allowed(bad.as_bytes()), "{bad}");
+        }
+        for good in [
+            "storage.cfg",
+            "/nodes/n1/x",
+            "nodes//n1/qemu-server/100.conf",
+            "",
+        ] {
+            assert!(peer_path_allowed(good.as_bytes()), "{good}");
+        }
     }
 
     #[test]

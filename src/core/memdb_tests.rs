@@ -418,6 +418,12 @@ fn a_reload_numbers_guests_in_c_directory_order() {
     let m = reload(&m).unwrap();
     let v = |id| m.vmlist.get(id).unwrap().version;
     // Per node: qemu-server, then openvz, then lxc (C's walk).
-    assert!(v(300) < v(100) && v(100) < v(200), "{} {} {}", v(300), v(100), v(200));
+    assert!(
+        v(300) < v(100) && v(100) < v(200),
+        "{} {} {}",
+        v(300),
+        v(100),
+        v(200)
+    );
     assert!(v(200) < v(50), "node a before node b");
 }
