@@ -1014,17 +1014,27 @@ impl Memdb {
         if src_is_dir && paths::is_lock_path(from) {
             return Err(EACCES);
         }
-        let target = self
-            .lookup(to)
-            .map(|t| (t.inode, t.children().is_some_and(|c| !c.is_empty())));
-        let (target_dir, target_name) = match target {
-            Some((_, true)) => return Err(ENOTEMPTY),
-            // The target's name is checked as a new entry's (no ".", "..",
-            // empty: the kernel never sends one, a peer may).
-            _ => self
-                .parent_and_name(to)
-                .map(|(dir, name)| (dir, name.to_vec()))?,
+        // The target is found the way a new entry's place is (its parent
+        // directory, then the name in it), so that however a peer spells
+        // it ("./b", "a//b") an existing entry of that name is the one
+        // replaced; its name is checked as a new entry's (no ".", "..",
+        // empty: the kernel never sends one, a peer may).
+        let (target_dir, target_name) = match self.parent_and_name(to) {
+            Ok((dir, name)) => (dir, name.to_vec()),
+            // C's order: an existing non-empty target directory first.
+            Err(e) => {
+                if self.lookup(to).is_some_and(|t| t.children().is_some_and(|c| !c.is_empty())) {
+                    return Err(ENOTEMPTY);
+                }
+                return Err(e);
+            }
         };
+        let target = self
+            .child(target_dir, &target_name)
+            .map(|t| (t.inode, t.children().is_some_and(|c| !c.is_empty())));
+        if let Some((_, true)) = target {
+            return Err(ENOTEMPTY);
+        }
         // A directory cannot move below itself: it would become its own
         // ancestor, cut off from the root, and config.db would no longer
         // load (EINVAL, as rename(2)).

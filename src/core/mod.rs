@@ -10,6 +10,8 @@ pub mod dfsm;
 pub mod engine;
 pub mod errno;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod io;
 pub mod ipc;
 pub mod kvstore;
