@@ -11,10 +11,11 @@ set -euo pipefail
 # tshark for the Wireshark dissector's tests).
 # The Debian packages are built with dpkg-buildpackage/debhelper, checked
 # with lintian, their units with systemd-analyze; the package links the
-# system SQLite.
+# system SQLite; mmdebstrap makes the Debian 12 and 13 roots the package
+# tests install into.
 PACKAGES=(build-essential pkg-config libqb-dev librrd8 corosync libcpg-dev libcfg-dev libcmap-dev
           libquorum-dev libvotequorum-dev libsqlite3-dev rrdcached rrdtool fuse3 iproute2 sqlite3
-          procps tcpdump tshark dpkg-dev debhelper lintian systemd apt man-db)
+          procps tcpdump tshark dpkg-dev debhelper lintian systemd apt man-db mmdebstrap)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -16,6 +16,8 @@ cargo build --workspace --all-targets --locked --features pmxcfs-compat/probe
 
 echo "== Debian packages (dpkg-buildpackage, lintian); tests/package.rs installs them"
 scripts/build-deb.sh
+echo "== Debian 12 and 13 roots for the package tests (mmdebstrap)"
+scripts/debian-roots.sh
 
 echo "== tests"
 cargo test --workspace --locked --features pmxcfs-compat/probe 2>&1 | tee target/test-output.txt

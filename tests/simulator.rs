@@ -286,7 +286,9 @@ fn hostile_changes_from_a_peer_are_refused_alike_and_every_database_still_loads(
             to: v("a/.."),
         },
         // Names the mount refuses to a local user (a fixed root name).
-        Request::Create { path: v(".members") },
+        Request::Create {
+            path: v(".members"),
+        },
         Request::Mkdir { path: v("//local") },
     ];
     for (i, request) in hostile.into_iter().enumerate() {
@@ -296,7 +298,10 @@ fn hostile_changes_from_a_peer_are_refused_alike_and_every_database_still_loads(
     assert_converged(&c);
     for (id, n) in &c.nodes {
         let m = n.memdb();
-        assert!(m.lookup(b"a").unwrap().is_dir(), "node {id}: the valid mkdir");
+        assert!(
+            m.lookup(b"a").unwrap().is_dir(),
+            "node {id}: the valid mkdir"
+        );
         assert!(m.lookup(b"a/b").is_none() && m.lookup(b"f").is_some());
         assert!(m.lookup(b".members").is_none() && m.lookup(b"local").is_none());
     }

@@ -1023,7 +1023,10 @@ impl Memdb {
             Ok((dir, name)) => (dir, name.to_vec()),
             // C's order: an existing non-empty target directory first.
             Err(e) => {
-                if self.lookup(to).is_some_and(|t| t.children().is_some_and(|c| !c.is_empty())) {
+                if self
+                    .lookup(to)
+                    .is_some_and(|t| t.children().is_some_and(|c| !c.is_empty()))
+                {
                     return Err(ENOTEMPTY);
                 }
                 return Err(e);

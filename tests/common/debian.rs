@@ -67,9 +67,24 @@ PIDFile=/run/pve-cluster.pid
 WantedBy=multi-user.target
 ";
 
-/// A stand-in for Proxmox's pve-cluster package: /usr/bin/pmxcfs and
-/// pve-cluster.service. The binary is `daemon` (one that runs a node), or
-/// a script that says which version it is.
+/// What Proxmox's pve-cluster 9.1.6 ships (its `debian/pve-cluster.install`,
+/// the man page compressed by dh, and the unit), besides the daemon: a
+/// package of ours that ships any of these paths without diverting it
+/// fails to install beside the stand-in.
+pub const PVE_CLUSTER_FILES: [&str; 6] = [
+    "usr/bin/create_pmxcfs_db",
+    "usr/share/man/man8/pmxcfs.8.gz",
+    "usr/lib/sysctl.d/10-pve.conf",
+    "usr/share/perl5/PVE/Cluster.pm",
+    "usr/share/perl5/PVE/Cluster/IPCConst.pm",
+    "usr/share/perl5/PVE/IPCC.pm",
+];
+
+/// A stand-in for Proxmox's pve-cluster package: /usr/bin/pmxcfs,
+/// pve-cluster.service and every other file of pve-cluster's list
+/// ([`PVE_CLUSTER_FILES`], each saying which version shipped it). The
+/// binary is `daemon` (one that runs a node), or a script that says which
+/// version it is.
 pub fn stand_in_pve_cluster(dir: &Path, version: &str, daemon: Option<&Path>) -> PathBuf {
     let root = dir.join(format!("pve-cluster-{version}"));
     fs::create_dir_all(root.join("DEBIAN")).unwrap();
@@ -95,6 +110,23 @@ pub fn stand_in_pve_cluster(dir: &Path, version: &str, daemon: Option<&Path>) ->
     ok(&format!(
         "chmod 755 {}",
         root.join("usr/bin/pmxcfs").display()
+    ));
+    for file in PVE_CLUSTER_FILES {
+        let path = root.join(file);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let text = format!("pve-cluster {version}: {file}\n");
+        if file.ends_with(".gz") {
+            ok(&format!(
+                "printf '%s' '{text}' | gzip -9n > {}",
+                path.display()
+            ));
+        } else {
+            fs::write(&path, text).unwrap();
+        }
+    }
+    ok(&format!(
+        "chmod 755 {}",
+        root.join("usr/bin/create_pmxcfs_db").display()
     ));
     fs::write(
         root.join("lib/systemd/system/pve-cluster.service"),
