@@ -3,24 +3,27 @@
 //!
 //! One thread runs a small tokio runtime (the quinn driver shape): the
 //! corosync descriptors as `AsyncFd`, the node's next deadline as a timer,
-//! and the requests of the FUSE and IPC threads over a channel. It feeds
-//! every input to the core and performs the core's output in order
-//! (persist under the lock, then send, reply, effects). Callbacks of the
-//! corosync libraries only queue what corosync said.
+//! and the changes of the FUSE and IPC threads over a channel. It feeds
+//! every input to the core through the engine (`core::engine::run`), of
+//! which it is the port: the core's step and commit happen under the
+//! node's lock, the sends, replies and effects after it. Callbacks of the
+//! corosync libraries (`ffi`) only queue what corosync said; `cmap_info`
+//! reads the cluster's nodelist.
 //!
 //! The services connect independently, as C's do (quorum, confdb, dcdb,
 //! status); one that is not connected is tried again every 5 s, with C's
 //! log lines. The retry schedule is this edge's; every protocol decision
 //! (what to send, when to leave or rejoin a group) is the core's.
 
-use std::cell::RefCell;
+mod cmap_info;
+mod ffi;
+
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rust_corosync::{cmap, cpg, quorum, CsError, DispatchFlags, NodeId, TrackFlags};
+use rust_corosync::{cmap, cpg, quorum, CsError, DispatchFlags, TrackFlags};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
@@ -29,162 +32,22 @@ use crate::core::dfsm::Member;
 use crate::core::engine::{self, Batch, Port, SendFailed};
 use crate::core::logline::{LogLine, Subsystem};
 use crate::core::memdb::Row;
-use crate::core::node::{ClusterInfo, Group, Input, Reply, RequestId, Time};
+use crate::core::node::{Group, Input, Reply, RequestId, Time};
 use crate::host::{DriverLink, Host, ToDriver};
 use crate::log;
 use crate::record::Recorder;
-use pmxcfs_wire::capture::{CpgAddress, EventBody, EventKind};
+use cmap_info::read_cmap;
+pub use ffi::address;
+use ffi::{
+    cs_code, cs_name, init_failure, on_cmap, on_confchg, on_deliver, on_quorum, readable, retry,
+    watch, Connected, Fd, Incoming, INCOMING,
+};
+use pmxcfs_wire::capture::{EventBody, EventKind};
 
 /// C's pause between (re)initialisation attempts of a service.
 const RETRY: Duration = Duration::from_secs(5);
 /// C's service loop looks at its services every second.
 const TICK: Duration = Duration::from_secs(1);
-
-/// C's name of a corosync error, as its log prints it: `CS_ERR_LIBRARY`.
-fn cs_name(e: &CsError) -> String {
-    let mut out = String::new();
-    for (i, c) in format!("{e:?}").char_indices() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
-}
-
-/// The numeric cs_error_t of a failure (C prints it for cmap dispatch).
-fn cs_code(e: &CsError) -> i32 {
-    *e as u32 as i32
-}
-
-/// `quorum_initialize failed: CS_ERR_LIBRARY (failed to connect to corosync)`.
-fn init_failure(call: &str, e: &CsError) -> String {
-    let why = if *e == CsError::CsErrLibrary {
-        " (failed to connect to corosync)"
-    } else {
-        ""
-    };
-    format!("{call} failed: {}{why}", cs_name(e))
-}
-
-/// What corosync told us, queued by the callbacks.
-enum Incoming {
-    Confchg {
-        group: Group,
-        members: Vec<CpgAddress>,
-        left: Vec<CpgAddress>,
-        joined: Vec<CpgAddress>,
-    },
-    Deliver {
-        group: Group,
-        from: Member,
-        msg: Vec<u8>,
-    },
-    Quorum {
-        quorate: bool,
-        ring_seq: u64,
-        nodes: Vec<u32>,
-    },
-    CmapChanged,
-}
-
-thread_local! {
-    static INCOMING: RefCell<Vec<Incoming>> = const { RefCell::new(Vec::new()) };
-}
-
-fn queue(e: Incoming) {
-    INCOMING.with(|q| q.borrow_mut().push(e));
-}
-
-fn on_deliver(_h: &cpg::Handle, group: String, nodeid: NodeId, pid: u32, msg: &[u8], _len: usize) {
-    if let Some(group) = Group::of_name(group.as_bytes()) {
-        let from = Member {
-            nodeid: u32::from(nodeid),
-            pid,
-        };
-        queue(Incoming::Deliver {
-            group,
-            from,
-            msg: msg.to_vec(),
-        });
-    }
-}
-
-/// A corosync CPG address as the capture format and the core keep it
-/// (also used by `cpg-probe`).
-pub fn address(a: &cpg::Address) -> CpgAddress {
-    CpgAddress {
-        nodeid: u32::from(a.nodeid),
-        pid: a.pid,
-        reason: a.reason as u32,
-    }
-}
-
-fn on_confchg(
-    _h: &cpg::Handle,
-    group: &str,
-    members: Vec<cpg::Address>,
-    left: Vec<cpg::Address>,
-    joined: Vec<cpg::Address>,
-) {
-    if let Some(group) = Group::of_name(group.as_bytes()) {
-        queue(Incoming::Confchg {
-            group,
-            members: members.iter().map(address).collect(),
-            left: left.iter().map(address).collect(),
-            joined: joined.iter().map(address).collect(),
-        });
-    }
-}
-
-fn on_quorum(_h: &quorum::Handle, quorate: bool, ring: quorum::RingId, members: Vec<NodeId>) {
-    queue(Incoming::Quorum {
-        quorate,
-        ring_seq: ring.seq,
-        nodes: members.into_iter().map(u32::from).collect(),
-    });
-}
-
-#[allow(clippy::too_many_arguments)]
-fn on_cmap(
-    _h: &cmap::Handle,
-    _t: &cmap::TrackHandle,
-    _event: cmap::TrackType,
-    _key: &str,
-    _new: &cmap::Data,
-    _old: &cmap::Data,
-    _user: u64,
-) {
-    // Re-read everything after the dispatch (no cmap call may be made
-    // from inside a callback).
-    queue(Incoming::CmapChanged);
-}
-
-/// A raw descriptor for `AsyncFd` (the library owns it).
-struct Fd(RawFd);
-
-impl AsRawFd for Fd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
-}
-
-/// A connected service: its descriptor and its handle (in this order, so
-/// the descriptor is deregistered before the handle closes it).
-struct Connected<H> {
-    fd: AsyncFd<Fd>,
-    handle: H,
-}
-
-/// Watch a service's descriptor (inside the runtime).
-fn watch<H>(handle: H, fd: Result<i32, CsError>) -> Result<Connected<H>, CsError> {
-    let fd = fd?;
-    // SAFETY: the descriptor belongs to `handle`, which is kept beside the
-    // AsyncFd and dropped after it, so it stays open while registered.
-    let fd = unsafe { AsyncFd::register_with_interest(Fd(fd), tokio::io::Interest::READABLE) }
-        .map_err(|_| CsError::CsErrLibrary)?;
-    Ok(Connected { fd, handle })
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Service {
@@ -227,85 +90,6 @@ fn group_index(g: Group) -> usize {
     match g {
         Group::Dcdb => 0,
         Group::Kvstore => 1,
-    }
-}
-
-/// CS_ERR_TRY_AGAIN: wait 100 ms and retry, at most 100 times (C); the
-/// number of retries it took.
-fn retry(mut f: impl FnMut() -> Result<(), CsError>) -> (Result<(), CsError>, u32) {
-    for n in 0..100 {
-        match f() {
-            Err(CsError::CsErrTryAgain) => std::thread::sleep(Duration::from_millis(100)),
-            other => return (other, n),
-        }
-    }
-    (Err(CsError::CsErrTryAgain), 100)
-}
-
-fn read_cmap(h: &cmap::Handle) -> Result<ClusterInfo, CsError> {
-    let text = |d: cmap::Data| match d {
-        cmap::Data::String(s) => Some(s),
-        _ => None,
-    };
-    let number = |d: &cmap::Data| match d {
-        cmap::Data::UInt32(v) => Some(*v as u64),
-        cmap::Data::UInt64(v) => Some(*v),
-        cmap::Data::Int32(v) => Some(*v as u64),
-        _ => None,
-    };
-    // The cluster name is required (C restarts the service without it).
-    let name = text(cmap::get(h, "totem.cluster_name")?).unwrap_or_default();
-    let config_version = match cmap::get(h, "totem.config_version") {
-        Ok(d) => number(&d).unwrap_or(0),
-        Err(e) => {
-            log::crit(
-                Subsystem::Confdb,
-                &format!("cmap_get totem.config_version failed: {}", cs_name(&e)),
-            );
-            0
-        }
-    };
-    let mut entries: std::collections::BTreeMap<
-        String,
-        (Option<u32>, Option<String>, Option<String>),
-    > = Default::default();
-    for item in cmap::CmapIterStart::new(h, "nodelist.node.")? {
-        let key = item.key_name().to_string();
-        log::debug(Subsystem::Confdb, &format!("cmap {key} = {}", item.data()));
-        let mut parts = key.splitn(4, '.');
-        let (Some(_), Some(_), Some(n), Some(field)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        let e = entries.entry(n.to_string()).or_default();
-        match (field, item.data()) {
-            ("nodeid", d) => e.0 = number(d).map(|v| v as u32),
-            ("name", cmap::Data::String(v)) => e.1 = Some(v.clone()),
-            ("ring0_addr", cmap::Data::String(v)) => e.2 = Some(v.clone()),
-            _ => {}
-        }
-    }
-    let nodes = entries
-        .into_values()
-        .filter_map(|(id, name, addr)| Some((id.filter(|i| *i != 0)?, name.or(addr)?)))
-        .collect();
-    Ok(ClusterInfo {
-        name,
-        config_version,
-        nodes,
-    })
-}
-
-/// Resolves when the descriptor is readable (never without one).
-async fn readable(fd: Option<&AsyncFd<Fd>>) {
-    match fd {
-        Some(fd) => {
-            if let Ok(mut guard) = fd.readable().await {
-                guard.clear_ready();
-            }
-        }
-        None => std::future::pending().await,
     }
 }
 
