@@ -153,20 +153,6 @@ fn three_nodes_form_and_replicate_writes() {
     }
 }
 
-fn formed(tag: &str) -> Cluster {
-    let mut c = Cluster::new(tag, 3);
-    c.start_all();
-    for id in 1..=3 {
-        c.wait_for(
-            id,
-            "3 members online",
-            "test $(grep -c '\"online\": 1' /etc/pve/.members) -eq 3",
-            60,
-        );
-    }
-    c
-}
-
 const QUORATE: &str = "grep -q '\"quorate\": 1' /etc/pve/.members";
 const NOT_QUORATE: &str = "grep -q '\"quorate\": 0' /etc/pve/.members";
 /// What PVE's check_cfs_quorum looks at: the owner-write bit of `local`.
@@ -176,7 +162,7 @@ const READ_ONLY: &str = "test $(stat -c %a /etc/pve/local) = 555";
 fn partition_minority_is_read_only_and_heal_converges() {
     require_root();
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let c = formed("p");
+    let c = Cluster::formed("p", 3);
     write(&c, 1, "before.cfg", "before\n").unwrap();
     c.wait_for(3, "the first write", "test -e /etc/pve/before.cfg", 20);
     c.cut(3);
@@ -214,7 +200,7 @@ fn partition_minority_is_read_only_and_heal_converges() {
 fn a_stopped_node_catches_up_and_a_killed_writer_loses_nothing() {
     require_root();
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let mut c = formed("k");
+    let mut c = Cluster::formed("k", 3);
     // Stopped node misses changes, then catches up as follower.
     c.stop_pmxcfs(3);
     write(&c, 1, "while-down.cfg", "missed\n").unwrap();

@@ -20,20 +20,6 @@ use cluster::{read, require_root, write, Cluster};
 const READ_BOUND: Duration = Duration::from_millis(500);
 const WRITERS: usize = 4;
 
-fn formed(tag: &str) -> Cluster {
-    let mut c = Cluster::new(tag, 3);
-    c.start_all();
-    for id in 1..=3 {
-        c.wait_for(
-            id,
-            "3 members online",
-            "test $(grep -c '\"online\": 1' /etc/pve/.members) -eq 3",
-            60,
-        );
-    }
-    c
-}
-
 fn signal(pid: u32, sig: i32) {
     // SAFETY: a signal to a process this test started.
     assert_eq!(
@@ -93,7 +79,7 @@ fn slowest_reads(root: &std::path::Path, secs: u64) -> Vec<(&'static str, Durati
 #[test]
 fn reads_are_answered_while_writers_wait_for_a_frozen_corosync() {
     require_root();
-    let mut c = formed("st");
+    let mut c = Cluster::formed("st", 3);
     write(&c, 1, "unrelated.cfg", "unrelated\n").unwrap();
     assert!(c.sh(1, "mkdir /etc/pve/other").status.success());
     write(&c, 1, "other/dir.cfg", "in another directory\n").unwrap();

@@ -111,6 +111,17 @@ impl Cluster {
         Cluster::new_with(tag, n, NO_CRYPTO, None)
     }
 
+    /// `n` nodes started, each seeing all of them online.
+    pub fn formed(tag: &str, n: u32) -> Cluster {
+        let mut c = Cluster::new(tag, n);
+        c.start_all();
+        let online = format!("test $(grep -c '\"online\": 1' /etc/pve/.members) -eq {n}");
+        for id in 1..=n {
+            c.wait_for(id, &format!("{n} members online"), &online, 60);
+        }
+        c
+    }
+
     /// A cluster whose corosync.conf carries `totem_lines` (crypto,
     /// compression) and whose nodes share `authkey`.
     pub fn new_with(tag: &str, n: u32, totem_lines: &str, authkey: Option<&[u8]>) -> Cluster {

@@ -149,8 +149,9 @@ fn local_mode_replies_after_the_change_is_persisted() {
     );
 }
 
-#[test]
-fn local_mode_persist_failure_is_eio_and_sticky_as_c() {
+/// A local-mode node whose commit of a create of `name` (request 1)
+/// failed: the node, what was persisted, and the failed batch.
+fn local_node_after_a_failed_commit(name: &str) -> (Node, Vec<DbChange>, Vec<Action>) {
     let mut n = Node::boot(config(true), None, None, t(1000)).unwrap();
     let mut p = Vec::new();
     drain_with(&mut n, t(1000), &mut p, None);
@@ -158,12 +159,18 @@ fn local_mode_persist_failure_is_eio_and_sticky_as_c() {
         t(1001),
         Input::Request {
             id: 1,
-            request: create("a"),
+            request: create(name),
         },
     );
     let fail_at = p.len();
     let out = drain_with(&mut n, t(1001), &mut p, Some(fail_at));
     assert_eq!(replies(&out), [(1, Reply::Fs(Err(EIO)))]);
+    (n, p, out)
+}
+
+#[test]
+fn local_mode_persist_failure_is_eio_and_sticky_as_c() {
+    let (mut n, mut p, out) = local_node_after_a_failed_commit("a");
     assert!(logs(&out).contains(
         &"[database] crit: commit transaction failed: database or disk is full\n".to_string()
     ));
@@ -369,19 +376,7 @@ fn the_debug_switch() {
 
 #[test]
 fn local_mode_probes_a_failed_database_and_reloads_it_once_it_takes_writes() {
-    let mut n = Node::boot(config(true), None, None, t(1000)).unwrap();
-    let mut p = Vec::new();
-    drain_with(&mut n, t(1000), &mut p, None);
-    n.handle(
-        t(1001),
-        Input::Request {
-            id: 1,
-            request: create("lost"),
-        },
-    );
-    let fail_at = p.len();
-    let out = drain_with(&mut n, t(1001), &mut p, Some(fail_at));
-    assert_eq!(replies(&out), [(1, Reply::Fs(Err(EIO)))]);
+    let (mut n, mut p, _) = local_node_after_a_failed_commit("lost");
     // The change that was not saved is in memory only until the reload.
     let due = n.poll_timeout().expect("a storage probe is scheduled");
     n.handle(due, Input::Timers);
