@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pmxcfs_compat::capture::read_capture;
-use pmxcfs_compat::describe::{Decoded, Group};
+use pmxcfs_compat::describe::{group_of, Decoded};
 use pmxcfs_wire::dfsm::{NORMAL_HEADER_LEN, STATE_HEADER_LEN};
 use pmxcfs_wire::ipc::{name_field, Request, RequestBody, Response};
 use pmxcfs_wire::{dcdb, kvstore};
@@ -44,7 +44,7 @@ fn main() {
         for record in read_capture(file).unwrap() {
             let event = record.event().unwrap();
             let Some(msg) = event.message() else { continue };
-            let decoded = Decoded::decode(Group::of(&event.group), msg).unwrap();
+            let decoded = Decoded::decode(group_of(&event.group), msg).unwrap();
             let kind = decoded.kind_name().replace('/', "_").to_lowercase();
             add("dfsm_message", kind.clone(), msg.to_vec());
             match &decoded {

@@ -48,7 +48,7 @@ use pmxcfs_wire::dfsm::Framing;
 use pmxcfs_wire::Codec;
 
 use crate::capture::{read_capture, Event, EventBody, Record, CS_OK};
-use crate::describe::{Decoded, Group};
+use crate::describe::{group_of, Decoded, NodeGroup};
 use crate::drive::{config_from_nodelist, describe, fresh_index, input_of, node_names, Driven};
 pub use crate::drive::{parse_nodelist, request_of, unsanitize};
 use crate::sqldump::parse_dump;
@@ -246,9 +246,9 @@ impl Replayer {
     }
 
     fn feed(&mut self, p: &mut Driven, event: &Event, now: Time) {
-        let group = Group::of(&event.group);
+        let group = group_of(&event.group);
         match &event.body {
-            EventBody::Mcast { result, msg, .. } if group != Group::Other => {
+            EventBody::Mcast { result, msg, .. } if group != None => {
                 if *result != CS_OK {
                     // A TRY_AGAIN attempt: the retry that follows carries
                     // the same bytes and is the one matched.
@@ -374,8 +374,9 @@ fn first_state(records: &[Record], me: Member) -> Option<(Vec<u8>, u32)> {
         if e.local_pid != me.pid {
             return None;
         }
-        if let (EventBody::Mcast { msg, .. }, Group::Dcdb) = (&e.body, Group::of(&e.group)) {
-            if let Ok(Decoded::Dcdb(m)) = Decoded::decode(Group::Dcdb, msg) {
+        if let (EventBody::Mcast { msg, .. }, Some(NodeGroup::Dcdb)) = (&e.body, group_of(&e.group))
+        {
+            if let Ok(Decoded::Dcdb(m)) = Decoded::decode(Some(NodeGroup::Dcdb), msg) {
                 if let pmxcfs_wire::dcdb::Payload::Index(index) = m.payload {
                     let bytes = Framing::parse(msg).map(|(p, _)| p.to_vec()).ok()?;
                     return Some((bytes, index.mtime));

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use pmxcfs_wire::{Codec, WireError};
 
 use crate::capture::{read_capture, CaptureError, Event, Record};
-use crate::describe::{event_json, event_summary, Decoded, Group};
+use crate::describe::{event_json, event_summary, group_of, Decoded, Group};
 
 /// What happened to one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,7 +149,7 @@ fn print_record(
     };
     let outcome = event.message().map(|msg| {
         totals.messages += 1;
-        let outcome = check_message(Group::of(&event.group), msg);
+        let outcome = check_message(group_of(&event.group), msg);
         match &outcome {
             Outcome::Exact(_) => totals.byte_exact += 1,
             Outcome::Undecodable(_) => totals.undecodable += 1,

@@ -3,30 +3,27 @@
 
 use serde_json::{json, Map, Value};
 
+pub use pmxcfs::core::node::Group as NodeGroup;
 use pmxcfs_wire::clog::ClogEntry;
 use pmxcfs_wire::dfsm::{Framing, RawMessage, Sequence};
 use pmxcfs_wire::{dcdb, kvstore, Codec, WireError};
 
 use crate::capture::{CpgAddress, Event, EventBody, CS_ERR_TRY_AGAIN, CS_OK};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Group {
-    Dcdb,
-    Kvstore,
-    /// A group pmxcfs does not use: only the dfsm framing is decoded.
-    Other,
-}
+/// The group of a captured event: one of the node's two (the core's own
+/// `Group`), or `None` for a group pmxcfs does not use (only the dfsm
+/// framing of its messages is decoded).
+pub type Group = Option<NodeGroup>;
 
-impl Group {
-    /// By the exact name bytes, NUL included, as corosync compares them.
-    pub fn of(name: &[u8]) -> Group {
-        if name == dcdb::GROUP_NAME {
-            Group::Dcdb
-        } else if name == kvstore::GROUP_NAME {
-            Group::Kvstore
-        } else {
-            Group::Other
-        }
+/// The group of an event by the exact name bytes, NUL included, as
+/// corosync compares them.
+pub fn group_of(name: &[u8]) -> Group {
+    if name == dcdb::GROUP_NAME {
+        Some(NodeGroup::Dcdb)
+    } else if name == kvstore::GROUP_NAME {
+        Some(NodeGroup::Kvstore)
+    } else {
+        None
     }
 }
 
@@ -41,9 +38,9 @@ pub enum Decoded {
 impl Decoded {
     pub fn decode(group: Group, bytes: &[u8]) -> Result<Decoded, WireError> {
         Ok(match group {
-            Group::Dcdb => Decoded::Dcdb(dcdb::Message::decode(bytes)?),
-            Group::Kvstore => Decoded::Kvstore(kvstore::Message::decode(bytes)?),
-            Group::Other => Decoded::Dfsm(RawMessage::decode(bytes)?),
+            Some(NodeGroup::Dcdb) => Decoded::Dcdb(dcdb::Message::decode(bytes)?),
+            Some(NodeGroup::Kvstore) => Decoded::Kvstore(kvstore::Message::decode(bytes)?),
+            None => Decoded::Dfsm(RawMessage::decode(bytes)?),
         })
     }
 

@@ -24,7 +24,7 @@ use pmxcfs_wire::dfsm::{Framing, MessageType};
 use pmxcfs_wire::Codec;
 
 use crate::capture::{Event, EventBody};
-use crate::describe::{Decoded, Group};
+use crate::describe::{group_of, Decoded, Group};
 
 /// A short description of a message for reports.
 pub fn describe(group: Group, bytes: &[u8]) -> String {
@@ -36,21 +36,6 @@ pub fn describe(group: Group, bytes: &[u8]) -> String {
 
 pub fn is_update(bytes: &[u8]) -> bool {
     matches!(Framing::parse(bytes), Ok((_, f)) if f.header.msg_type == MessageType::Update)
-}
-
-pub fn node_group(g: Group) -> Option<NodeGroup> {
-    match g {
-        Group::Dcdb => Some(NodeGroup::Dcdb),
-        Group::Kvstore => Some(NodeGroup::Kvstore),
-        Group::Other => None,
-    }
-}
-
-pub fn capture_group(g: NodeGroup) -> Group {
-    match g {
-        NodeGroup::Dcdb => Group::Dcdb,
-        NodeGroup::Kvstore => Group::Kvstore,
-    }
 }
 
 /// A message C sent that is not the one our core decided.
@@ -82,7 +67,7 @@ impl SendMismatch {
 /// The input a CPG callback or quorum notification of a capture is to the
 /// core (`None` for the node's own sends and foreign groups).
 pub fn input_of(event: &Event) -> Option<Input> {
-    let group = Group::of(&event.group);
+    let group = group_of(&event.group);
     match &event.body {
         EventBody::Quorum { quorate, .. } => Some(Input::Quorum {
             quorate: *quorate != 0,
@@ -90,7 +75,7 @@ pub fn input_of(event: &Event) -> Option<Input> {
         EventBody::Confchg {
             members, joined, ..
         } => Some(Input::Confchg {
-            group: node_group(group)?,
+            group: group?,
             members: members.iter().map(Member::from).collect(),
             joined_any: !joined.is_empty(),
         }),
@@ -99,7 +84,7 @@ pub fn input_of(event: &Event) -> Option<Input> {
             sender_pid,
             msg,
         } => Some(Input::Deliver {
-            group: node_group(group)?,
+            group: group?,
             from: Member {
                 nodeid: *sender_nodeid,
                 pid: *sender_pid,
@@ -122,7 +107,7 @@ struct Pending {
 /// Where `msg` is among the messages the core decided: its next one, or
 /// within a run of UPDATEs, any of the run.
 fn position(group: Group, queue: &mut VecDeque<Pending>, msg: &[u8]) -> Option<usize> {
-    if group == Group::Kvstore {
+    if group == Some(NodeGroup::Kvstore) {
         if let Some(front) = queue.front_mut() {
             adopt_uninitialised(&mut front.bytes, msg);
         }
@@ -163,7 +148,7 @@ struct ReplayPort<'a> {
 impl Port for ReplayPort<'_> {
     fn send(&mut self, group: NodeGroup, bytes: Vec<u8>) -> Result<(), SendFailed> {
         self.pending
-            .entry(capture_group(group))
+            .entry(Some(group))
             .or_default()
             .push_back(Pending {
                 bytes,
@@ -296,7 +281,7 @@ impl Driven {
             request = self.local_request(group, msg);
             let queue = self.pending.entry(group).or_default();
             for p in queue.iter_mut().skip(before) {
-                if group == Group::Kvstore {
+                if group == Some(NodeGroup::Kvstore) {
                     adopt_uninitialised(&mut p.bytes, msg);
                 }
             }
@@ -352,12 +337,14 @@ impl Driven {
         // A node alone sends a handful (SYNC_START, STATE per group); the
         // bound only guards against a core that never stops.
         while n < 10_000 {
-            let next = [Group::Dcdb, Group::Kvstore].into_iter().find_map(|g| {
-                let p = self.pending.get_mut(&g)?.pop_front()?;
-                Some((g, p.bytes))
-            });
+            let next = [Some(NodeGroup::Dcdb), Some(NodeGroup::Kvstore)]
+                .into_iter()
+                .find_map(|g| {
+                    let p = self.pending.get_mut(&g)?.pop_front()?;
+                    Some((g, p.bytes))
+                });
             let Some((group, msg)) = next else { break };
-            let Some(g) = node_group(group) else { break };
+            let Some(g) = group else { break };
             self.input(
                 now,
                 Input::Deliver {
@@ -375,7 +362,7 @@ impl Driven {
     /// group, with when it was decided.
     pub fn take_pending(&mut self) -> Vec<(Group, Vec<u8>, Time)> {
         let mut out = Vec::new();
-        for group in [Group::Dcdb, Group::Kvstore] {
+        for group in [Some(NodeGroup::Dcdb), Some(NodeGroup::Kvstore)] {
             if let Some(q) = self.pending.remove(&group) {
                 out.extend(q.into_iter().map(|p| (group, p.bytes, p.decided)));
             }
@@ -387,7 +374,7 @@ impl Driven {
 /// The local request that made a node send `msg` (`None` for a message
 /// only the protocol sends); the mapping is the core's.
 pub fn request_of(group: Group, msg: &[u8]) -> Option<Request> {
-    pmxcfs::core::requests::request_of(node_group(group)?, msg)
+    pmxcfs::core::requests::request_of(group?, msg)
 }
 
 /// Copy into `ours` the bytes C leaves uninitialised in a kvstore NORMAL

@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use pmxcfs_wire::dfsm::Framing;
 
 use crate::capture::EventBody;
-use crate::describe::Group;
+use crate::describe::group_of;
 use crate::knet::views::ViewEvent;
 
 /// How long a callback waits for its reaction (capture seconds). A
@@ -53,13 +53,13 @@ impl ReactionTime {
     /// Take the process's next callback; returns those now settled, in
     /// order.
     pub fn push(&mut self, v: ViewEvent) -> Vec<ViewEvent> {
-        let group = Group::of(&v.event.group);
+        let group = group_of(&v.event.group);
         let reaction_second = own_message_second(&v);
         if let Some(prev) = self
             .held
             .iter_mut()
             .rev()
-            .find(|h| !h.settled && Group::of(&h.event.event.group) == group)
+            .find(|h| !h.settled && group_of(&h.event.event.group) == group)
         {
             prev.settled = true;
             if let Some(second) = reaction_second {
@@ -78,7 +78,7 @@ impl ReactionTime {
                 h.settled = true;
             }
         }
-        let settled = group == Group::Other;
+        let settled = group == None;
         self.held.push_back(Held { event: v, settled });
         self.release(false)
     }

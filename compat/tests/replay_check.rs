@@ -7,7 +7,7 @@ use std::process::Command;
 
 use pmxcfs_compat::capture::{read_capture, write_capture, EventBody, EventKind};
 use pmxcfs_compat::check::{check_scenario, unsanitize};
-use pmxcfs_compat::describe::Group;
+use pmxcfs_compat::describe::{group_of, NodeGroup};
 use pmxcfs_wire::Codec;
 
 fn captures() -> PathBuf {
@@ -125,7 +125,7 @@ fn a_changed_autonomous_send_is_reported() {
         .position(|r| {
             let e = r.event().unwrap();
             e.kind == EventKind::Mcast
-                && Group::of(&e.group) == Group::Dcdb
+                && group_of(&e.group) == Some(NodeGroup::Dcdb)
                 && e.message().unwrap()[0] == 2
         })
         .unwrap();
@@ -162,7 +162,7 @@ fn a_local_request_takes_its_time_from_its_own_header() {
         for r in records.iter_mut() {
             let e = r.event().unwrap();
             let normal = e.kind == EventKind::Mcast
-                && Group::of(&e.group) != Group::Other
+                && group_of(&e.group) != None
                 && e.message().is_some_and(|m| m[0] == 0 && m[1] == 0);
             if normal {
                 r.ts_sec += 1;

@@ -40,10 +40,10 @@ use pmxcfs_wire::dfsm::{Framing, MessageType};
 use pmxcfs_wire::kvstore::Payload as KvPayload;
 use pmxcfs_wire::Codec;
 
-use crate::describe::{event_summary, Decoded, Group};
+use crate::describe::{event_summary, group_of, Decoded, Group};
 use crate::drive::{
-    config_from_nodelist, describe, fresh_index, input_of, node_group, node_names, parse_nodes,
-    ConfNode, Driven,
+    config_from_nodelist, describe, fresh_index, input_of, node_names, parse_nodes, ConfNode,
+    Driven,
 };
 use crate::knet::order::Ring;
 use crate::knet::totem::RingId;
@@ -403,11 +403,11 @@ impl Shadow {
                 {
                     if *sender_nodeid == self.opts_node && *sender_pid == pid {
                         let state = is_state_message(msg) == Some(MessageType::State);
-                        match Group::of(&v.event.group) {
-                            Group::Dcdb if state && la.dcdb_state.is_none() => {
+                        match group_of(&v.event.group) {
+                            Some(NodeGroup::Dcdb) if state && la.dcdb_state.is_none() => {
                                 la.dcdb_state = Framing::parse(msg).ok().map(|(p, _)| p.to_vec())
                             }
-                            Group::Kvstore if state && la.kvstore_state.is_none() => {
+                            Some(NodeGroup::Kvstore) if state && la.kvstore_state.is_none() => {
                                 la.kvstore_state = Some(msg.clone())
                             }
                             _ => {}
@@ -646,7 +646,7 @@ impl Shadow {
         let mut line = format!("{:.6} {} {}", v.time, v.ring, event_summary(&v.event));
         if let EventBody::Deliver { msg, .. } = &v.event.body {
             line.push_str(": ");
-            line.push_str(&describe(Group::of(&v.event.group), msg));
+            line.push_str(&describe(group_of(&v.event.group), msg));
         }
         if v.synthetic {
             line.push_str(" (inferred: the node was alone)");
@@ -676,7 +676,7 @@ impl Shadow {
             return;
         };
         p.driven.run_timers(now);
-        let group = Group::of(&v.event.group);
+        let group = group_of(&v.event.group);
         let me = p.driven.me;
         let mut feed = true;
         let mut remembered = false;
@@ -686,7 +686,7 @@ impl Shadow {
                 left,
                 joined,
             } => {
-                let g = node_group(group);
+                let g = group;
                 let own_left = left.iter().any(|a| a.nodeid == node && a.pid == p.pid);
                 let own_joined = joined.iter().any(|a| a.nodeid == node && a.pid == p.pid);
                 if let Some(g) = g {
@@ -746,16 +746,16 @@ impl Shadow {
                     nodeid: *sender_nodeid,
                     pid: *sender_pid,
                 };
-                if group == Group::Dcdb {
+                if group == Some(NodeGroup::Dcdb) {
                     self.state_checks(&mut p, &v, from, msg);
                 }
-                if from == me && group != Group::Other {
+                if from == me && group != None {
                     let kind = Decoded::decode(group, msg)
                         .map(|d| d.kind_name())
                         .unwrap_or_else(|_| "undecodable".into());
                     let key = format!(
                         "{} {kind}",
-                        if group == Group::Dcdb {
+                        if group == Some(NodeGroup::Dcdb) {
                             "dcdb"
                         } else {
                             "kvstore"
@@ -770,7 +770,8 @@ impl Shadow {
                     if let Err(m) = result {
                         let ours = m.ours.as_deref().map(|o| decoded_json(group, o));
                         let mut what = format!("our core {}", m.describe());
-                        if group == Group::Dcdb && is_state_message(msg) == Some(MessageType::State)
+                        if group == Some(NodeGroup::Dcdb)
+                            && is_state_message(msg) == Some(MessageType::State)
                         {
                             what.push_str(&state_hint(m.ours.as_deref(), msg, p.first_state_seen));
                         }
@@ -784,7 +785,9 @@ impl Shadow {
                         );
                         remembered = true;
                     }
-                    if group == Group::Dcdb && is_state_message(msg) == Some(MessageType::State) {
+                    if group == Some(NodeGroup::Dcdb)
+                        && is_state_message(msg) == Some(MessageType::State)
+                    {
                         p.first_state_seen = true;
                     }
                 }
@@ -926,7 +929,7 @@ impl Shadow {
                             v.ring.to_string(),
                             what,
                             None,
-                            Some(decoded_json(Group::Dcdb, msg)),
+                            Some(decoded_json(Some(NodeGroup::Dcdb), msg)),
                         );
                     }
                 }
@@ -969,7 +972,7 @@ impl Shadow {
                                     from.nodeid, from.pid
                                 ),
                                 None,
-                                Some(decoded_json(Group::Dcdb, msg)),
+                                Some(decoded_json(Some(NodeGroup::Dcdb), msg)),
                             );
                         }
                     }
