@@ -40,6 +40,8 @@ struct Recorder {
     journal: Journal,
     /// The next `fail_sends` sends fail.
     fail_sends: usize,
+    /// Whether corosync is there: without it a join does nothing.
+    disconnected: bool,
 }
 
 impl Port for Recorder {
@@ -66,6 +68,12 @@ impl Port for Recorder {
     }
 
     fn join(&mut self, group: Group) -> Option<Member> {
+        if self.disconnected {
+            self.journal
+                .borrow_mut()
+                .push(format!("join {group:?}: no connection"));
+            return None;
+        }
         self.journal.borrow_mut().push(format!("join {group:?}"));
         Some(ME)
     }
@@ -116,6 +124,7 @@ impl Rig {
             port: Recorder {
                 journal: journal.clone(),
                 fail_sends: 0,
+                disconnected: false,
             },
             journal,
         }
@@ -325,4 +334,50 @@ fn replies_come_after_their_persist() {
         rig.take(),
         ["step Request", "persist 1", "reply 4 Fs(Ok(0))"]
     );
+}
+
+#[test]
+fn the_node_decides_whether_a_group_whose_connection_comes_back_is_joined() {
+    // corosync is not there at start: the joins do nothing...
+    let mut rig = Rig::new(false);
+    rig.port.disconnected = true;
+    rig.feed(t(1000), Input::Start);
+    rig.take();
+    // ... until the connection is up: the node wants both groups.
+    rig.port.disconnected = false;
+    rig.feed(t(1001), Input::Connected { group: Group::Dcdb });
+    assert_eq!(rig.take(), ["step Connected", "join Dcdb", "step Joined"]);
+    // Joined already: a connection event changes nothing.
+    rig.feed(t(1002), Input::Connected { group: Group::Dcdb });
+    assert_eq!(rig.take(), ["step Connected"]);
+    // corosync lost and back: joined again.
+    rig.feed(t(1003), Input::GroupLost { group: Group::Dcdb });
+    rig.feed(t(1004), Input::Connected { group: Group::Dcdb });
+    let journal = rig.take();
+    assert!(journal.contains(&"join Dcdb".to_string()), "{journal:?}");
+}
+
+#[test]
+fn a_group_left_for_good_is_not_joined_again_when_its_connection_comes_back() {
+    let mut rig = Rig::synced();
+    // A newer protocol version: VERSION_ERROR, which C never leaves.
+    let mut newer = Vec::new();
+    pmxcfs_wire::dfsm::Framing::normal(1, 2, 1001, 1).encode(&mut newer);
+    newer.extend_from_slice(&[0; 16]);
+    let peer = Member {
+        nodeid: 2,
+        pid: 200,
+    };
+    rig.feed(
+        t(1001),
+        Input::Deliver {
+            group: Group::Dcdb,
+            from: peer,
+            msg: newer,
+        },
+    );
+    rig.feed(t(1002), Input::GroupLost { group: Group::Dcdb });
+    rig.take();
+    rig.feed(t(1010), Input::Connected { group: Group::Dcdb });
+    assert_eq!(rig.take(), ["step Connected"]);
 }

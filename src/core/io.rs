@@ -178,6 +178,11 @@ pub enum Input {
     GroupLost {
         group: Group,
     },
+    /// The group's CPG connection is up (at start, or again after it was
+    /// lost): the node joins if it wants to be in the group.
+    Connected {
+        group: Group,
+    },
     /// What votequorum says; false when the quorum service is lost.
     Quorum {
         quorate: bool,

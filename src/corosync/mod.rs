@@ -61,9 +61,6 @@ struct Driver {
     quorum: Option<Connected<quorum::Handle>>,
     cmap: Option<(Connected<cmap::Handle>, Vec<cmap::TrackHandle>)>,
     groups: [Option<Connected<cpg::Handle>>; 2],
-    /// Whether the core asked to be in the group (and not to leave it):
-    /// a group whose connection comes back is joined only then.
-    wanted: [bool; 2],
     last_attempt: HashMap<Service, Instant>,
     /// When the service loop next looks at the services (every second,
     /// as C's start job).
@@ -323,11 +320,8 @@ impl Driver {
         match connected {
             Ok(c) => {
                 self.groups[i] = Some(c);
-                if self.wanted[i] {
-                    if let Some(me) = self.join_connected(g) {
-                        self.feed(Input::Joined { group: g, me });
-                    }
-                }
+                // Whether to join is the core's decision.
+                self.feed(Input::Connected { group: g });
             }
             Err(why) => {
                 log::crit(g.subsystem(), &why);
@@ -613,7 +607,6 @@ pub fn start(
         quorum: None,
         cmap: None,
         groups: [None, None],
-        wanted: [false, false],
         last_attempt: HashMap::new(),
         next_round: Instant::now(),
         lost: [false, false],
@@ -712,13 +705,12 @@ impl Port for Driver {
     }
 
     fn join(&mut self, g: Group) -> Option<Member> {
-        self.wanted[group_index(g)] = true;
-        // Without a connection the group is joined when it is back.
+        // Without a connection nothing happens: the core hears
+        // `Input::Connected` when it is up and asks again.
         self.join_connected(g)
     }
 
     fn leave(&mut self, g: Group) {
-        self.wanted[group_index(g)] = false;
         if let Some(c) = &self.groups[group_index(g)] {
             let (r, _) = retry(|| cpg::leave(&c.handle, g.cpg_name()));
             if let Err(e) = r {

@@ -118,6 +118,7 @@ impl Node {
             effects: VecDeque::new(),
             waiters: BTreeMap::new(),
             joined: [false; 2],
+            wanted: [false; 2],
             last_join: [None; 2],
             rejoin_at: [None; 2],
             storage_probe_at: None,

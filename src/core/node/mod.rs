@@ -60,6 +60,10 @@ pub struct Node {
     /// Our dcdb messages waiting for their own delivery: count → request.
     waiters: BTreeMap<u64, RequestId>,
     joined: [bool; 2],
+    /// Whether the node wants to be in the group: from the start in
+    /// cluster mode, until an error mode C never comes back from (ERROR,
+    /// VERSION_ERROR); a LEAVE keeps it (the rejoin is scheduled).
+    wanted: [bool; 2],
     last_join: [Option<Time>; 2],
     rejoin_at: [Option<Time>; 2],
     /// Set after a failed persist in cluster mode: when to probe next.
@@ -304,8 +308,15 @@ impl Node {
             Input::Start => {
                 if self.cluster_mode {
                     for group in Group::ALL {
+                        self.wanted[group.index()] = true;
                         self.effects.push_back(Effect::JoinGroup(group));
                     }
+                }
+            }
+            Input::Connected { group } => {
+                let i = group.index();
+                if self.wanted[i] && !self.joined[i] && self.rejoin_at[i].is_none() {
+                    self.effects.push_back(Effect::JoinGroup(group));
                 }
             }
         }
@@ -353,6 +364,9 @@ impl Node {
                             // the error mode (ERROR and VERSION_ERROR
                             // never come back).
                             self.joined[group.index()] = false;
+                            if mode != Mode::Leave {
+                                self.wanted[group.index()] = false;
+                            }
                             self.effects.push_back(Effect::LeaveGroup(group));
                             if group == Group::Dcdb {
                                 self.abort_waiters();
