@@ -576,6 +576,10 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
         redirect_stdio_to_null();
     }
 
+    let metrics_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(path) = crate::metrics::path() {
+        crate::metrics::start(host.clone(), path, metrics_stop.clone());
+    }
     let stats_file = std::env::var_os(crate::stats::STATS_FILE_ENV).map(PathBuf::from);
     loop {
         if let Some(sig) = wait_for_signal(&signals, Duration::from_millis(500)) {
@@ -603,6 +607,7 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
         }
     }
 
+    metrics_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     log::notice(Subsystem::Main, "teardown filesystem");
     write_restart_flag(&paths.restart_flag(), gid);
     // Every step below is bounded: pve-cluster.service kills the daemon

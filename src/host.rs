@@ -325,6 +325,13 @@ impl Host {
         log::set_debug(on)
     }
 
+    /// RRD samples dropped so far (the writer could not keep up).
+    pub fn rrd_dropped(&self) -> u64 {
+        self.rrd
+            .as_ref()
+            .map_or(0, |r| r.dropped.load(Ordering::Relaxed))
+    }
+
     pub fn rrd(&self, key: String, value: Vec<u8>, time: u32) {
         if let Some(rrd) = &self.rrd {
             rrd.write(key, value, time);

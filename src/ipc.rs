@@ -168,6 +168,7 @@ extern "C" fn accept(c: *mut c_void, uid: u32, gid: u32) -> i32 {
             0
         }
         None => {
+            crate::stats::ipc_refused();
             log::crit(
                 Subsystem::Ipcs,
                 &format!("connection from bad user {uid}/{gid} - rejected"),
@@ -211,6 +212,9 @@ extern "C" fn msg_process(c: *mut c_void, data: *mut c_void, size: usize) -> i32
         ffi::qb_ipcs_connection_stats_get(c, &mut stats, 0);
         (request, readonly, stats.client_pid.max(0) as u32)
     };
+    if let Some(id) = request.get(..4) {
+        crate::stats::ipc_request(i32::from_le_bytes([id[0], id[1], id[2], id[3]]));
+    }
     let response = match crate::core::ipc::refuse_oversized(request) {
         Some(refusal) => {
             log::warning(

@@ -25,6 +25,8 @@ pub mod ipc;
 #[cfg(feature = "daemon")]
 pub mod log;
 #[cfg(feature = "daemon")]
+pub mod metrics;
+#[cfg(feature = "daemon")]
 pub mod record;
 #[cfg(feature = "daemon")]
 pub mod rrd;

@@ -45,6 +45,47 @@ pub fn fuse_request(op: &str) {
     FUSE[i].fetch_add(1, Ordering::Relaxed);
 }
 
+/// IPC requests by opcode (1..=12; 0 counts any other), and clients
+/// refused at connection time.
+static IPC: [AtomicU64; 13] = [const { AtomicU64::new(0) }; 13];
+static IPC_REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// One IPC request with opcode `id` (the request header's id).
+pub fn ipc_request(id: i32) {
+    let i = usize::try_from(id)
+        .ok()
+        .filter(|i| (1..=12).contains(i))
+        .unwrap_or(0);
+    IPC[i].fetch_add(1, Ordering::Relaxed);
+}
+
+/// One IPC client refused (neither root nor www-data).
+pub fn ipc_refused() {
+    IPC_REFUSED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The counters of FUSE and IPC requests, for the metrics file.
+pub fn request_counters() -> (Vec<(&'static str, u64)>, Vec<(String, u64)>, u64) {
+    let fuse = FUSE_OPS
+        .iter()
+        .zip(FUSE.iter())
+        .map(|(name, n)| (*name, n.load(Ordering::Relaxed)))
+        .collect();
+    let ipc = IPC
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let name = if i == 0 {
+                "unknown".to_string()
+            } else {
+                format!("{:?}", pmxcfs_wire::ipc::Opcode::from(i as i32))
+            };
+            (name, n.load(Ordering::Relaxed))
+        })
+        .collect();
+    (fuse, ipc, IPC_REFUSED.load(Ordering::Relaxed))
+}
+
 /// The environment variable naming the stats file.
 pub const STATS_FILE_ENV: &str = "PMXCFS_STATS_FILE";
 

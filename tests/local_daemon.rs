@@ -813,3 +813,56 @@ fn fsync_puts_committed_changes_into_the_database_file_itself() {
     );
     assert!(d.stop().success());
 }
+
+/// The value of an unlabelled or labelled sample in a metrics text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_for_node_exporter_are_written_and_removed_at_stop() {
+    if !common::in_namespace("metrics_for_node_exporter_are_written_and_removed_at_stop") {
+        return;
+    }
+    let dir = common::scratch_dir("metrics");
+    let mut d = Daemon::start(&dir);
+    fs::write(d.path("counted.cfg"), "x\n").unwrap();
+    let file = dir.join("metrics.prom");
+    // Written every 5 s: wait for one that counts the write.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let text = loop {
+        let text = fs::read_to_string(&file).unwrap_or_default();
+        if sample(&text, "pmxcfs_fuse_requests_total{op=\"write\"}").is_some_and(|n| n >= 1.0) {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no metrics counting the write: {text}\n{}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(sample(&text, "pmxcfs_quorate"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "pmxcfs_cluster_mode"), Some(0.0));
+    assert_eq!(sample(&text, "pmxcfs_requests_waiting"), Some(0.0));
+    assert!(sample(&text, "pmxcfs_db_transactions_total").is_some_and(|n| n >= 1.0));
+    assert!(sample(&text, "pmxcfs_tree_entries").is_some_and(|n| n >= 1.0));
+    assert!(text.contains(&format!(
+        "pmxcfs_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    )));
+    // The text format node_exporter parses: HELP and TYPE, then samples.
+    for line in text.lines() {
+        if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("series and value");
+        assert!(series.starts_with("pmxcfs_"), "{line}");
+        value.parse::<f64>().expect("a number");
+    }
+    assert!(!dir.join("metrics.prom.tmp").exists(), "written atomically");
+    assert!(d.stop().success());
+    assert!(!file.exists(), "a stopped daemon leaves no metrics behind");
+}

@@ -23,6 +23,15 @@ pub struct LockTable {
 }
 
 impl LockTable {
+    /// How many locks are held, and the local time the oldest was first
+    /// seen in its state.
+    pub fn held(&self) -> (usize, Option<u32>) {
+        (
+            self.records.len(),
+            self.records.values().map(|r| r.ltime).min(),
+        )
+    }
+
     pub fn timeout(&self) -> u32 {
         self.timeout.unwrap_or(LOCK_TIMEOUT)
     }

@@ -18,6 +18,7 @@ pub mod kvstore;
 pub mod locks;
 pub mod logline;
 pub mod memdb;
+pub mod metrics;
 pub mod node;
 pub mod paths;
 pub mod requests;

@@ -156,6 +156,8 @@ impl Daemon {
         let mut cmd = Command::new(binary);
         // Counters on SIGUSR2 (`Daemon::counters`).
         cmd.env("PMXCFS_STATS_FILE", dir.join("stats.json"));
+        // The metrics file (`Daemon::metrics`).
+        cmd.env("PMXCFS_METRICS_FILE", dir.join("metrics.prom"));
         cmd.args(["-f", "-l", "--mountpoint"])
             .arg(&mount)
             .arg("--statedir")

@@ -120,6 +120,7 @@ impl Node {
             joined: [false; 2],
             wanted: [false; 2],
             last_join: [None; 2],
+            mode_since: [now; 2],
             rejoin_at: [None; 2],
             storage_probe_at: None,
             verify_last: start,

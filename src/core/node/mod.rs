@@ -65,6 +65,8 @@ pub struct Node {
     /// VERSION_ERROR); a LEAVE keeps it (the rejoin is scheduled).
     wanted: [bool; 2],
     last_join: [Option<Time>; 2],
+    /// When each group's machine entered its current mode.
+    mode_since: [Time; 2],
     rejoin_at: [Option<Time>; 2],
     /// Set after a failed persist in cluster mode: when to probe next.
     storage_probe_at: Option<Time>,
@@ -152,6 +154,11 @@ impl Node {
             Group::Dcdb => self.dcdb.members(),
             Group::Kvstore => self.kvstore.members(),
         }
+    }
+
+    /// When the group's machine entered its current mode.
+    pub fn mode_since(&self, group: Group) -> Time {
+        self.mode_since[group.index()]
     }
 
     /// Whether the database failed and the node waits for it to recover.
@@ -355,6 +362,7 @@ impl Node {
                         }
                     }
                     Output::ModeChanged(mode) => {
+                        self.mode_since[group.index()] = now;
                         if mode.is_error() {
                             // C leaves the group when its dfsm is in an
                             // error mode, and comes back (LEAVE only) once

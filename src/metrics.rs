@@ -1,0 +1,157 @@
+//! The daemon's metrics file: the node core's health (`core::metrics`)
+//! and the edges' counters, in the Prometheus text format, written
+//! atomically every few seconds where node_exporter's textfile collector
+//! reads it (Debian's prometheus-node-exporter:
+//! `/var/lib/prometheus/node-exporter`). No port is opened.
+//!
+//! Where: `PMXCFS_METRICS_FILE` names the file (`off` turns it off);
+//! without it, `pmxcfs.prom` in node_exporter's directory when that
+//! directory exists, else nothing is written.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::core::logline::Subsystem;
+use crate::core::metrics::{node_metrics, Metrics};
+use crate::host::{now, Host};
+use crate::log;
+
+pub const METRICS_FILE_ENV: &str = "PMXCFS_METRICS_FILE";
+/// node_exporter's textfile directory on Debian.
+pub const TEXTFILE_DIR: &str = "/var/lib/prometheus/node-exporter";
+/// How often the file is written.
+pub const PERIOD: Duration = Duration::from_secs(5);
+
+/// The file to write, if any.
+pub fn path() -> Option<PathBuf> {
+    match std::env::var_os(METRICS_FILE_ENV) {
+        Some(v) if v == "off" => None,
+        Some(v) => Some(PathBuf::from(v)),
+        None => Path::new(TEXTFILE_DIR)
+            .is_dir()
+            .then(|| Path::new(TEXTFILE_DIR).join("pmxcfs.prom")),
+    }
+}
+
+/// Everything, rendered now.
+pub fn render(host: &Host) -> String {
+    let mut m = Metrics::new();
+    m.gauge(
+        "pmxcfs_build_info",
+        "The running daemon: pmxcfs-rs and its version.",
+        &[(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+    );
+    let (transactions, pages) = {
+        let shared = host.lock();
+        node_metrics(&mut m, &shared.node, now());
+        (shared.db.transactions, shared.db.pages_written)
+    };
+    let (waiting, oldest) = host.waiting_requests();
+    m.value(
+        "pmxcfs_requests_waiting",
+        "Changes waiting for their answer (in cluster mode: for their delivery by the cluster).",
+        waiting as f64,
+    );
+    m.value(
+        "pmxcfs_request_oldest_wait_seconds",
+        "How long the oldest change has been waiting for its answer.",
+        oldest.map_or(0.0, |d| d.as_secs_f64()),
+    );
+    let (fuse, ipc, refused) = crate::stats::request_counters();
+    let labels: Vec<[(&str, &str); 1]> = fuse.iter().map(|(op, _)| [("op", *op)]).collect();
+    let samples: Vec<(&[(&str, &str)], f64)> = labels
+        .iter()
+        .zip(&fuse)
+        .map(|(l, (_, n))| (&l[..], *n as f64))
+        .collect();
+    m.counter(
+        "pmxcfs_fuse_requests_total",
+        "FUSE requests by operation.",
+        &samples,
+    );
+    let labels: Vec<[(&str, &str); 1]> = ipc
+        .iter()
+        .map(|(op, _)| [("opcode", op.as_str())])
+        .collect();
+    let samples: Vec<(&[(&str, &str)], f64)> = labels
+        .iter()
+        .zip(&ipc)
+        .map(|(l, (_, n))| (&l[..], *n as f64))
+        .collect();
+    m.counter(
+        "pmxcfs_ipc_requests_total",
+        "Requests on the pve2 IPC socket by opcode.",
+        &samples,
+    );
+    m.counter(
+        "pmxcfs_ipc_refused_clients_total",
+        "IPC clients refused at connection (neither root nor group www-data).",
+        &[(&[], refused as f64)],
+    );
+    m.counter(
+        "pmxcfs_db_transactions_total",
+        "Transactions committed to config.db.",
+        &[(&[], transactions as f64)],
+    );
+    m.counter(
+        "pmxcfs_db_pages_written_total",
+        "Database pages written to config.db.",
+        &[(&[], pages as f64)],
+    );
+    m.counter(
+        "pmxcfs_rrd_samples_dropped_total",
+        "RRD samples dropped because the RRD files were written slower than samples arrived.",
+        &[(&[], host.rrd_dropped() as f64)],
+    );
+    m.finish()
+}
+
+/// Write `text` to `path` atomically (a temporary file beside it renamed
+/// over it), so node_exporter never reads half a file.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("prom.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Write the file every [`PERIOD`] until `stop` is set; then it is
+/// removed, so that node_exporter does not go on exporting the last values
+/// of a daemon that is gone (its `pmxcfs_build_info` disappears).
+pub fn start(host: Arc<Host>, path: PathBuf, stop: Arc<AtomicBool>) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            let mut failed = false;
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    let _ = std::fs::remove_file(&path);
+                    return;
+                }
+                match write_atomically(&path, &render(&host)) {
+                    Ok(()) => failed = false,
+                    Err(e) if !failed => {
+                        failed = true;
+                        log::warning(
+                            Subsystem::Main,
+                            &format!("cannot write metrics to '{}': {e}", path.display()),
+                        );
+                    }
+                    Err(_) => {}
+                }
+                // Woken early at shutdown.
+                let mut slept = Duration::ZERO;
+                while slept < PERIOD && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    slept += Duration::from_millis(100);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warning(
+            Subsystem::Main,
+            &format!("cannot start the metrics writer: {e}"),
+        );
+    }
+}
