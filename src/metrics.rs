@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::logline::Subsystem;
-use crate::core::metrics::{node_metrics, Metrics};
+use crate::core::metrics::{by, node_metrics, Metrics};
 use crate::host::{now, Host};
 use crate::log;
 
@@ -41,7 +41,7 @@ pub fn render(host: &Host) -> String {
     m.gauge(
         "pmxcfs_build_info",
         "The running daemon: pmxcfs-rs and its version.",
-        &[(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+        vec![by("version", env!("CARGO_PKG_VERSION"), 1.0)],
     );
     let (transactions, pages) = {
         let shared = host.lock();
@@ -60,50 +60,39 @@ pub fn render(host: &Host) -> String {
         oldest.map_or(0.0, |d| d.as_secs_f64()),
     );
     let (fuse, ipc, refused) = crate::stats::request_counters();
-    let labels: Vec<[(&str, &str); 1]> = fuse.iter().map(|(op, _)| [("op", *op)]).collect();
-    let samples: Vec<(&[(&str, &str)], f64)> = labels
-        .iter()
-        .zip(&fuse)
-        .map(|(l, (_, n))| (&l[..], *n as f64))
-        .collect();
     m.counter(
         "pmxcfs_fuse_requests_total",
         "FUSE requests by operation.",
-        &samples,
+        fuse.into_iter()
+            .map(|(op, n)| by("op", op, n as f64))
+            .collect(),
     );
-    let labels: Vec<[(&str, &str); 1]> = ipc
-        .iter()
-        .map(|(op, _)| [("opcode", op.as_str())])
-        .collect();
-    let samples: Vec<(&[(&str, &str)], f64)> = labels
-        .iter()
-        .zip(&ipc)
-        .map(|(l, (_, n))| (&l[..], *n as f64))
-        .collect();
     m.counter(
         "pmxcfs_ipc_requests_total",
         "Requests on the pve2 IPC socket by opcode.",
-        &samples,
+        ipc.into_iter()
+            .map(|(op, n)| by("opcode", op, n as f64))
+            .collect(),
     );
-    m.counter(
+    m.total(
         "pmxcfs_ipc_refused_clients_total",
         "IPC clients refused at connection (neither root nor group www-data).",
-        &[(&[], refused as f64)],
+        refused as f64,
     );
-    m.counter(
+    m.total(
         "pmxcfs_db_transactions_total",
         "Transactions committed to config.db.",
-        &[(&[], transactions as f64)],
+        transactions as f64,
     );
-    m.counter(
+    m.total(
         "pmxcfs_db_pages_written_total",
         "Database pages written to config.db.",
-        &[(&[], pages as f64)],
+        pages as f64,
     );
-    m.counter(
+    m.total(
         "pmxcfs_rrd_samples_dropped_total",
         "RRD samples dropped because the RRD files were written slower than samples arrived.",
-        &[(&[], host.rrd_dropped() as f64)],
+        host.rrd_dropped() as f64,
     );
     m.finish()
 }

@@ -8,6 +8,14 @@ use std::fmt::Write as _;
 use super::dfsm::Mode;
 use super::node::{Group, Node, Time};
 
+/// A sample: its labels (name, value) and its value.
+pub type Sample = (Vec<(&'static str, String)>, f64);
+
+/// A sample with one label.
+pub fn by(label: &'static str, value: impl Into<String>, v: f64) -> Sample {
+    (vec![(label, value.into())], v)
+}
+
 /// A metrics text under construction: each family's HELP and TYPE once,
 /// then its samples.
 #[derive(Default)]
@@ -27,7 +35,7 @@ impl Metrics {
         Metrics::default()
     }
 
-    fn family(&mut self, name: &str, kind: &str, help: &str, samples: &[(&[(&str, &str)], f64)]) {
+    fn family(&mut self, name: &str, kind: &str, help: &str, samples: Vec<Sample>) {
         let _ = writeln!(self.out, "# HELP {name} {help}");
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
         for (labels, value) in samples {
@@ -44,17 +52,24 @@ impl Metrics {
         }
     }
 
-    pub fn gauge(&mut self, name: &str, help: &str, samples: &[(&[(&str, &str)], f64)]) {
+    /// A gauge family: its samples, each with its labels.
+    pub fn gauge(&mut self, name: &str, help: &str, samples: Vec<Sample>) {
         self.family(name, "gauge", help, samples)
     }
 
-    pub fn counter(&mut self, name: &str, help: &str, samples: &[(&[(&str, &str)], f64)]) {
+    /// A counter family.
+    pub fn counter(&mut self, name: &str, help: &str, samples: Vec<Sample>) {
         self.family(name, "counter", help, samples)
     }
 
     /// One unlabelled gauge.
     pub fn value(&mut self, name: &str, help: &str, value: f64) {
-        self.gauge(name, help, &[(&[], value)])
+        self.gauge(name, help, vec![(Vec::new(), value)])
+    }
+
+    /// One unlabelled counter.
+    pub fn total(&mut self, name: &str, help: &str, value: f64) {
+        self.counter(name, help, vec![(Vec::new(), value)])
     }
 
     pub fn finish(self) -> String {
@@ -115,70 +130,45 @@ pub fn node_metrics(m: &mut Metrics, node: &Node, now: Time) {
             Group::Kvstore => node.kvstore_mode(),
         };
         for (m_, name) in MODES {
-            modes.push((g, name, flag(mode == m_)));
+            let labels = vec![
+                ("group", group_name(g).to_string()),
+                ("mode", name.to_string()),
+            ];
+            modes.push((labels, flag(mode == m_)));
         }
-        since.push((g, seconds(node.mode_since(g))));
-        members.push((g, node.members(g).len() as f64));
+        since.push(by("group", group_name(g), seconds(node.mode_since(g))));
+        members.push(by("group", group_name(g), node.members(g).len() as f64));
     }
-    let labels: Vec<[(&str, &str); 2]> = modes
-        .iter()
-        .map(|(g, name, _)| [("group", group_name(*g)), ("mode", *name)])
-        .collect();
-    let samples: Vec<(&[(&str, &str)], f64)> = labels
-        .iter()
-        .zip(&modes)
-        .map(|(l, (_, _, v))| (&l[..], *v))
-        .collect();
     m.gauge(
         "pmxcfs_group_mode",
         "The mode of each CPG group's state machine (1 for the current one): synced is normal, start_sync and update are a sync round, leave is waiting to rejoin, error modes are permanent.",
-        &samples,
+        modes,
     );
-    let glabels: Vec<[(&str, &str); 1]> = Group::ALL
-        .iter()
-        .map(|g| [("group", group_name(*g))])
-        .collect();
-    let samples: Vec<(&[(&str, &str)], f64)> = glabels
-        .iter()
-        .zip(&since)
-        .map(|(l, (_, v))| (&l[..], *v))
-        .collect();
     m.gauge(
         "pmxcfs_group_mode_seconds",
         "How long each group has been in its current mode.",
-        &samples,
+        since,
     );
-    let samples: Vec<(&[(&str, &str)], f64)> = glabels
-        .iter()
-        .zip(&members)
-        .map(|(l, (_, v))| (&l[..], *v))
-        .collect();
     m.gauge(
         "pmxcfs_group_members",
         "Processes in each group's current membership.",
-        &samples,
+        members,
     );
     // Nodes of the cluster (corosync's nodelist) and whether they are in
     // the quorum's view; the age of each one's last status broadcast.
     let kv = node.kv();
-    let ids: Vec<(String, String)> = kv
+    let online = kv
         .nodes
         .iter()
-        .map(|(id, name)| (id.to_string(), name.clone()))
-        .collect();
-    let labels: Vec<[(&str, &str); 2]> = ids
-        .iter()
-        .map(|(id, name)| [("nodeid", id.as_str()), ("node", name.as_str())])
-        .collect();
-    let samples: Vec<(&[(&str, &str)], f64)> = labels
-        .iter()
-        .zip(kv.nodes.keys())
-        .map(|(l, id)| (&l[..], flag(kv.online.contains(id))))
+        .map(|(id, name)| {
+            let labels = vec![("nodeid", id.to_string()), ("node", name.clone())];
+            (labels, flag(kv.online.contains(id)))
+        })
         .collect();
     m.gauge(
         "pmxcfs_node_online",
         "Every node of corosync's nodelist: 1 when it is online.",
-        &samples,
+        online,
     );
     let mut ages: Vec<(String, f64)> = Vec::new();
     for (key, (_, time)) in &kv.status.rrd {
@@ -193,16 +183,10 @@ pub fn node_metrics(m: &mut Metrics, node: &Node, now: Time) {
             }
         }
     }
-    let labels: Vec<[(&str, &str); 1]> = ages.iter().map(|(n, _)| [("node", n.as_str())]).collect();
-    let samples: Vec<(&[(&str, &str)], f64)> = labels
-        .iter()
-        .zip(&ages)
-        .map(|(l, (_, a))| (&l[..], *a))
-        .collect();
     m.gauge(
         "pmxcfs_node_status_age_seconds",
         "Seconds since each node's last status (RRD) broadcast arrived; pvestatd sends one every 10 s, so more than 30 means the node's status is stale.",
-        &samples,
+        ages.into_iter().map(|(n, a)| by("node", n, a)).collect(),
     );
     let memdb = node.memdb();
     let (bytes, entries) = memdb.usage();
