@@ -88,10 +88,9 @@ fn handled_at(after: &[Record], event: &Event, recorded: Time) -> Time {
     if result != CS_OK {
         return recorded;
     }
-    let Ok((_, framing)) = Framing::parse(&msg) else {
+    let Some(second) = crate::reaction_time::reaction_second(group_of(&event.group), &msg) else {
         return recorded;
     };
-    let second = framing.header.time;
     if second < recorded.secs() && recorded.secs() - second <= REACTION_SECS {
         Time::from_secs(second).plus_micros(999_999)
     } else {

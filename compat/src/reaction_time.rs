@@ -20,10 +20,10 @@
 
 use std::collections::VecDeque;
 
-use pmxcfs_wire::dfsm::Framing;
+use pmxcfs_wire::dfsm::{Framing, MessageType};
 
 use crate::capture::EventBody;
-use crate::describe::group_of;
+use crate::describe::{group_of, Group, NodeGroup};
 use crate::knet::views::ViewEvent;
 
 /// How long a callback waits for its reaction (capture seconds). A
@@ -105,7 +105,8 @@ impl ReactionTime {
     }
 }
 
-/// The header second of a message the process itself sent.
+/// The header second of a message the process itself sent, if it can be
+/// a reaction to a callback.
 fn own_message_second(v: &ViewEvent) -> Option<u32> {
     let EventBody::Deliver {
         sender_nodeid,
@@ -118,7 +119,36 @@ fn own_message_second(v: &ViewEvent) -> Option<u32> {
     if *sender_nodeid != v.event.local_nodeid || *sender_pid != v.event.local_pid {
         return None;
     }
-    Framing::parse(msg).ok().map(|(_, f)| f.header.time)
+    reaction_second(group_of(&v.event.group), msg)
+}
+
+/// The header second of `msg` if the node may have sent it in reaction to
+/// a callback: the sync protocol's messages, the lowest node's UNLOCK, the
+/// kvstore's UPDATEs (its `nodeip` once synced). A FUSE change (and the
+/// UNLOCK_REQUEST of a `utime(0)`) or a cluster-log entry comes from a local
+/// request, whenever a user made it: its second says nothing of when a
+/// callback was handled (taking it for a reaction moved a sync's last
+/// callbacks into the next second, after the node had already answered
+/// them).
+pub fn reaction_second(group: Group, msg: &[u8]) -> Option<u32> {
+    let (_, framing) = Framing::parse(msg).ok()?;
+    if framing.header.msg_type == MessageType::Normal {
+        let local_request = match group {
+            Some(NodeGroup::Dcdb) => {
+                pmxcfs_wire::dcdb::Subtype::from(framing.header.subtype)
+                    != pmxcfs_wire::dcdb::Subtype::Unlock
+            }
+            Some(NodeGroup::Kvstore) => {
+                pmxcfs_wire::kvstore::Subtype::from(framing.header.subtype)
+                    == pmxcfs_wire::kvstore::Subtype::Log
+            }
+            None => false,
+        };
+        if local_request {
+            return None;
+        }
+    }
+    Some(framing.header.time)
 }
 
 #[cfg(test)]
@@ -200,6 +230,42 @@ mod tests {
         assert_eq!(r.moved, 1);
         // The deliveries wait for their own reactions; none come.
         assert_eq!(times(&r.flush()), vec![646.06, 646.07]);
+    }
+
+    /// A message of the node's own: a NORMAL of `subtype` in `group`.
+    fn sent_normal(time: f64, group: &[u8], subtype: u16, header_time: u32) -> ViewEvent {
+        let mut msg = Vec::new();
+        Framing::normal(subtype, 0, header_time, 1).encode(&mut msg);
+        event(
+            time,
+            group,
+            EventBody::Deliver {
+                sender_nodeid: 1,
+                sender_pid: 100,
+                msg,
+            },
+        )
+    }
+
+    #[test]
+    fn a_local_request_is_no_reaction() {
+        // A callback, then the node's own NORMAL of `subtype` in `group`
+        // a second later: the callback's time once everything is out.
+        let first_time = |group: &[u8], subtype: u16| {
+            let mut r = ReactionTime::default();
+            let mut out = r.push(confchg(761.9, group));
+            out.extend(r.push(sent_normal(762.05, group, subtype, 762)));
+            out.extend(r.flush());
+            times(&out)[0]
+        };
+        // A FUSE change (dcdb MKDIR, 2) or a cluster-log entry (kvstore
+        // LOG, 3) came from a user, not from the callback.
+        assert_eq!(first_time(DCDB, 2), 761.9);
+        assert_eq!(first_time(KV, 3), 761.9);
+        // The lowest node's UNLOCK (8) and the kvstore's own UPDATE (1)
+        // are reactions.
+        assert_eq!(first_time(DCDB, 8), 762.0);
+        assert_eq!(first_time(KV, 1), 762.0);
     }
 
     #[test]
