@@ -830,11 +830,14 @@ fn metrics_for_node_exporter_are_written_and_removed_at_stop() {
     let mut d = Daemon::start(&dir);
     fs::write(d.path("counted.cfg"), "x\n").unwrap();
     let file = dir.join("metrics.prom");
-    // Written every 5 s: wait for one that counts the write.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    // Written every 5 s: wait for one taken after the write was answered
+    // (one taken while it was under way counts it as waiting).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let text = loop {
         let text = fs::read_to_string(&file).unwrap_or_default();
-        if sample(&text, "pmxcfs_fuse_requests_total{op=\"write\"}").is_some_and(|n| n >= 1.0) {
+        if sample(&text, "pmxcfs_fuse_requests_total{op=\"write\"}").is_some_and(|n| n >= 1.0)
+            && sample(&text, "pmxcfs_requests_waiting") == Some(0.0)
+        {
             break text;
         }
         assert!(
@@ -846,7 +849,10 @@ fn metrics_for_node_exporter_are_written_and_removed_at_stop() {
     };
     assert_eq!(sample(&text, "pmxcfs_quorate"), Some(1.0), "{text}");
     assert_eq!(sample(&text, "pmxcfs_cluster_mode"), Some(0.0));
-    assert_eq!(sample(&text, "pmxcfs_requests_waiting"), Some(0.0));
+    assert_eq!(
+        sample(&text, "pmxcfs_request_oldest_wait_seconds"),
+        Some(0.0)
+    );
     assert!(sample(&text, "pmxcfs_db_transactions_total").is_some_and(|n| n >= 1.0));
     assert!(sample(&text, "pmxcfs_tree_entries").is_some_and(|n| n >= 1.0));
     assert!(text.contains(&format!(
