@@ -10,6 +10,12 @@ cd "$(dirname "$0")/.."
 out=target/debian-roots
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 mkdir -p "$out"
+# A Debian 12 machine verifies trixie with the keys of a recent
+# debian-archive-keyring (12.1 and later); older images lack them.
+if [ ! -e /usr/share/keyrings/debian-archive-trixie-automatic.gpg ]; then
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q debian-archive-keyring
+fi
 for suite in bookworm trixie; do
     if [ -e "$out/$suite/var/lib/dpkg/status" ]; then
         echo "debian-roots: $suite: kept"

@@ -73,8 +73,11 @@ fn handled_at(after: &[Record], event: &Event, recorded: Time) -> Time {
     ) {
         return recorded;
     }
+    // The reaction is sent inside the callback: only the records of the
+    // next few seconds can hold it.
     let next = after
         .iter()
+        .take_while(|r| r.ts_sec <= recorded.secs().saturating_add(REACTION_SECS))
         .filter_map(|r| r.event().ok())
         .take_while(|e| e.local_pid == event.local_pid)
         .find(|e| e.group == event.group);

@@ -171,15 +171,7 @@ pub fn memdb_ops(data: &[u8]) {
             PEER
         };
         let mut env = Env::detached(time);
-        let result = dcdb.deliver(&mut env, from, subtype.into(), time, &payload);
-        if std::env::var_os("MEMDB_OPS_TRACE").is_some() {
-            eprintln!(
-                "{subtype:?} {:?} -> {:?} {}: {result:?}",
-                String::from_utf8_lossy(&path),
-                message.to.as_deref().map(String::from_utf8_lossy),
-                if local { "local" } else { "peer" }
-            );
-        }
+        let _ = dcdb.deliver(&mut env, from, subtype.into(), time, &payload);
         for change in dcdb.memdb.take_changes() {
             change.apply_to(&mut rows);
         }

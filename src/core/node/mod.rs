@@ -449,6 +449,15 @@ impl Node {
         actions
     }
 
+    /// After the first failed persist: say so, and probe the database
+    /// every few seconds until it takes writes again.
+    fn start_probing(&mut self, now: Time, subsystem: Subsystem, why: &str) {
+        if self.storage_probe_at.is_none() {
+            self.log(subsystem, Level::Crit, why);
+            self.storage_probe_at = Some(now.plus_micros(STORAGE_PROBE_US));
+        }
+    }
+
     fn persist_failed(&mut self, now: Time, failure: PersistFailure) {
         for line in &failure.lines {
             self.log(Subsystem::Database, Level::Crit, line.clone());
@@ -465,24 +474,18 @@ impl Node {
             // refuse writes too, but probe the database and reload it once
             // it takes writes again, so memory and disk agree.
             self.dcdb.app.memdb.set_error();
-            if self.storage_probe_at.is_none() {
-                self.log(
-                    Subsystem::Database,
-                    Level::Crit,
-                    "cannot write config.db - refusing changes until it takes writes again",
-                );
-                self.storage_probe_at = Some(now.plus_micros(STORAGE_PROBE_US));
-            }
+            self.start_probing(
+                now,
+                Subsystem::Database,
+                "cannot write config.db - refusing changes until it takes writes again",
+            );
             return;
         }
-        if self.storage_probe_at.is_none() {
-            self.log(
-                Subsystem::Dcdb,
-                Level::Crit,
-                "cannot write config.db - leaving the cluster group, serving reads only, until it takes writes again",
-            );
-            self.storage_probe_at = Some(now.plus_micros(STORAGE_PROBE_US));
-        }
+        self.start_probing(
+            now,
+            Subsystem::Dcdb,
+            "cannot write config.db - leaving the cluster group, serving reads only, until it takes writes again",
+        );
         // Nothing more goes out on behalf of a tree that is not on disk.
         self.sends.retain(|(g, _)| *g != Group::Dcdb);
         self.dcdb

@@ -43,6 +43,15 @@ fn drain_with(
     })
 }
 
+/// The rows the persisted changes leave in config.db.
+fn rows_of(persisted: &[DbChange]) -> Vec<Row> {
+    let mut rows = std::collections::BTreeMap::new();
+    for c in persisted {
+        c.clone().apply_to(&mut rows);
+    }
+    rows.into_values().collect()
+}
+
 fn replies(actions: &[Action]) -> Vec<(RequestId, Reply)> {
     actions
         .iter()
@@ -308,16 +317,7 @@ fn cluster_mode_persist_failure_leaves_the_group_and_recovers() {
         .any(|a| matches!(a, Action::Effect(Effect::JoinGroup(_)))));
     // The database works again: the node reloads what is on disk (without
     // the change that failed) and rejoins to resync.
-    let mut rows = std::collections::BTreeMap::new();
-    for c in &p {
-        c.clone().apply_to(&mut rows);
-    }
-    n.handle(
-        probe_at,
-        Input::StorageRecovered {
-            rows: rows.into_values().collect(),
-        },
-    );
+    n.handle(probe_at, Input::StorageRecovered { rows: rows_of(&p) });
     let out = drain_with(&mut n, probe_at, &mut p, None);
     assert!(!n.storage_failed());
     assert!(
@@ -383,19 +383,7 @@ fn local_mode_probes_a_failed_database_and_reloads_it_once_it_takes_writes() {
     let out = drain_with(&mut n, due, &mut p, None);
     assert!(out.contains(&Action::Effect(Effect::ProbeStorage)));
     // The database takes writes again: its rows (without "lost") come back.
-    let rows: std::collections::BTreeMap<u64, Row> = {
-        let mut m = std::collections::BTreeMap::new();
-        for c in &p {
-            c.clone().apply_to(&mut m);
-        }
-        m
-    };
-    n.handle(
-        due,
-        Input::StorageRecovered {
-            rows: rows.into_values().collect(),
-        },
-    );
+    n.handle(due, Input::StorageRecovered { rows: rows_of(&p) });
     let out = drain_with(&mut n, due, &mut p, None);
     assert!(logs(&out)
         .iter()
