@@ -435,8 +435,15 @@ fn small_workloads(runs: usize) {
     let mut ours_cpu: Vec<[f64; 4]> = Vec::new();
     let mut base_cpu: Vec<[f64; 4]> = Vec::new();
     let mut first: Option<Sample> = None;
+    // BENCH_OURS: run that build as "ours" instead of this tree's (to
+    // compare two other builds, e.g. when bisecting).
+    let ours_bin = std::env::var_os("BENCH_OURS");
+    let use_ours = || match &ours_bin {
+        Some(b) => std::env::set_var("PMXCFS_BIN", b),
+        None => std::env::remove_var("PMXCFS_BIN"),
+    };
     for _ in 0..runs {
-        std::env::remove_var("PMXCFS_BIN");
+        use_ours();
         let s = one_run();
         let (t, h) = startup_5000();
         ours.push(figures(&s, t, h));
@@ -448,7 +455,7 @@ fn small_workloads(runs: usize) {
             let (t, h) = startup_5000();
             base.push(figures(&s, t, h));
             base_cpu.push(cpu_figures(&s));
-            std::env::remove_var("PMXCFS_BIN");
+            use_ours();
         }
     }
     let med = |v: &[[f64; 10]], i: usize| median(v.iter().map(|f| f[i]).collect());

@@ -21,27 +21,6 @@ use crate::ipc::IpcServer;
 use crate::log;
 use crate::rrd::RrdWriter;
 
-pub const USAGE: &str = "Usage: pmxcfs [-d] [-f] [-l] [--mountpoint DIR] [--statedir DIR] [--rundir DIR] [--pidfile FILE]
-              [--rrd-dir DIR] [--rrdcached-socket PATH]
-
-  -d, --debug        turn on debug messages
-  -f, --foreground   do not daemonize the server
-  -l, --local        force local mode (ignore corosync.conf, force quorum)
-  --mountpoint DIR   mount point (default /etc/pve)
-  --statedir DIR     database and lock file (default /var/lib/pve-cluster)
-  --rundir DIR       runtime files, restart flag (default /run/pve-cluster)
-  --pidfile FILE     pid file when daemonized (default /var/run/pve-cluster.pid)
-  --rrd-dir DIR      RRD files (default /var/lib/rrdcached/db)
-  --rrdcached-socket PATH  rrdcached's socket (default /var/run/rrdcached.sock)
-  --record FILE      record this node's CPG events to FILE (the capture format
-                     of pmxcfs-replay)
-  --test-lock-timeout SECONDS  for tests only: expire abandoned locks sooner than 120 s
-
-  pmxcfs --check-db [PATH]  check a config.db (default: the state directory's)
-                            without changing it: exit 0 when the daemon would
-                            start on it
-  pmxcfs --version";
-
 /// Where everything lives. The defaults are those of the C daemon.
 #[derive(Clone, Debug)]
 pub struct Paths {
@@ -90,62 +69,6 @@ pub struct Options {
     pub test_lock_timeout: Option<u32>,
     /// Record our CPG events to this capture file (cluster mode).
     pub record: Option<PathBuf>,
-    /// `--check-db`: check this database (or the default one) and exit.
-    pub check_db: Option<Option<PathBuf>>,
-    pub version: bool,
-}
-
-/// Parse the command line (without the program name).
-pub fn parse_args(args: &[String]) -> Result<Options, String> {
-    let mut o = Options::default();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("option '{name}' needs a value"))
-        };
-        match a.as_str() {
-            "-d" | "--debug" => o.debug = true,
-            "-f" | "--foreground" => o.foreground = true,
-            "-l" | "--local" => o.local = true,
-            "--mountpoint" => o.paths.mountpoint = value(a)?.into(),
-            "--statedir" => o.paths.statedir = value(a)?.into(),
-            "--rundir" => o.paths.rundir = value(a)?.into(),
-            "--pidfile" => o.paths.pidfile = value(a)?.into(),
-            "--rrd-dir" => o.paths.rrd_dir = value(a)?.into(),
-            "--record" => o.record = Some(value(a)?.into()),
-            "--test-lock-timeout" => {
-                o.test_lock_timeout = Some(
-                    value(a)?
-                        .parse()
-                        .map_err(|_| "--test-lock-timeout needs seconds".to_string())?,
-                )
-            }
-            "--rrdcached-socket" => o.paths.rrdcached_socket = value(a)?.into(),
-            "--check-db" => {
-                let path = match it.clone().next() {
-                    Some(p) if !p.starts_with('-') => it.next().map(PathBuf::from),
-                    _ => None,
-                };
-                o.check_db = Some(path);
-            }
-            "--version" | "-V" => o.version = true,
-            s if s.starts_with('-') && s.len() > 2 && !s.starts_with("--") => {
-                // Combined short flags, e.g. -fl.
-                for c in s[1..].chars() {
-                    match c {
-                        'd' => o.debug = true,
-                        'f' => o.foreground = true,
-                        'l' => o.local = true,
-                        _ => return Err(format!("unknown option '-{c}'")),
-                    }
-                }
-            }
-            s => return Err(format!("unknown option or argument '{s}'")),
-        }
-    }
-    Ok(o)
 }
 
 /// The node name: `uname` nodename up to the first dot.
@@ -367,60 +290,8 @@ fn redirect_stdio_to_null() {
     }
 }
 
-/// `pmxcfs --check-db`: open a config.db read-only and say, in plain
-/// words, everything the daemon would refuse or repair; 0 when it would
-/// start on it.
-pub fn check_db(path: &Path) -> i32 {
-    println!("database: {}", path.display());
-    if !path.exists() {
-        println!("result: there is no database here; the daemon would create a new one");
-        return 0;
-    }
-    let rows = match Database::read(path) {
-        Ok(Some(rows)) => rows,
-        Ok(None) => {
-            println!("result: the database is empty; the daemon would start on a new one");
-            return 0;
-        }
-        Err(e) => {
-            println!("refused: {e}");
-            println!("result: the daemon would NOT start on this database");
-            return 1;
-        }
-    };
-    let report = crate::core::dbcheck::check(&rows);
-    println!(
-        "content: {} directories, {} files, version {}",
-        report.directories, report.files, report.version
-    );
-    for r in &report.refusals {
-        println!("refused: {r}");
-    }
-    for r in &report.repairs {
-        println!("repaired at start: {r}");
-    }
-    if report.starts() {
-        println!("result: the daemon would start on this database");
-        0
-    } else {
-        println!(
-            "result: the daemon would NOT start on this database ({} problem(s))",
-            report.refusals.len()
-        );
-        1
-    }
-}
-
 /// Run the daemon; returns the process exit code.
 pub fn run(options: Options) -> i32 {
-    if options.version {
-        println!("pmxcfs (pmxcfs-rs) {}", env!("CARGO_PKG_VERSION"));
-        return 0;
-    }
-    if let Some(path) = &options.check_db {
-        let default = options.paths.database();
-        return check_db(path.as_deref().unwrap_or(&default));
-    }
     if options.debug {
         log::set_debug(true);
     }
@@ -458,6 +329,12 @@ fn db_error(e: DbError) -> String {
 fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String> {
     let started = Instant::now();
     let paths = &options.paths;
+    // The one line C does not log: which daemon this is, for a journal
+    // read later (a node may run either).
+    log::notice(
+        Subsystem::Main,
+        &format!("starting pmxcfs-rs {}", env!("CARGO_PKG_VERSION")),
+    );
     let hostname = short_hostname();
     if hostname.is_empty() {
         return Err("unable to get the host name".into());

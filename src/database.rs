@@ -130,6 +130,43 @@ impl Database {
         Ok(Some(rows))
     }
 
+    /// Every row of a database with C's schema, whatever the rows hold (for
+    /// `--repair-db` and `--export-db`: a tree the daemon refuses still has
+    /// to be read). A file of another schema is an error.
+    pub fn read_any(path: &Path) -> Result<Vec<Row>, DbError> {
+        if !path.exists() {
+            return Err(DbError::Io {
+                path: path.to_path_buf(),
+                error: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        Self::read_rows(path)
+    }
+
+    /// Write `rows` into a new database at `path` with C's schema and
+    /// settings, in one transaction; the file must not exist. The
+    /// write-ahead log is copied into it at the end: one self-contained
+    /// file, which C and this daemon open as it is.
+    pub fn create_with(path: &Path, rows: Vec<Row>) -> Result<(), DbError> {
+        if path.exists() {
+            return Err(DbError::Io {
+                path: path.to_path_buf(),
+                error: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            });
+        }
+        let mut db = Database::open(path)?;
+        db.apply_all(&[DbChange {
+            delete_inodes: Vec::new(),
+            write_rows: rows,
+        }])
+        .map_err(|f| DbError::BadRow {
+            path: path.to_path_buf(),
+            detail: f.lines.concat().trim_end().to_string(),
+        })?;
+        db.checkpoint();
+        Ok(())
+    }
+
     /// Open (or create) the database for writing, with C's settings. Call
     /// it after the rows were read and found loadable.
     pub fn open(path: &Path) -> Result<Database, DbError> {

@@ -10,8 +10,11 @@
 
 pub mod core;
 pub mod database;
+pub mod dbtools;
 pub mod sim;
 
+#[cfg(feature = "daemon")]
+pub mod cli;
 #[cfg(feature = "daemon")]
 pub mod corosync;
 #[cfg(feature = "daemon")]

@@ -167,6 +167,8 @@ fn each_node_logs_the_lines_of_c_at_each_event() {
     let mut events = Events::new();
     c.start_corosync_all();
     let name = c.prefix.clone();
+    // Our one line that C does not log (README: decisions on logging).
+    let version = env!("CARGO_PKG_VERSION");
 
     // Formation, one daemon after the other: node 1 is alone first.
     c.start_pmxcfs(1);
@@ -176,7 +178,8 @@ fn each_node_logs_the_lines_of_c_at_each_event() {
         &[(
             1,
             &format!(
-                "[main] notice: resolved node name 'testnode1' to '10.99.0.1' for default node IP address
+                "[main] notice: starting pmxcfs-rs {version}
+                 [main] notice: resolved node name 'testnode1' to '10.99.0.1' for default node IP address
                  [status] notice: update cluster info (cluster name  {name}, version = 1)
                  [status] notice: node has quorum
                  [dcdb] notice: members: 1/*
@@ -193,7 +196,8 @@ fn each_node_logs_the_lines_of_c_at_each_event() {
     c.start_pmxcfs(2);
     let joining = |id: u32| {
         format!(
-            "[main] notice: resolved node name 'testnode{id}' to '10.99.0.{id}' for default node IP address
+            "[main] notice: starting pmxcfs-rs {version}
+             [main] notice: resolved node name 'testnode{id}' to '10.99.0.{id}' for default node IP address
              [status] notice: update cluster info (cluster name  {name}, version = 1)
              [status] notice: node has quorum
              [dcdb] notice: members: {members}
@@ -300,7 +304,8 @@ fn each_node_logs_the_lines_of_c_at_each_event() {
     );
     c.start_pmxcfs(2);
     let restarted = format!(
-        "[main] notice: resolved node name 'testnode2' to '10.99.0.2' for default node IP address
+        "[main] notice: starting pmxcfs-rs {version}
+         [main] notice: resolved node name 'testnode2' to '10.99.0.2' for default node IP address
          [status] notice: update cluster info (cluster name  {name}, version = 2)
          [status] notice: node has quorum
          {}

@@ -684,9 +684,18 @@ fn as_a_service_it_logs_to_syslog_from_the_first_line() {
     let start = receive("[libqb] info: server name: pve2");
     let tag = format!("pmxcfs[{pid}]: ");
     // <29> is daemon.notice, <30> daemon.info.
+    // The first line names the daemon and its version (ours only), then C's.
     assert!(
         start[0].starts_with("<29>")
             && start[0].ends_with(&format!(
+                "{tag}[main] notice: starting pmxcfs-rs {}",
+                env!("CARGO_PKG_VERSION")
+            )),
+        "{start:?}"
+    );
+    assert!(
+        start[1].starts_with("<29>")
+            && start[1].ends_with(&format!(
                 "{tag}[main] notice: resolved node name 'refnode1' to '192.0.2.11' for default node IP address"
             )),
         "{start:?}"
