@@ -301,3 +301,85 @@ fn compare_stream(exp: &[&Event], emu: &[&ViewEvent], cmp: &mut NodeComparison) 
         }
     }
 }
+
+/// What [`report`] says, and the comparison with `--expect` when there is
+/// one, as one JSON object (`pmxcfs-replay wire --json`).
+pub fn json(d: &Decoded, comparisons: Option<&[NodeComparison]>) -> serde_json::Value {
+    use serde_json::json;
+    let r = &d.read;
+    let t = &d.totem.stats;
+    let rings: Vec<serde_json::Value> = d
+        .totem
+        .rings
+        .iter()
+        .filter_map(|ring| {
+            let id = ring.id?;
+            Some(json!({
+                "ring": id.to_string(),
+                "members": ring.members(),
+                "commit_token_seen": ring.commit.is_some(),
+                "mcasts": ring.mcasts.len(),
+                "first_seq": ring.mcasts.keys().next().copied().unwrap_or(0),
+                "last_seq": ring.mcasts.keys().next_back().copied().unwrap_or(0),
+                "missing": ring.missing().len(),
+                "tokens": ring.tokens,
+                "retransmit_requests": ring.retransmit_requests,
+                "recovery_seqs": ring.recovery_seqs.len(),
+            }))
+        })
+        .collect();
+    let nodes: Vec<serde_json::Value> = d
+        .views
+        .per_node
+        .iter()
+        .map(|(node, events)| {
+            let delivers = events
+                .iter()
+                .filter(|e| e.event.kind == EventKind::Deliver)
+                .count();
+            json!({
+                "node": node,
+                "delivers": delivers,
+                "confchgs": events.len() - delivers,
+                "synthesized": events.iter().filter(|e| e.synthetic).count(),
+            })
+        })
+        .collect();
+    let mut out = json!({
+        "capture": {
+            "frames": r.frames, "udp_on_knet_ports": r.udp_on_ports, "other": r.foreign,
+            "unknown_link_type": r.unknown_link_type, "malformed": r.malformed, "truncated": r.truncated,
+        },
+        "knet": {
+            "authenticated": t.authenticated, "failed_authentication": t.failed_auth,
+            "data": t.knet_data, "link_level": t.knet_link, "unknown": t.knet_unknown,
+            "reassembled": t.reassembled, "fragments_unfinished": t.fragments_unfinished,
+            "compressed": t.compressed, "decompression_errors": t.decompress_errors,
+        },
+        "totem": {
+            "mcast_copies": t.mcast_copies, "duplicates_removed": t.duplicate_mcasts,
+            "recovery_copies": t.recovery_copies, "not_totem": t.not_totem,
+            "not_delivered_by_survivors": t.not_delivered,
+        },
+        "rings": rings,
+        "not_delivered": d.views.messages.iter().filter(|m| !m.delivered).count(),
+        "totempg_orphans": d.views.totempg_orphans,
+        "totempg_unfinished": d.views.totempg_unfinished,
+        "nodes": nodes,
+    });
+    if let Some(cs) = comparisons {
+        let list: Vec<serde_json::Value> = cs
+            .iter()
+            .map(|c| {
+                json!({
+                    "node": c.node,
+                    "delivers_matched": c.delivers_matched, "delivers_expected": c.delivers_expected,
+                    "confchgs_matched": c.confchgs_matched, "confchgs_expected": c.confchgs_expected,
+                    "own_final_leaves": c.own_leaves, "differences": c.differences, "ok": c.ok(),
+                })
+            })
+            .collect();
+        out["expect"] = json!({ "nodes": list, "ok": cs.iter().all(NodeComparison::ok) });
+    }
+    out
+}

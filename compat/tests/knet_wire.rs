@@ -973,6 +973,28 @@ fn wire_command_line_contract() {
         run(&["wire".as_ref(), capture.as_os_str()]).status.code(),
         Some(2)
     );
+
+    // --json: one object on standard output, the same figures.
+    let json = run(&[
+        "wire".as_ref(),
+        "--json".as_ref(),
+        "--authkey".as_ref(),
+        key.as_os_str(),
+        "--expect".as_ref(),
+        dir.as_os_str(),
+        capture.as_os_str(),
+    ]);
+    assert_eq!(json.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("one JSON object");
+    assert_eq!(v["expect"]["ok"], true);
+    let nodes = v["expect"]["nodes"].as_array().unwrap();
+    let sum = |k: &str| nodes.iter().map(|n| n[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        (sum("delivers_matched"), sum("delivers_expected"), sum("confchgs_matched"), sum("confchgs_expected")),
+        (302, 302, 28, 28)
+    );
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 3);
+    assert!(!v["rings"].as_array().unwrap().is_empty());
 }
 
 /// IPv4 fragments that claim more than the datagram's final length (found

@@ -75,6 +75,21 @@ fn check_command_contract() {
         3 * n + 1,
         "one line per node and the totals"
     );
+
+    // --json: one object with the same totals, a node entry per line above.
+    let out = Command::new(env!("CARGO_BIN_EXE_pmxcfs-replay"))
+        .args(["check", "--json"])
+        .args(scenarios())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["totals"]["nodes"], 3 * n);
+    assert_eq!(v["totals"]["final_states_matched"], 3 * n);
+    assert_eq!(v["totals"]["sends_matched"], v["totals"]["sends_total"]);
+    assert_eq!(v["scenarios"].as_array().unwrap().len(), n);
+    assert!(v["scenarios"][0]["nodes"][0]["sends_total"].as_u64().unwrap() > 0);
 }
 
 /// Copy a scenario folder to a scratch place.

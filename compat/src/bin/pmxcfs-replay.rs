@@ -1,101 +1,231 @@
-//! pmxcfs-replay: check recorded pmxcfs CPG traffic against this codebase.
-//!
-//! decode [--json] FILE.pcap...
-//!     Print every event of the captures with its decoded dfsm/dcdb/kvstore
-//!     content, one line per event, re-encode every message and compare it
-//!     with the recorded bytes. Ends with
-//!     `events: N, messages: M, byte-exact: K, undecodable: U`
-//!     and exits 1 unless K == M and U == 0. With --json every event is a
-//!     JSON object on its own line, the totals are a final JSON object, and
-//!     the totals line goes to standard error.
-//!
-//! wire --authkey FILE [--authkey FILE2] [--ports LO-HI] [--out DIR] [--expect DIR]
-//!      [--decrypted-out OUT.pcapng] CAPTURE
-//!     Decode a packet capture of corosync/knet traffic (pcap or pcapng)
-//!     into what each node's CPG clients were handed. Prints the rings,
-//!     gaps and undeliverable messages it found; --out writes one
-//!     nodeN.pcap per node (DELIVER and CONFCHG records); --expect compares
-//!     every node's streams, per CPG group, with DIR/nodeN.pcap and ends with
-//!     `nodes: N, delivers matched: K/M, confchgs matched: C/D`, exiting 0
-//!     only when everything matched. --decrypted-out writes the capture's
-//!     knet packets decrypted, defragmented and decompressed (one totem
-//!     message per UDP payload, original addresses and times) for
-//!     Wireshark with wireshark/pmxcfs.lua. This command line is a
-//!     contract.
-//!
-//! for-wireshark IN.pcap OUT.pcap
-//!     Copy a CPG event recording for Wireshark, which refuses a file with
-//!     a record over 256 KiB (a large UPDATE or STATE): such records are
-//!     cut to 256 KiB with their original length kept (Wireshark shows
-//!     them as cut; wireshark/pmxcfs.lua decodes what is left). Prints
-//!     `records: N, cut: C`.
-//!
-//! shadow --authkey FILE (--db CONFIG.DB | --fresh) --node N
-//!        [--corosync-conf FILE] [--node-ip ADDR] [--ports LO-HI] [--json]
-//!        [--quiet] CAPTURE
-//!     Run node N's part of a packet capture through our node core, from the
-//!     start of N's pmxcfs process, booted on the config.db it started with
-//!     (--fresh: a new database): every message N sent must be the one our
-//!     core decides, every STATE and VERIFY of the cluster must be our
-//!     database's. Prints a summary with the first divergence and the events
-//!     before it; the last line is
-//!     `shadow: node N, messages matched K/M, states matched S/T, ...: MATCH`
-//!     (or `DIVERGED`), and the exit status is 0 only for MATCH (1 for a
-//!     divergence or a capture that cannot prove it, 2 for a usage error).
-//!     --json prints one JSON object instead. Progress goes to standard
-//!     error every few seconds (not with --quiet). This command line is a
-//!     contract.
+//! pmxcfs-replay: check recorded pmxcfs traffic against this codebase.
+//! Each subcommand's help (`pmxcfs-replay help SUBCOMMAND`) says what it
+//! does; the command lines of `wire` and `shadow` are a contract (scripts
+//! and the runbook call them).
 
 use std::io::{self, BufWriter, Write};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Args, Parser, Subcommand};
 use pmxcfs_compat::decode::{decode_file, Format, Totals};
 use serde_json::json;
 
-const USAGE: &str = "usage: pmxcfs-replay decode [--json] FILE.pcap...\n       pmxcfs-replay check [-v] SCENARIO_DIR...\n       pmxcfs-replay wire --authkey FILE [--ports LO-HI] [--out DIR] [--expect DIR] [--decrypted-out OUT.pcapng] CAPTURE\n       pmxcfs-replay for-wireshark IN.pcap OUT.pcap\n       pmxcfs-replay shadow --authkey FILE (--db CONFIG.DB | --fresh) --node N [--corosync-conf FILE] [--node-ip ADDR] [--ports LO-HI] [--json] [--quiet] CAPTURE";
+/// Prints a line; a closed pipe (`| head`) is not an error worth a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(io::stdout().lock(), $($arg)*);
+    }};
+}
+
+#[derive(Parser)]
+#[command(
+    name = "pmxcfs-replay",
+    version,
+    about = "Check recorded pmxcfs traffic (CPG recordings, packet captures) against this codebase",
+    after_help = "Exit status: 0 when everything matched, 1 when something did not, 2 for a usage error or an input that cannot be read."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print and re-encode every event of CPG recordings
+    ///
+    /// Prints every event of the recordings with its decoded dfsm/dcdb/kvstore
+    /// content, one line per event, re-encodes every message and compares it
+    /// with the recorded bytes. Ends with
+    /// `events: N, messages: M, byte-exact: K, undecodable: U` and exits 1
+    /// unless K == M and U == 0. With --json every event is a JSON object on
+    /// its own line, the totals are a final JSON object, and the totals line
+    /// goes to standard error.
+    Decode {
+        /// One JSON object per event, then the totals
+        #[arg(long)]
+        json: bool,
+        /// CPG event recordings (nodeN.pcap)
+        #[arg(required = true, value_name = "FILE.pcap")]
+        files: Vec<PathBuf>,
+    },
+    /// Replay recorded scenarios through our node core
+    ///
+    /// Each scenario directory holds one recording per node (nodeN.pcap) and
+    /// the database each node started on. Every message a node sent must be
+    /// the one our core decides, and its final state must be our core's.
+    /// Prints a line per node and the totals; exits 0 only when every node
+    /// of every scenario matched.
+    Check {
+        /// Every problem, not the first three per node
+        #[arg(short, long)]
+        verbose: bool,
+        /// One JSON object: scenarios, nodes, problems, totals
+        #[arg(long)]
+        json: bool,
+        /// Scenario directories
+        #[arg(required = true, value_name = "SCENARIO_DIR")]
+        dirs: Vec<PathBuf>,
+    },
+    /// Decode a packet capture of corosync/knet traffic into what each node's CPG clients were handed
+    ///
+    /// Reads the capture (pcap or pcapng) as a stream, with a progress line
+    /// on standard error, and prints the rings, gaps and undeliverable
+    /// messages it found. --out writes one nodeN.pcap per node (DELIVER and
+    /// CONFCHG records); --expect compares every node's streams, per CPG
+    /// group, with DIR/nodeN.pcap and ends with
+    /// `nodes: N, delivers matched: K/M, confchgs matched: C/D`, exiting 0
+    /// only when everything matched. --decrypted-out writes the capture's
+    /// knet packets decrypted, defragmented and decompressed (one totem
+    /// message per UDP payload, original addresses and times) for Wireshark
+    /// with wireshark/pmxcfs.lua. This command line is a contract.
+    Wire {
+        #[command(flatten)]
+        keys: Keys,
+        /// Write nodeN.pcap per node into DIR
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Compare every node's streams with DIR/nodeN.pcap
+        #[arg(long, value_name = "DIR")]
+        expect: Option<PathBuf>,
+        /// Write the knet packets decrypted for Wireshark
+        #[arg(long, value_name = "OUT.pcapng")]
+        decrypted_out: Option<PathBuf>,
+        /// One JSON object instead of the text report
+        #[arg(long)]
+        json: bool,
+        /// No progress lines
+        #[arg(short, long)]
+        quiet: bool,
+        /// The packet capture
+        capture: PathBuf,
+    },
+    /// Copy a CPG event recording for Wireshark
+    ///
+    /// Wireshark refuses a file with a record over 256 KiB (a large UPDATE or
+    /// STATE): such records are cut to 256 KiB with their original length
+    /// kept (Wireshark shows them as cut; wireshark/pmxcfs.lua decodes what
+    /// is left). Prints `records: N, cut: C`.
+    ForWireshark {
+        #[arg(value_name = "IN.pcap")]
+        input: PathBuf,
+        #[arg(value_name = "OUT.pcap")]
+        output: PathBuf,
+    },
+    /// Run a node's part of a packet capture through our node core
+    ///
+    /// Runs node N's part of a packet capture through our node core, from the
+    /// start of N's pmxcfs process, booted on the config.db it started with
+    /// (--fresh: a new database): every message N sent must be the one our
+    /// core decides, every STATE and VERIFY of the cluster must be our
+    /// database's. Prints a summary with the first divergence and the events
+    /// before it; the last line is
+    /// `shadow: node N, messages matched K/M, states matched S/T, ...: MATCH`
+    /// (or `DIVERGED`), and the exit status is 0 only for MATCH (1 for a
+    /// divergence or a capture that cannot prove it, 2 for a usage error).
+    /// --json prints one JSON object instead. Progress goes to standard error
+    /// every few seconds (not with --quiet). This command line is a contract.
+    Shadow {
+        #[command(flatten)]
+        keys: Keys,
+        /// The node's config.db, copied while its pmxcfs was stopped
+        #[arg(long, value_name = "CONFIG.DB", required_unless_present = "fresh", conflicts_with = "fresh")]
+        db: Option<PathBuf>,
+        /// The node started without a database
+        #[arg(long)]
+        fresh: bool,
+        /// The nodeid of the node to be replaced
+        #[arg(long, value_name = "N")]
+        node: u32,
+        /// The cluster's corosync.conf (for the quorum rule)
+        #[arg(long, value_name = "FILE")]
+        corosync_conf: Option<PathBuf>,
+        /// The node's address, when the capture does not tell it
+        #[arg(long, value_name = "ADDR")]
+        node_ip: Option<String>,
+        /// One JSON object instead of the text summary
+        #[arg(long)]
+        json: bool,
+        /// No progress lines
+        #[arg(short, long)]
+        quiet: bool,
+        /// The packet capture
+        capture: PathBuf,
+    },
+}
+
+/// The cluster's keys and ports, for the subcommands that read knet.
+#[derive(Args)]
+struct Keys {
+    /// The cluster's /etc/corosync/authkey (again for a second key, e.g.
+    /// across a key change)
+    #[arg(short = 'k', long = "authkey", value_name = "FILE", required = true)]
+    authkeys: Vec<PathBuf>,
+    /// The knet ports (link L uses 5405 + L)
+    #[arg(long, value_name = "LO-HI", value_parser = parse_ports, default_value = "5405-5412")]
+    ports: RangeInclusive<u16>,
+}
+
+impl Keys {
+    /// corosync reads at most 4096 bytes of a key file.
+    fn read(&self) -> Result<Vec<Vec<u8>>, String> {
+        self.authkeys
+            .iter()
+            .map(|p| {
+                std::fs::read(p)
+                    .map(|mut k| {
+                        k.truncate(4096);
+                        k
+                    })
+                    .map_err(|e| format!("{}: {e}", p.display()))
+            })
+            .collect()
+    }
+}
+
+fn parse_ports(v: &str) -> Result<RangeInclusive<u16>, String> {
+    let (lo, hi) = v.split_once('-').unwrap_or((v, v));
+    match (lo.parse::<u16>(), hi.parse::<u16>()) {
+        (Ok(lo), Ok(hi)) if lo <= hi => Ok(lo..=hi),
+        _ => Err(format!("expected LO-HI, got {v}")),
+    }
+}
+
+/// A usage error found after parsing (an input that is not there): said
+/// with the subcommand's name, exit 2.
+fn usage_error(sub: &str, what: String) -> ExitCode {
+    eprintln!("pmxcfs-replay {sub}: {what}");
+    ExitCode::from(2)
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("decode") => decode(&args[1..]),
-        Some("check") => check(&args[1..]),
-        Some("wire") => wire(&args[1..]),
-        Some("shadow") => shadow(&args[1..]),
-        Some("for-wireshark") => for_wireshark(&args[1..]),
-        Some("-h") | Some("--help") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Decode { json, files } => decode(json, &files),
+        Cmd::Check { verbose, json, dirs } => check(verbose, json, &dirs),
+        Cmd::Wire { keys, out, expect, decrypted_out, json, quiet, capture } => {
+            wire(&keys, out, expect, decrypted_out, json, quiet, capture)
         }
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
+        Cmd::ForWireshark { input, output } => for_wireshark(&input, &output),
+        Cmd::Shadow { keys, db, fresh, node, corosync_conf, node_ip, json, quiet, capture } => {
+            shadow(&keys, db, fresh, node, corosync_conf, node_ip, json, quiet, capture)
         }
     }
 }
 
-fn decode(args: &[String]) -> ExitCode {
-    let mut format = Format::Text;
-    let mut files = Vec::new();
-    for a in args {
-        match a.as_str() {
-            "--json" => format = Format::Json,
-            s if s.starts_with('-') => {
-                eprintln!("pmxcfs-replay decode: unknown option {s}\n{USAGE}");
-                return ExitCode::from(2);
-            }
-            s => files.push(PathBuf::from(s)),
+fn decode(json_out: bool, files: &[PathBuf]) -> ExitCode {
+    let format = if json_out { Format::Json } else { Format::Text };
+    for f in files {
+        if !f.is_file() {
+            return usage_error("decode", format!("{}: no such file", f.display()));
         }
-    }
-    if files.is_empty() {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
     }
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut totals = Totals::default();
     let mut unreadable = false;
-    for f in &files {
+    for f in files {
         match decode_file(f, format, &mut out, &mut totals) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -130,34 +260,39 @@ fn decode(args: &[String]) -> ExitCode {
     }
 }
 
-fn check(args: &[String]) -> ExitCode {
-    let verbose = args.iter().any(|a| a == "-v" || a == "--verbose");
-    let dirs: Vec<PathBuf> = args
-        .iter()
-        .filter(|a| !a.starts_with('-'))
-        .map(PathBuf::from)
-        .collect();
-    let dirs: Vec<PathBuf> = dirs.into_iter().filter(|d| d.is_dir()).collect();
-    if dirs.is_empty() {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
+fn check(verbose: bool, json_out: bool, dirs: &[PathBuf]) -> ExitCode {
+    for d in dirs {
+        if !d.is_dir() {
+            return usage_error("check", format!("{}: not a scenario directory", d.display()));
+        }
     }
     let (mut scenarios, mut nodes, mut matched, mut total, mut final_ok) = (0, 0, 0, 0, 0);
     let mut all_ok = true;
-    for dir in &dirs {
+    let mut json_scenarios = Vec::new();
+    for dir in dirs {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         match pmxcfs_compat::check::check_scenario(dir) {
             Ok(reports) => {
                 scenarios += 1;
-                let name = dir
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+                let mut json_nodes = Vec::new();
                 for r in reports {
                     nodes += 1;
                     matched += r.sends_matched;
                     total += r.sends_total;
                     final_ok += usize::from(r.final_state_matched);
                     all_ok &= r.ok();
+                    if json_out {
+                        json_nodes.push(json!({
+                            "node": r.node, "sends_matched": r.sends_matched,
+                            "sends_total": r.sends_total,
+                            "final_state_matched": r.final_state_matched,
+                            "problems": r.problems, "notes": r.notes, "ok": r.ok(),
+                        }));
+                        continue;
+                    }
                     println!(
                         "{name}/{}: sends matched {}/{}, final state {}{}",
                         r.node,
@@ -182,136 +317,73 @@ fn check(args: &[String]) -> ExitCode {
                         println!("    {p}");
                     }
                 }
+                json_scenarios.push(json!({"scenario": name, "nodes": json_nodes}));
             }
             Err(e) => {
                 eprintln!("pmxcfs-replay: {e}");
+                json_scenarios.push(json!({"scenario": name, "error": e.to_string()}));
                 all_ok = false;
             }
         }
     }
-    println!("scenarios: {scenarios}, nodes: {nodes}, sends matched: {matched}/{total}, final state matched: {final_ok}/{nodes}");
-    if all_ok && scenarios == dirs.len() {
+    let ok = all_ok && scenarios == dirs.len();
+    if json_out {
+        outln!(
+            "{}",
+            json!({"scenarios": json_scenarios, "totals": {"scenarios": scenarios, "nodes": nodes,
+                   "sends_matched": matched, "sends_total": total, "final_states_matched": final_ok},
+                   "ok": ok})
+        );
+    } else {
+        println!("scenarios: {scenarios}, nodes: {nodes}, sends matched: {matched}/{total}, final state matched: {final_ok}/{nodes}");
+    }
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     }
 }
 
-/// Prints a line; a closed pipe (`| head`) is not an error worth a panic.
-macro_rules! outln {
-    ($($arg:tt)*) => {{
-        let _ = writeln!(io::stdout().lock(), $($arg)*);
-    }};
-}
 
-/// `--authkey` files: corosync reads at most 4096 bytes of one.
-fn read_key(path: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path)
-        .map(|mut k| {
-            k.truncate(4096);
-            k
-        })
-        .map_err(|e| format!("{path}: {e}"))
-}
-
-fn parse_ports(v: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
-    let (lo, hi) = v.split_once('-').unwrap_or((v, v));
-    match (lo.parse::<u16>(), hi.parse::<u16>()) {
-        (Ok(lo), Ok(hi)) if lo <= hi => Ok(lo..=hi),
-        _ => Err(format!("--ports: expected LO-HI, got {v}")),
+fn for_wireshark(input: &std::path::Path, output: &std::path::Path) -> ExitCode {
+    if !input.is_file() {
+        return usage_error("for-wireshark", format!("{}: no such file", input.display()));
     }
-}
-
-fn for_wireshark(args: &[String]) -> ExitCode {
-    let [input, output] = args else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    };
-    match pmxcfs_compat::capture::copy_for_wireshark(input.as_ref(), output.as_ref()) {
+    match pmxcfs_compat::capture::copy_for_wireshark(input, output) {
         Ok((records, cut)) => {
             println!("records: {records}, cut: {cut}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("pmxcfs-replay for-wireshark: {input}: {e}");
+            eprintln!("pmxcfs-replay for-wireshark: {}: {e}", input.display());
             ExitCode::from(1)
         }
     }
 }
 
-fn shadow(args: &[String]) -> ExitCode {
+#[allow(clippy::too_many_arguments)]
+fn shadow(
+    keys: &Keys,
+    db: Option<PathBuf>,
+    fresh: bool,
+    node: u32,
+    conf: Option<PathBuf>,
+    node_ip: Option<String>,
+    json_out: bool,
+    quiet: bool,
+    capture: PathBuf,
+) -> ExitCode {
     use pmxcfs_compat::shadow::{self, Options, StartDb};
-    let mut keys = Vec::new();
-    let mut db: Option<PathBuf> = None;
-    let mut fresh = false;
-    let mut node: Option<u32> = None;
-    let mut conf: Option<PathBuf> = None;
-    let mut node_ip = None;
-    let mut ports = pmxcfs_compat::knet::DEFAULT_PORTS;
-    let mut json_out = false;
-    let mut quiet = false;
-    let mut capture = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| match it.next() {
-            Some(v) => Ok(v.clone()),
-            None => Err(format!("{name} needs a value")),
-        };
-        let r = match a.as_str() {
-            "--authkey" | "-k" => value(a).and_then(|p| read_key(&p).map(|k| keys.push(k))),
-            "--db" => value(a).map(|v| db = Some(PathBuf::from(v))),
-            "--fresh" => {
-                fresh = true;
-                Ok(())
-            }
-            "--node" => value(a).and_then(|v| {
-                v.parse()
-                    .map(|n| node = Some(n))
-                    .map_err(|_| format!("--node: expected a nodeid, got {v}"))
-            }),
-            "--corosync-conf" => value(a).map(|v| conf = Some(PathBuf::from(v))),
-            "--node-ip" => value(a).map(|v| node_ip = Some(v)),
-            "--ports" => value(a).and_then(|v| parse_ports(&v).map(|p| ports = p)),
-            "--json" => {
-                json_out = true;
-                Ok(())
-            }
-            "--quiet" | "-q" => {
-                quiet = true;
-                Ok(())
-            }
-            s if s.starts_with('-') => Err(format!("unknown option {s}")),
-            s if capture.is_none() => {
-                capture = Some(PathBuf::from(s));
-                Ok(())
-            }
-            s => Err(format!("unexpected argument {s}")),
-        };
-        if let Err(e) = r {
-            eprintln!("pmxcfs-replay shadow: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    }
-    let usage = |e: &str| {
-        eprintln!("pmxcfs-replay shadow: {e}\n{USAGE}");
-        ExitCode::from(2)
+    let usage = |e: String| usage_error("shadow", e);
+    let ports = keys.ports.clone();
+    let keys = match keys.read() {
+        Ok(k) => k,
+        Err(e) => return usage(e),
     };
-    let Some(capture) = capture else {
-        return usage("a capture file is required");
-    };
-    let Some(node) = node else {
-        return usage("--node is required (the nodeid of the node to be replaced)");
-    };
-    if keys.is_empty() {
-        return usage("--authkey is required (the cluster's /etc/corosync/authkey)");
-    }
-    let start_db = match (db, fresh) {
-        (Some(_), true) => return usage("--db and --fresh exclude each other"),
-        (None, false) => {
-            return usage("--db is required (the node's config.db, copied while its pmxcfs was stopped), or --fresh if it started without one")
-        }
-        (None, true) => StartDb::Fresh,
-        (Some(path), false) => match pmxcfs::database::Database::read(&path) {
+    let start_db = match db {
+        _ if fresh => StartDb::Fresh,
+        None => return usage("--db or --fresh is required".into()),
+        Some(path) => match pmxcfs::database::Database::read(&path) {
             Ok(Some(rows)) => StartDb::Snapshot(rows),
             Ok(None) if !path.exists() => {
                 eprintln!("pmxcfs-replay shadow: {}: no such file", path.display());
@@ -395,61 +467,36 @@ fn shadow(args: &[String]) -> ExitCode {
     }
 }
 
-fn wire(args: &[String]) -> ExitCode {
-    let mut keys = Vec::new();
-    let mut out_dir = None;
-    let mut expect = None;
-    let mut decrypted_out: Option<PathBuf> = None;
-    let mut capture = None;
-    let mut ports = pmxcfs_compat::knet::DEFAULT_PORTS;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| match it.next() {
-            Some(v) => Ok(v.clone()),
-            None => Err(format!("{name} needs a value")),
-        };
-        let r = match a.as_str() {
-            "--authkey" | "-k" => value(a).and_then(|p| read_key(&p).map(|k| keys.push(k))),
-            "--out" => value(a).map(|v| out_dir = Some(PathBuf::from(v))),
-            "--expect" => value(a).map(|v| expect = Some(PathBuf::from(v))),
-            "--decrypted-out" => value(a).map(|v| decrypted_out = Some(PathBuf::from(v))),
-            "--ports" => value(a).and_then(|v| parse_ports(&v).map(|p| ports = p)),
-            s if s.starts_with('-') => Err(format!("unknown option {s}")),
-            s if capture.is_none() => {
-                capture = Some(PathBuf::from(s));
-                Ok(())
-            }
-            s => Err(format!("unexpected argument {s}")),
-        };
-        if let Err(e) = r {
-            eprintln!("pmxcfs-replay wire: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    }
-    let Some(capture) = capture else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
+fn wire(
+    keys: &Keys,
+    out_dir: Option<PathBuf>,
+    expect: Option<PathBuf>,
+    decrypted_out: Option<PathBuf>,
+    json_out: bool,
+    quiet: bool,
+    capture: PathBuf,
+) -> ExitCode {
+    let ports = keys.ports.clone();
+    let keys = match keys.read() {
+        Ok(k) => k,
+        Err(e) => return usage_error("wire", e),
     };
-    if keys.is_empty() {
-        eprintln!(
-            "pmxcfs-replay wire: --authkey is required (the cluster's /etc/corosync/authkey)"
-        );
-        return ExitCode::from(2);
-    }
-    let bytes = match std::fs::read(&capture) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("pmxcfs-replay wire: {}: {e}", capture.display());
-            return ExitCode::from(2);
-        }
+    let open = || {
+        std::fs::File::open(&capture)
+            .map(|f| io::BufReader::with_capacity(1 << 20, f))
+            .map_err(|e| format!("{}: {e}", capture.display()))
     };
+    let size = std::fs::metadata(&capture).map(|m| m.len()).unwrap_or(0);
+    if let Err(e) = open() {
+        return usage_error("wire", e);
+    }
     if let Some(path) = &decrypted_out {
         let written = std::fs::File::create(path)
             .map_err(|e| e.to_string())
             .and_then(|f| {
                 let mut out = BufWriter::new(f);
                 let stats = pmxcfs_compat::knet::decrypted::write_decrypted(
-                    &mut &bytes[..],
+                    &mut open()?,
                     keys.clone(),
                     ports.clone(),
                     &mut out,
@@ -459,6 +506,8 @@ fn wire(args: &[String]) -> ExitCode {
                 Ok(stats)
             });
         match written {
+            // With --json, standard output holds the one JSON object.
+            Ok(stats) if json_out => eprintln!("{} to {}", stats.line(), path.display()),
             Ok(stats) => outln!("{} to {}", stats.line(), path.display()),
             Err(e) => {
                 eprintln!("pmxcfs-replay wire: {}: {e}", path.display());
@@ -466,22 +515,45 @@ fn wire(args: &[String]) -> ExitCode {
             }
         }
     }
-    let decoded = match pmxcfs_compat::knet::decode(&bytes, keys, ports) {
+    let mut progress = |bytes: u64| {
+        if !quiet {
+            let pct = if size > 0 { bytes as f64 * 100.0 / size as f64 } else { 0.0 };
+            eprintln!("wire: {pct:.1}% of the capture read ({} MB)", bytes / 1_000_000);
+        }
+    };
+    let decoded = match open().map_err(pmxcfs_compat::knet::WireError::Write).and_then(|mut r| {
+        pmxcfs_compat::knet::decode_reader(&mut r, keys, ports, &mut progress)
+    }) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("pmxcfs-replay wire: {}: {e}", capture.display());
             return ExitCode::from(1);
         }
     };
-    outln!("{}", pmxcfs_compat::wire_check::report(&decoded).trim_end());
+    if !json_out {
+        outln!("{}", pmxcfs_compat::wire_check::report(&decoded).trim_end());
+    }
     if let Some(dir) = &out_dir {
         match pmxcfs_compat::wire_check::write_views(&decoded, dir) {
-            Ok(files) => outln!("wrote {} in {}", files.join(", "), dir.display()),
+            Ok(files) if !json_out => outln!("wrote {} in {}", files.join(", "), dir.display()),
+            Ok(_) => {}
             Err(e) => {
                 eprintln!("pmxcfs-replay wire: {}: {e}", dir.display());
                 return ExitCode::from(2);
             }
         }
+    }
+    if json_out {
+        let comparisons = match &expect {
+            None => None,
+            Some(dir) => match pmxcfs_compat::wire_check::compare(&decoded, dir) {
+                Ok(c) => Some(c),
+                Err(e) => return usage_error("wire", e),
+            },
+        };
+        outln!("{}", pmxcfs_compat::wire_check::json(&decoded, comparisons.as_deref()));
+        let ok = comparisons.is_none_or(|cs| cs.iter().all(|c| c.ok()));
+        return if ok { ExitCode::SUCCESS } else { ExitCode::from(1) };
     }
     let Some(dir) = expect else {
         return ExitCode::SUCCESS;

@@ -88,6 +88,81 @@ pub fn decode(
     Ok(Decoded { read, totem, views })
 }
 
+/// [`decode`] over a capture file being read: the file is never held
+/// whole, nor are its datagrams (tokens, retransmits, other traffic); only
+/// what the cluster multicast is kept, as the rings and views are built
+/// from it. Datagrams are put in time order within [`REORDER_WINDOW`], as
+/// [`stream`] does. `progress` is called with the bytes read so far, every
+/// few MB.
+pub fn decode_reader(
+    reader: &mut dyn std::io::Read,
+    keys: Vec<Vec<u8>>,
+    ports: std::ops::RangeInclusive<u16>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Decoded, WireError> {
+    let mut counting = CountingReader {
+        inner: reader,
+        read: 0,
+        reported: 0,
+        progress,
+    };
+    let mut collector = order::TotemCollector::new(keys);
+    let mut reorder = Reorder::new();
+    let mut read = packets::ReadStats::default();
+    // A wrong key stops the reading early.
+    let wrong_key = std::cell::Cell::new(false);
+    {
+        let mut ordered = |d: Datagram| {
+            if wrong_key.get() {
+                return;
+            }
+            collector.push(&d);
+            let s = collector.stats();
+            wrong_key.set(s.authenticated == 0 && s.datagrams >= KEY_PROBE);
+        };
+        let mut on_datagram = |d: Datagram| {
+            reorder.push(d, &mut ordered);
+            !wrong_key.get()
+        };
+        packets::for_each_datagram(&mut counting, ports, &mut read, &mut on_datagram)
+            .map_err(WireError::File)?;
+        reorder.finish(&mut ordered);
+    }
+    if read.udp_on_ports == 0 {
+        return Err(WireError::NoKnetTraffic);
+    }
+    if collector.stats().authenticated == 0 {
+        return Err(WireError::WrongKey {
+            datagrams: collector.stats().datagrams,
+        });
+    }
+    let totem = collector.finish();
+    let views = views::emulate(&totem);
+    Ok(Decoded { read, totem, views })
+}
+
+/// Counts the bytes read and reports them every [`PROGRESS_BYTES`].
+struct CountingReader<'a> {
+    inner: &'a mut dyn std::io::Read,
+    read: u64,
+    reported: u64,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+const PROGRESS_BYTES: u64 = 64 << 20;
+
+impl std::io::Read for CountingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read - self.reported >= PROGRESS_BYTES {
+            self.reported = self.read;
+            (self.progress)(self.read);
+        }
+        Ok(n)
+    }
+}
+
 /// What [`stream`] hands on, in order.
 pub enum Streamed {
     /// A ring starts: its members and where they came from.

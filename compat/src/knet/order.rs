@@ -542,38 +542,67 @@ fn note_skipped(skipped: &mut Vec<u32>, last: u32, next: u32) {
 /// Runs layers 2–5 over the datagrams of a capture (already in time
 /// order), keeping every ring and its mcasts (for reports).
 pub fn order(datagrams: &[Datagram], keys: Vec<Vec<u8>>) -> Totem {
-    let mut orderer = Orderer::new(keys);
-    let mut rings: Vec<Ring> = Vec::new();
-    let mut index: HashMap<RingId, usize> = HashMap::new();
-    let mut collect = |events: Vec<OrderEvent>, rings: &mut Vec<Ring>| {
-        for e in events {
+    let mut collector = TotemCollector::new(keys);
+    for d in datagrams {
+        collector.push(d);
+    }
+    collector.finish()
+}
+
+/// [`order`] fed one datagram at a time (in capture time order): the rings
+/// with their mcasts, without holding the datagrams.
+pub struct TotemCollector {
+    orderer: Orderer,
+    rings: Vec<Ring>,
+    index: HashMap<RingId, usize>,
+}
+
+impl TotemCollector {
+    pub fn new(keys: Vec<Vec<u8>>) -> TotemCollector {
+        TotemCollector {
+            orderer: Orderer::new(keys),
+            rings: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    pub fn push(&mut self, d: &Datagram) {
+        self.orderer.push(d);
+        self.collect();
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.orderer.stats
+    }
+
+    fn collect(&mut self) {
+        for e in self.orderer.take_events() {
             match e {
                 OrderEvent::Start(r) => {
-                    index.insert(r.id.expect("a ring id"), rings.len());
-                    rings.push(r);
+                    self.index.insert(r.id.expect("a ring id"), self.rings.len());
+                    self.rings.push(r);
                 }
                 OrderEvent::Mcast { ring, seq, mcast } => {
-                    if let Some(&i) = index.get(&ring) {
-                        rings[i].mcasts.insert(seq, mcast);
+                    if let Some(&i) = self.index.get(&ring) {
+                        self.rings[i].mcasts.insert(seq, mcast);
                     }
                 }
                 OrderEvent::End(meta) => {
-                    if let Some(&i) = meta.id.and_then(|id| index.get(&id)) {
-                        let mcasts = std::mem::take(&mut rings[i].mcasts);
-                        rings[i] = Ring { mcasts, ..meta };
+                    if let Some(&i) = meta.id.and_then(|id| self.index.get(&id)) {
+                        let mcasts = std::mem::take(&mut self.rings[i].mcasts);
+                        self.rings[i] = Ring { mcasts, ..meta };
                     }
                 }
             }
         }
-    };
-    for d in datagrams {
-        orderer.push(d);
-        collect(orderer.take_events(), &mut rings);
     }
-    orderer.finish();
-    collect(orderer.take_events(), &mut rings);
-    Totem {
-        rings,
-        stats: orderer.stats,
+
+    pub fn finish(mut self) -> Totem {
+        self.orderer.finish();
+        self.collect();
+        Totem {
+            rings: self.rings,
+            stats: self.orderer.stats,
+        }
     }
 }
