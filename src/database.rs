@@ -84,6 +84,11 @@ pub struct Database {
     /// them (for the benchmarks: `stats`).
     pub transactions: u64,
     pub pages_written: u64,
+    /// How long each transaction took (commit latency).
+    pub commit_seconds: crate::core::metrics::Histogram,
+    /// The page size in use: what a written page costs on disk (plus the
+    /// write-ahead log's 24-byte frame header).
+    pub page_size: u64,
     /// The page size change made at open (for the log): (old, new), or
     /// why it failed.
     pub page_size_change: Option<Result<(i64, i64), String>>,
@@ -209,11 +214,16 @@ impl Database {
                 error,
             },
         )?;
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(sqlite)?;
         Ok(Database {
             path: path.to_path_buf(),
             conn,
             transactions: 0,
             pages_written: 0,
+            commit_seconds: Default::default(),
+            page_size: page_size.max(0) as u64,
             page_size_change,
         })
     }
@@ -362,6 +372,7 @@ impl Database {
     }
 
     fn apply_one(&mut self, change: &DbChange) -> Result<(), Vec<String>> {
+        let started = std::time::Instant::now();
         let result = (|| -> Result<(), (String, rusqlite::Error)> {
             let step = |what: &'static str| move |e: rusqlite::Error| (what.to_string(), e);
             self.conn
@@ -402,6 +413,8 @@ impl Database {
         })();
         self.transactions += 1;
         self.pages_written += self.take_pages_written();
+        self.commit_seconds
+            .observe(started.elapsed().as_secs_f64());
         let Err((what, error)) = result else {
             return Ok(());
         };

@@ -224,7 +224,8 @@ impl Host {
     /// Call the completion of request `id`.
     pub fn complete(&self, id: RequestId, reply: Reply) {
         let waiter = self.waiting().remove(&id);
-        if let Some((_, done)) = waiter {
+        if let Some((since, done)) = waiter {
+            crate::stats::CHANGE_TIME.observe(since.elapsed());
             done(reply);
         }
     }

@@ -43,10 +43,11 @@ pub fn render(host: &Host) -> String {
         "The running daemon: pmxcfs-rs and its version.",
         vec![by("version", env!("CARGO_PKG_VERSION"), 1.0)],
     );
-    let (transactions, pages) = {
+    let (transactions, pages, page_size, commits) = {
         let shared = host.lock();
         node_metrics(&mut m, &shared.node, now());
-        (shared.db.transactions, shared.db.pages_written)
+        let db = &shared.db;
+        (db.transactions, db.pages_written, db.page_size, db.commit_seconds.clone())
     };
     let (waiting, oldest) = host.waiting_requests();
     m.value(
@@ -88,6 +89,29 @@ pub fn render(host: &Host) -> String {
         "pmxcfs_db_pages_written_total",
         "Database pages written to config.db.",
         pages as f64,
+    );
+    m.total(
+        "pmxcfs_db_bytes_written_total",
+        "Bytes written to config.db's write-ahead log (pages and their frame headers; the checkpoint copies them into the main file).",
+        (pages * (page_size + 24)) as f64,
+    );
+    m.histogram(
+        "pmxcfs_db_commit_duration_seconds",
+        "How long each config.db transaction took (commit latency).",
+        vec![(Vec::new(), commits)],
+    );
+    m.histogram(
+        "pmxcfs_change_duration_seconds",
+        "From a local change's submission (FUSE or IPC) to its answer: in cluster mode the cluster's delivery of it, then its commit.",
+        vec![(Vec::new(), crate::stats::CHANGE_TIME.snapshot())],
+    );
+    m.histogram(
+        "pmxcfs_fuse_request_duration_seconds",
+        "Time a FUSE thread spent on a request, by operation (for a change, until it was handed on: its wait is pmxcfs_change_duration_seconds).",
+        crate::stats::fuse_times()
+            .into_iter()
+            .map(|(op, h)| (vec![("op", op.to_string())], h))
+            .collect(),
     );
     m.total(
         "pmxcfs_rrd_samples_dropped_total",

@@ -5,6 +5,46 @@
 //! file renamed over it); without it the signal is not handled.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::core::metrics::{Histogram, BUCKETS};
+
+/// A histogram of durations the FUSE and IPC threads add to without a
+/// lock: one relaxed atomic add per bucket and one for the sum.
+pub struct AtomicHistogram {
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl AtomicHistogram {
+    pub const fn new() -> AtomicHistogram {
+        AtomicHistogram {
+            buckets: [const { AtomicU64::new(0) }; BUCKETS.len() + 1],
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: Duration) {
+        self.buckets[Histogram::bucket(d.as_secs_f64())].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Histogram {
+        let mut h = Histogram::default();
+        for (slot, b) in h.buckets.iter_mut().zip(&self.buckets) {
+            *slot = b.load(Ordering::Relaxed);
+        }
+        h.sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        h
+    }
+}
+
+impl Default for AtomicHistogram {
+    fn default() -> Self {
+        AtomicHistogram::new()
+    }
+}
 
 /// The FUSE requests counted, by the name the kernel protocol gives them.
 pub const FUSE_OPS: [&str; 24] = [
@@ -36,14 +76,49 @@ pub const FUSE_OPS: [&str; 24] = [
 
 static FUSE: [AtomicU64; FUSE_OPS.len()] = [const { AtomicU64::new(0) }; FUSE_OPS.len()];
 
-/// One request of opcode `op` (one of [`FUSE_OPS`]).
-pub fn fuse_request(op: &str) {
+static FUSE_TIME: [AtomicHistogram; FUSE_OPS.len()] =
+    [const { AtomicHistogram::new() }; FUSE_OPS.len()];
+
+/// One request of opcode `op` (one of [`FUSE_OPS`]), timed until the
+/// returned guard is dropped (the end of the handler: for a change, its
+/// hand-off; the wait for its answer is [`CHANGE_TIME`]).
+#[must_use = "the request is timed until the guard is dropped"]
+pub fn fuse_request(op: &str) -> FuseTimer {
     let i = FUSE_OPS
         .iter()
         .position(|o| *o == op)
         .unwrap_or(FUSE_OPS.len() - 1);
     FUSE[i].fetch_add(1, Ordering::Relaxed);
+    FuseTimer {
+        op: i,
+        start: Instant::now(),
+    }
 }
+
+pub struct FuseTimer {
+    op: usize,
+    start: Instant,
+}
+
+impl Drop for FuseTimer {
+    fn drop(&mut self) {
+        FUSE_TIME[self.op].observe(self.start.elapsed());
+    }
+}
+
+/// The time FUSE threads took per operation, for the ops seen.
+pub fn fuse_times() -> Vec<(&'static str, Histogram)> {
+    FUSE_OPS
+        .iter()
+        .zip(FUSE_TIME.iter())
+        .map(|(op, h)| (*op, h.snapshot()))
+        .filter(|(_, h)| h.count() > 0)
+        .collect()
+}
+
+/// From a local change's submission to its answer (in cluster mode: the
+/// cluster's delivery of it, then its commit).
+pub static CHANGE_TIME: AtomicHistogram = AtomicHistogram::new();
 
 /// IPC requests by opcode (1..=12; 0 counts any other), and clients
 /// refused at connection time.

@@ -864,6 +864,21 @@ fn metrics_for_node_exporter_are_written_and_removed_at_stop() {
     );
     assert!(sample(&text, "pmxcfs_db_transactions_total").is_some_and(|n| n >= 1.0));
     assert!(sample(&text, "pmxcfs_tree_entries").is_some_and(|n| n >= 1.0));
+    // The write's commit, its wait and its FUSE request, timed; its bytes.
+    assert!(sample(&text, "pmxcfs_db_commit_duration_seconds_count").is_some_and(|n| n >= 1.0), "{text}");
+    assert!(sample(&text, "pmxcfs_change_duration_seconds_count").is_some_and(|n| n >= 1.0), "{text}");
+    assert!(
+        sample(&text, "pmxcfs_fuse_request_duration_seconds_count{op=\"write\"}").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "pmxcfs_fuse_request_duration_seconds_bucket{op=\"write\",le=\"+Inf\"}"),
+        sample(&text, "pmxcfs_fuse_request_duration_seconds_count{op=\"write\"}")
+    );
+    assert!(sample(&text, "pmxcfs_db_bytes_written_total").is_some_and(|n| n >= 1024.0), "{text}");
+    // Local mode: no messages, no syncs, no errors.
+    assert_eq!(sample(&text, "pmxcfs_errors_total{kind=\"persist_failed\"}"), Some(0.0));
+    assert_eq!(sample(&text, "pmxcfs_sync_rounds_total{group=\"dcdb\"}"), Some(0.0));
     assert!(text.contains(&format!(
         "pmxcfs_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")

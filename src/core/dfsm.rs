@@ -313,6 +313,15 @@ impl<A: App> Dfsm<A> {
         self.mode
     }
 
+    /// Messages (and their bytes) waiting in the queues: delivered but not
+    /// yet applied (during a sync, or before this node's own sync).
+    pub fn queued(&self) -> (usize, usize) {
+        (
+            self.msg_queue.items.len() + self.sync_queue.items.len(),
+            self.msg_queue.bytes + self.sync_queue.bytes,
+        )
+    }
+
     pub fn me(&self) -> Member {
         self.me
     }

@@ -8,6 +8,40 @@ use std::fmt::Write as _;
 use super::dfsm::Mode;
 use super::node::{Group, Node, Time};
 
+/// The upper bounds (seconds) of every histogram's buckets: from a FUSE
+/// reply (tens of µs) to a sync of a large tree (seconds).
+pub const BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Observations of a duration: how many fell in each bucket (not
+/// cumulative; the last slot counts those above every bound), their sum.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Histogram {
+    pub buckets: [u64; BUCKETS.len() + 1],
+    pub sum: f64,
+}
+
+impl Histogram {
+    /// The bucket a duration falls in.
+    pub fn bucket(seconds: f64) -> usize {
+        BUCKETS
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(BUCKETS.len())
+    }
+
+    pub fn observe(&mut self, seconds: f64) {
+        self.buckets[Self::bucket(seconds)] += 1;
+        self.sum += seconds;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
 /// A sample: its labels (name, value) and its value.
 pub type Sample = (Vec<(&'static str, String)>, f64);
 
@@ -60,6 +94,49 @@ impl Metrics {
     /// A counter family.
     pub fn counter(&mut self, name: &str, help: &str, samples: Vec<Sample>) {
         self.family(name, "counter", help, samples)
+    }
+
+    /// A histogram family: per label set, the cumulative buckets, `+Inf`,
+    /// the sum and the count, as the text format wants them.
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: Vec<(Vec<(&'static str, String)>, Histogram)>,
+    ) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} histogram");
+        for (labels, h) in samples {
+            let mut cumulative = 0;
+            let with = |extra: Option<String>| {
+                let mut parts: Vec<String> = labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                    .collect();
+                parts.extend(extra);
+                if parts.is_empty() {
+                    String::new()
+                } else {
+                    format!("{{{}}}", parts.join(","))
+                }
+            };
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                cumulative += h.buckets[i];
+                let _ = writeln!(
+                    self.out,
+                    "{name}_bucket{} {cumulative}",
+                    with(Some(format!("le=\"{bound}\"")))
+                );
+            }
+            let count = h.count();
+            let _ = writeln!(
+                self.out,
+                "{name}_bucket{} {count}",
+                with(Some("le=\"+Inf\"".into()))
+            );
+            let _ = writeln!(self.out, "{name}_sum{} {}", with(None), h.sum);
+            let _ = writeln!(self.out, "{name}_count{} {count}", with(None));
+        }
     }
 
     /// One unlabelled gauge.
@@ -216,6 +293,97 @@ pub fn node_metrics(m: &mut Metrics, node: &Node, now: Time) {
         "Age of the oldest lock in its current state (a lock is free to break after 120 s).",
         oldest.map_or(0.0, |t| now.secs().saturating_sub(t) as f64),
     );
+    counter_metrics(m, node);
+}
+
+/// What the core counted: messages, changes, sync rounds, connections,
+/// errors, and what waits in the groups' queues.
+fn counter_metrics(m: &mut Metrics, node: &Node) {
+    let c = &node.counters;
+    let per_kind = |maps: &[std::collections::BTreeMap<&'static str, u64>; 2]| {
+        let mut out = Vec::new();
+        for g in Group::ALL {
+            for (kind, n) in &maps[g.index()] {
+                let labels = vec![("group", group_name(g).to_string()), ("kind", kind.to_string())];
+                out.push((labels, *n as f64));
+            }
+        }
+        out
+    };
+    m.counter(
+        "pmxcfs_messages_sent_total",
+        "Messages this node handed to corosync, by group and kind (normal: a change or a cluster log entry; update: a sync leader's entry for a node behind).",
+        per_kind(&c.sent),
+    );
+    m.counter(
+        "pmxcfs_messages_received_total",
+        "Messages corosync delivered, by group and kind (this node's own included).",
+        per_kind(&c.received),
+    );
+    m.counter(
+        "pmxcfs_changes_applied_total",
+        "Changes of /etc/pve delivered in the cluster's order: made on this node (local) or on another (remote).",
+        vec![
+            by("origin", "local", c.changes_local as f64),
+            by("origin", "remote", c.changes_remote as f64),
+        ],
+    );
+    m.counter(
+        "pmxcfs_sync_rounds_total",
+        "Sync rounds started (every membership change starts one).",
+        Group::ALL
+            .iter()
+            .map(|&g| by("group", group_name(g), c.sync_rounds[g.index()] as f64))
+            .collect(),
+    );
+    m.histogram(
+        "pmxcfs_sync_duration_seconds",
+        "How long the sync rounds that ended synced took, from the membership change.",
+        Group::ALL
+            .iter()
+            .map(|&g| {
+                (
+                    vec![("group", group_name(g).to_string())],
+                    c.sync_seconds[g.index()].clone(),
+                )
+            })
+            .collect(),
+    );
+    let (mut queued, mut queued_bytes) = (Vec::new(), Vec::new());
+    for g in Group::ALL {
+        let (n, bytes) = node.queued(g);
+        queued.push(by("group", group_name(g), n as f64));
+        queued_bytes.push(by("group", group_name(g), bytes as f64));
+    }
+    m.gauge(
+        "pmxcfs_queued_messages",
+        "Messages delivered but not yet applied (held during a sync round).",
+        queued,
+    );
+    m.gauge(
+        "pmxcfs_queued_bytes",
+        "Bytes of the messages delivered but not yet applied.",
+        queued_bytes,
+    );
+    m.counter(
+        "pmxcfs_corosync_reconnects_total",
+        "Connections to corosync made again after a lost one.",
+        Group::ALL
+            .iter()
+            .map(|&g| {
+                let n = c.connections[g.index()].saturating_sub(1);
+                by("group", group_name(g), n as f64)
+            })
+            .collect(),
+    );
+    m.counter(
+        "pmxcfs_errors_total",
+        "Errors by kind: send_failed (corosync refused a message), persist_failed (config.db took no write), group_left / group_error / group_version_error (a group's machine left or failed).",
+        ["send_failed", "persist_failed", "group_left", "group_error", "group_version_error"]
+            .iter()
+            .map(|k| by("kind", *k, c.errors.get(k).copied().unwrap_or(0) as f64))
+            .collect(),
+    );
 }
 
 #[cfg(test)]
@@ -250,5 +418,26 @@ mod tests {
             value.parse::<f64>().expect("a number");
         }
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert!(text.contains("pmxcfs_errors_total{kind=\"persist_failed\"} 0\n"), "{text}");
+        assert!(text.contains("pmxcfs_sync_duration_seconds_count{group=\"dcdb\"} 0\n"), "{text}");
+    }
+
+    #[test]
+    fn histograms_are_cumulative_with_inf_sum_and_count() {
+        let mut h = Histogram::default();
+        for s in [0.00005, 0.0003, 0.0003, 20.0] {
+            h.observe(s);
+        }
+        let mut m = Metrics::new();
+        m.histogram("x_seconds", "help", vec![(vec![("op", "read".into())], h)]);
+        let text = m.finish();
+        assert!(text.contains("# TYPE x_seconds histogram\n"));
+        assert!(text.contains("x_seconds_bucket{op=\"read\",le=\"0.0001\"} 1\n"), "{text}");
+        assert!(text.contains("x_seconds_bucket{op=\"read\",le=\"0.00025\"} 1\n"), "{text}");
+        assert!(text.contains("x_seconds_bucket{op=\"read\",le=\"0.0005\"} 3\n"), "{text}");
+        assert!(text.contains("x_seconds_bucket{op=\"read\",le=\"10\"} 3\n"), "{text}");
+        assert!(text.contains("x_seconds_bucket{op=\"read\",le=\"+Inf\"} 4\n"), "{text}");
+        assert!(text.contains("x_seconds_count{op=\"read\"} 4\n"), "{text}");
+        assert!(text.contains("x_seconds_sum{op=\"read\"} 20.0006"), "{text}");
     }
 }

@@ -374,18 +374,18 @@ impl Filesystem for PveFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        crate::stats::fuse_request("lookup");
+        let _timer = crate::stats::fuse_request("lookup");
         self.trace("lookup", parent, Some(name));
         self.entry(parent, name, reply);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        crate::stats::fuse_request("forget");
+        let _timer = crate::stats::fuse_request("forget");
         self.table().forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        crate::stats::fuse_request("getattr");
+        let _timer = crate::stats::fuse_request("getattr");
         self.trace("getattr", ino, None);
         match self.attr(ino.0) {
             Ok((a, ttl)) => reply.attr(&ttl, &a),
@@ -411,7 +411,7 @@ impl Filesystem for PveFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        crate::stats::fuse_request("setattr");
+        let _timer = crate::stats::fuse_request("setattr");
         // What to change, checked before anything is changed.
         let changes = (|| -> Result<std::collections::VecDeque<NodeRequest>, Errno> {
             let target = self.target_of(ino)?;
@@ -456,7 +456,7 @@ impl Filesystem for PveFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        crate::stats::fuse_request("readlink");
+        let _timer = crate::stats::fuse_request("readlink");
         self.trace("readlink", ino, None);
         match self.target_of(ino) {
             Ok(Target::Fixed(Fixed::Link(suffix))) => {
@@ -478,7 +478,7 @@ impl Filesystem for PveFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        crate::stats::fuse_request("mknod");
+        let _timer = crate::stats::fuse_request("mknod");
         // libfuse turns a regular-file mknod into create; nothing else exists.
         if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(Errno::ENOSYS);
@@ -495,17 +495,17 @@ impl Filesystem for PveFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        crate::stats::fuse_request("mkdir");
+        let _timer = crate::stats::fuse_request("mkdir");
         self.make(parent, name, |path| NodeRequest::Mkdir { path }, reply)
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        crate::stats::fuse_request("unlink");
+        let _timer = crate::stats::fuse_request("unlink");
         self.remove(parent, name, reply)
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        crate::stats::fuse_request("opendir");
+        let _timer = crate::stats::fuse_request("opendir");
         reply.opened(FileHandle(self.new_fh()), FopenFlags::empty());
     }
 
@@ -517,7 +517,7 @@ impl Filesystem for PveFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        crate::stats::fuse_request("releasedir");
+        let _timer = crate::stats::fuse_request("releasedir");
         self.listings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -527,12 +527,12 @@ impl Filesystem for PveFs {
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
         // As C (no access handler; default_permissions does the checks).
-        crate::stats::fuse_request("access");
+        let _timer = crate::stats::fuse_request("access");
         reply.error(Errno::ENOSYS);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        crate::stats::fuse_request("rmdir");
+        let _timer = crate::stats::fuse_request("rmdir");
         self.remove(parent, name, reply)
     }
 
@@ -544,7 +544,7 @@ impl Filesystem for PveFs {
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        crate::stats::fuse_request("other");
+        let _timer = crate::stats::fuse_request("other");
         reply.error(Errno::ENOSYS);
     }
 
@@ -558,7 +558,7 @@ impl Filesystem for PveFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        crate::stats::fuse_request("rename");
+        let _timer = crate::stats::fuse_request("rename");
         if !flags.is_empty() {
             // The libfuse 2 API of C has no rename flags.
             return reply.error(Errno::EINVAL);
@@ -586,7 +586,7 @@ impl Filesystem for PveFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        crate::stats::fuse_request("open");
+        let _timer = crate::stats::fuse_request("open");
         self.trace("open", ino, None);
         // O_TRUNC (atomic_o_trunc): the truncate C gets as a setattr right
         // after the open, with the same change (or error).
@@ -644,7 +644,7 @@ impl Filesystem for PveFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        crate::stats::fuse_request("read");
+        let _timer = crate::stats::fuse_request("read");
         self.trace("read", ino, None);
         let slice = |data: &[u8]| -> Vec<u8> {
             let start = (offset as usize).min(data.len());
@@ -691,7 +691,7 @@ impl Filesystem for PveFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        crate::stats::fuse_request("write");
+        let _timer = crate::stats::fuse_request("write");
         let write = self
             .target_of(ino)
             .and_then(|target| view::write_request(&target, offset, data).map_err(errno));
@@ -712,7 +712,7 @@ impl Filesystem for PveFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        crate::stats::fuse_request("flush");
+        let _timer = crate::stats::fuse_request("flush");
         // As C (no flush handler): ENOSYS makes the kernel stop sending
         // flush requests, one round trip less per close.
         reply.error(Errno::ENOSYS);
@@ -728,7 +728,7 @@ impl Filesystem for PveFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        crate::stats::fuse_request("release");
+        let _timer = crate::stats::fuse_request("release");
         self.snapshots
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -744,7 +744,7 @@ impl Filesystem for PveFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        crate::stats::fuse_request("fsync");
+        let _timer = crate::stats::fuse_request("fsync");
         // Every change is committed before its request returns, durable
         // against a crash of the daemon (synchronous=NORMAL, as C). C
         // answers ENOSYS, which the kernel turns into success without the
@@ -771,7 +771,7 @@ impl Filesystem for PveFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        crate::stats::fuse_request("readdir");
+        let _timer = crate::stats::fuse_request("readdir");
         self.trace("readdir", ino, None);
         let names = match self.listing_of(ino, fh, offset) {
             Ok(n) => n,
@@ -799,7 +799,7 @@ impl Filesystem for PveFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        crate::stats::fuse_request("readdir");
+        let _timer = crate::stats::fuse_request("readdir");
         self.trace("readdirplus", ino, None);
         let names = match self.listing_of(ino, fh, offset) {
             Ok(n) => n,
@@ -849,7 +849,7 @@ impl Filesystem for PveFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        crate::stats::fuse_request("statfs");
+        let _timer = crate::stats::fuse_request("statfs");
         self.trace("statfs", _ino, None);
         let st = view::statfs(self.host.lock().node.memdb());
         reply.statfs(
@@ -877,7 +877,7 @@ impl Filesystem for PveFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        crate::stats::fuse_request("other");
+        let _timer = crate::stats::fuse_request("other");
         reply.error(Errno::ENOSYS);
     }
 
@@ -889,17 +889,17 @@ impl Filesystem for PveFs {
         _size: u32,
         reply: ReplyXattr,
     ) {
-        crate::stats::fuse_request("getxattr");
+        let _timer = crate::stats::fuse_request("getxattr");
         reply.error(Errno::ENOSYS);
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        crate::stats::fuse_request("other");
+        let _timer = crate::stats::fuse_request("other");
         reply.error(Errno::ENOSYS);
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        crate::stats::fuse_request("other");
+        let _timer = crate::stats::fuse_request("other");
         reply.error(Errno::ENOSYS);
     }
 
@@ -913,7 +913,7 @@ impl Filesystem for PveFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        crate::stats::fuse_request("create");
+        let _timer = crate::stats::fuse_request("create");
         let path = match self.child_path(parent, name) {
             Ok(p) => p,
             Err(e) => return reply.error(e),

@@ -125,6 +125,7 @@ impl Node {
             storage_probe_at: None,
             verify_last: start,
             synced_once: false,
+            counters: Default::default(),
         };
         if let Some((old, new)) = repaired {
             node.log(

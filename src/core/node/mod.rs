@@ -24,6 +24,7 @@
 
 mod admission;
 mod boot;
+pub mod counters;
 mod timers;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -72,6 +73,8 @@ pub struct Node {
     storage_probe_at: Option<Time>,
     verify_last: u32,
     synced_once: bool,
+    /// For the metrics file.
+    pub counters: counters::Counters,
 }
 
 fn result_of(r: i32) -> Result<u32, Errno> {
@@ -157,6 +160,14 @@ impl Node {
     }
 
     /// When the group's machine entered its current mode.
+    /// Messages (and bytes) delivered to a group but not yet applied.
+    pub fn queued(&self, group: Group) -> (usize, usize) {
+        match group {
+            Group::Dcdb => self.dcdb.queued(),
+            Group::Kvstore => self.kvstore.queued(),
+        }
+    }
+
     pub fn mode_since(&self, group: Group) -> Time {
         self.mode_since[group.index()]
     }
@@ -237,6 +248,8 @@ impl Node {
                 }
             }
             Input::Deliver { group, from, msg } => {
+                let own = from == self.me();
+                self.counters.received(group, &msg, own);
                 if self.debug() {
                     let what = describe_message(&msg);
                     self.log(
@@ -288,28 +301,31 @@ impl Node {
                 kv.status.clinfo_version = kv.status.clinfo_version.wrapping_add(1);
             }
             Input::Request { id, request } => self.request(now, id, request),
-            Input::SendFailed { group, bytes } => match super::dfsm::normal_count(&bytes) {
-                // A request's message: its writer hears EBUSY (C's
-                // result of a failed dfsm_send_message_sync).
-                Some(count) => {
-                    if group == Group::Dcdb {
-                        if let Some(id) = self.waiters.remove(&count) {
-                            self.replies.push_back((id, Reply::Fs(Err(EBUSY))));
+            Input::SendFailed { group, bytes } => {
+                self.counters.error("send_failed");
+                match super::dfsm::normal_count(&bytes) {
+                    // A request's message: its writer hears EBUSY (C's
+                    // result of a failed dfsm_send_message_sync).
+                    Some(count) => {
+                        if group == Group::Dcdb {
+                            if let Some(id) = self.waiters.remove(&count) {
+                                self.replies.push_back((id, Reply::Fs(Err(EBUSY))));
+                            }
+                        }
+                    }
+                    // A state-machine message (SYNC_START, STATE, UPDATE,
+                    // VERIFY...) that did not go out leaves the peers waiting
+                    // for it: leave, and rejoin for a full resync (C: a failed
+                    // send in the sync protocol sets LEAVE).
+                    None => {
+                        let why = format!("cannot send {}", describe_message(&bytes));
+                        match group {
+                            Group::Dcdb => self.dcdb.leave_group(secs, &why),
+                            Group::Kvstore => self.kvstore.leave_group(secs, &why),
                         }
                     }
                 }
-                // A state-machine message (SYNC_START, STATE, UPDATE,
-                // VERIFY...) that did not go out leaves the peers waiting
-                // for it: leave, and rejoin for a full resync (C: a failed
-                // send in the sync protocol sets LEAVE).
-                None => {
-                    let why = format!("cannot send {}", describe_message(&bytes));
-                    match group {
-                        Group::Dcdb => self.dcdb.leave_group(secs, &why),
-                        Group::Kvstore => self.kvstore.leave_group(secs, &why),
-                    }
-                }
-            },
+            }
             Input::StorageRecovered { rows } => self.storage_recovered(now, rows),
             Input::Timers => self.handle_timeout(now),
             Input::Start => {
@@ -322,6 +338,7 @@ impl Node {
             }
             Input::Connected { group } => {
                 let i = group.index();
+                self.counters.connections[i] += 1;
                 if self.wanted[i] && !self.joined[i] && self.rejoin_at[i].is_none() {
                     self.effects.push_back(Effect::JoinGroup(group));
                 }
@@ -348,6 +365,7 @@ impl Node {
             for out in outputs {
                 match out {
                     Output::Send(bytes) => {
+                        self.counters.sent(group, &bytes);
                         if self.debug() {
                             let what = describe_message(&bytes);
                             self.log(group.subsystem(), Level::Debug, format!("send {what}"));
@@ -363,6 +381,7 @@ impl Node {
                     }
                     Output::ModeChanged(mode) => {
                         self.mode_since[group.index()] = now;
+                        self.counters.mode_changed(group, mode, now);
                         if mode.is_error() {
                             // C leaves the group when its dfsm is in an
                             // error mode, and comes back (LEAVE only) once
@@ -459,6 +478,7 @@ impl Node {
     }
 
     fn persist_failed(&mut self, now: Time, failure: PersistFailure) {
+        self.counters.error("persist_failed");
         for line in &failure.lines {
             self.log(Subsystem::Database, Level::Crit, line.clone());
         }
