@@ -240,8 +240,11 @@ pub fn export_db(database: &Path, dir: &Path) -> i32 {
     }
     match export_rows(&rows, dir) {
         Ok(summary) => {
+            for n in &summary.notes {
+                println!("note: {n}");
+            }
             for p in &summary.problems {
-                println!("left out: {p}");
+                println!("problem: {p}");
             }
             println!(
                 "exported: {} directories, {} files, {} bytes of {} (version {}) to {}",
@@ -255,7 +258,7 @@ pub fn export_db(database: &Path, dir: &Path) -> i32 {
             if summary.problems.is_empty() {
                 0
             } else {
-                println!("result: some entries were left out; `pmxcfs --check-db` says why");
+                println!("result: the tree is broken (see the problems above); `pmxcfs --check-db` says what the daemon refuses, `pmxcfs --repair-db` mends it");
                 1
             }
         }
@@ -268,8 +271,14 @@ struct ExportSummary {
     directories: usize,
     files: usize,
     bytes: u64,
+    /// Entries written under another name than their own.
+    notes: Vec<String>,
+    /// Entries of a broken tree: left out, or written beside another.
     problems: Vec<String>,
 }
+
+/// The longest file name Linux file systems take.
+const NAME_MAX: usize = 255;
 
 fn export_rows(rows: &[Row], dir: &Path) -> std::io::Result<ExportSummary> {
     let mut s = ExportSummary::default();
@@ -297,6 +306,18 @@ fn export_rows(rows: &[Row], dir: &Path) -> std::io::Result<ExportSummary> {
                 continue;
             };
             let mut path = at.join(name);
+            if name.len() > NAME_MAX {
+                // C takes names up to its own limit; a file system's is 255 bytes.
+                let mut short = r.name[..NAME_MAX - 32].to_vec();
+                short.extend_from_slice(format!("...inode-{}", r.inode).as_bytes());
+                path = at.join(OsStr::from_bytes(&short));
+                s.notes.push(format!(
+                    "inode {}: a name of {} bytes, longer than a file name can be: written as {}",
+                    r.inode,
+                    r.name.len(),
+                    path.display()
+                ));
+            }
             if path.exists() {
                 let mut n = path.as_os_str().to_owned();
                 n.push(format!(".inode-{}", r.inode));

@@ -323,9 +323,11 @@ pub fn repair(rows: &[Row]) -> Repair {
 
     // The database version: at least every entry's version and inode, so
     // that new entries do not reuse an inode number.
-    let highest = t
-        .rows
-        .values()
+    // Entries set aside count too: their inode numbers may still be in
+    // use on other nodes.
+    let highest = rows
+        .iter()
+        .filter(|r| r.inode != 0)
         .map(|r| r.version.max(r.inode))
         .max()
         .unwrap_or(0);
