@@ -1,4 +1,4 @@
-//! The runbook of the README, run as written: its `# step:` blocks, in its
+//! The runbook (docs/runbook.md), run as written: its `# step:` blocks, in its
 //! order, on a 3-node cluster in namespaces whose nodes run a stand-in
 //! pve-cluster package (its /usr/bin/pmxcfs is a working daemon, started
 //! as pve-cluster.service starts it). Every node is replaced with the
@@ -77,10 +77,10 @@ case "$1" in
 esac
 "#;
 
-/// The `# step:` blocks of the README's runbook section, by name.
+/// The `# step:` blocks of docs/runbook.md, by name.
 fn runbook() -> BTreeMap<String, String> {
     let readme =
-        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/runbook.md")).unwrap();
     let start = readme
         .find("## Replacing C nodes: the runbook")
         .expect("the runbook section");
