@@ -2,7 +2,7 @@
 //! tests/cluster): how long a write on one node takes to be visible on
 //! another (median and 95th percentile, a new file and PVE's tmp + rename),
 //! and how long a node with an empty database takes to receive the
-//! 5000-file tree. Not a test; figures go to the README.
+//! 5000-file tree. Not a test; figures go to docs/performance.md.
 //!
 //!     cargo bench --bench cluster                    (as root)
 //!     BENCH_SAMPLES=100 PMXCFS_NODE1_CMD=... PMXCFS_NODE2_CMD=...

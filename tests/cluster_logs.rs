@@ -167,7 +167,7 @@ fn each_node_logs_the_lines_of_c_at_each_event() {
     let mut events = Events::new();
     c.start_corosync_all();
     let name = c.prefix.clone();
-    // Our one line that C does not log (README: decisions on logging).
+    // Our one line that C does not log (docs/decisions.md: operability).
     let version = env!("CARGO_PKG_VERSION");
 
     // Formation, one daemon after the other: node 1 is alone first.

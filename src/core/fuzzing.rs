@@ -198,7 +198,7 @@ pub fn memdb_ops(data: &[u8]) {
         // ... and what loads from them is what memory holds, but for C's
         // size without data (an empty file truncated to a length keeps no
         // bytes; no row can say so, and C reloads it as empty too: kept
-        // for the digests C peers compute, see README).
+        // for the digests C peers compute, see docs/decisions.md).
         let sized_without_data = dcdb
             .memdb
             .sorted_entries()
