@@ -337,6 +337,20 @@ fn corosync_restart_and_daemon_started_before_corosync() {
         "{}",
         c.log(2)
     );
+    // What the metrics of node 2 say of it: the reconnect, the syncs (the
+    // formation and the resync), the other nodes' changes, the leave.
+    c.wait_metrics(2, "the outage counted", |m| {
+        m("pmxcfs_corosync_reconnects_total{group=\"dcdb\"}") >= 1.0
+            && m("pmxcfs_sync_rounds_total{group=\"dcdb\"}") >= 2.0
+            && m("pmxcfs_sync_duration_seconds_count{group=\"dcdb\"}") >= 2.0
+            && m("pmxcfs_changes_applied_total{origin=\"remote\"}") >= 1.0
+            && m("pmxcfs_changes_applied_total{origin=\"local\"}") >= 1.0
+            && m("pmxcfs_messages_received_total{group=\"dcdb\",kind=\"normal\"}") >= 2.0
+            && m("pmxcfs_messages_sent_total{group=\"dcdb\",kind=\"state\"}") >= 2.0
+            && m("pmxcfs_group_mode{group=\"dcdb\",mode=\"synced\"}") == 1.0
+            && m("pmxcfs_node_online{nodeid=\"3\",node=\"testnode3\"}") == 1.0
+            && m("pmxcfs_queued_messages{group=\"dcdb\"}") == 0.0
+    });
 }
 
 /// The tree of a node's config.db, row by row (without the version row).

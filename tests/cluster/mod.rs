@@ -374,6 +374,7 @@ impl Cluster {
             .unwrap();
         let child = self
             .command(id, &cmd)
+            .env("PMXCFS_METRICS_FILE", self.metrics_file(id))
             .arg("-f")
             .args(extra)
             .stdout(Stdio::null())
@@ -389,6 +390,31 @@ impl Cluster {
                 self.log(id)
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Where node `id`'s daemon writes its metrics (every 5 s).
+    pub fn metrics_file(&self, id: u32) -> PathBuf {
+        self.node(id).dir.join("metrics.prom")
+    }
+
+    /// Wait until node `id`'s metrics satisfy `ok` (a sample's value by
+    /// its series, e.g. `pmxcfs_quorate` or `x_total{group="dcdb"}`).
+    pub fn wait_metrics(&self, id: u32, what: &str, ok: impl Fn(&dyn Fn(&str) -> f64) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = fs::read_to_string(self.metrics_file(id)).unwrap_or_default();
+            let sample = |series: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN)
+            };
+            if ok(&sample) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "node {id}'s metrics: {what}:\n{text}");
+            std::thread::sleep(Duration::from_millis(250));
         }
     }
 
