@@ -322,6 +322,70 @@ pub fn run(options: Options) -> i32 {
     }
 }
 
+/// A large database of another page size (C's) gets [`crate::database::PAGE_SIZE`]
+/// after the start, not before it: a copy is written beside it while the
+/// daemon serves, and put in its place under the lock if no change was
+/// persisted meanwhile (else tried again later). Readers and writers wait
+/// only for the swap (close, rename, reopen).
+fn convert_page_size_later(host: Arc<Host>, path: PathBuf) {
+    const ATTEMPTS: u32 = 5;
+    let spawned = std::thread::Builder::new()
+        .name("db-convert".into())
+        .spawn(move || {
+            for attempt in 1..=ATTEMPTS {
+                let before = {
+                    let shared = host.lock();
+                    if shared.node.storage_failed() {
+                        return;
+                    }
+                    shared.db.transactions
+                };
+                let (copy, old) = match Database::copy_with_small_pages(&path) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        log::warning(
+                            Subsystem::Database,
+                            &format!("database page size left as it is: {e}"),
+                        );
+                        return;
+                    }
+                };
+                let mut shared = host.lock();
+                if shared.db.transactions == before {
+                    match shared.db.replace_file(&copy) {
+                        Ok(()) => log::notice(
+                            Subsystem::Database,
+                            &format!(
+                                "database page size {old} changed to {} (fewer bytes written per change)",
+                                crate::database::PAGE_SIZE
+                            ),
+                        ),
+                        Err(e) => log::warning(
+                            Subsystem::Database,
+                            &format!("database page size left as it is: {e}"),
+                        ),
+                    }
+                    drop(shared);
+                    let _ = fs::remove_file(&copy);
+                    return;
+                }
+                drop(shared);
+                let _ = fs::remove_file(&copy);
+                std::thread::sleep(Duration::from_secs(10 * u64::from(attempt)));
+            }
+            log::notice(
+                Subsystem::Database,
+                "database page size left as it is for now: changes kept coming while it was copied",
+            );
+        });
+    if let Err(e) = spawned {
+        log::warning(
+            Subsystem::Database,
+            &format!("database page size left as it is: {e}"),
+        );
+    }
+}
+
 fn db_error(e: DbError) -> String {
     e.to_string()
 }
@@ -377,6 +441,8 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
         start,
     )
     .map_err(|e| format!("{}: {e}", paths.database().display()))?;
+    // A copy a background conversion left behind (the daemon stopped).
+    let _ = fs::remove_file(Database::conversion_path(&paths.database()));
     let db = Database::open(&paths.database()).map_err(db_error)?;
     match &db.page_size_change {
         Some(Ok((old, new))) => log::notice(
@@ -453,6 +519,9 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
         redirect_stdio_to_null();
     }
 
+    if host.lock().db.convert_later {
+        convert_page_size_later(host.clone(), paths.database());
+    }
     let metrics_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(path) = crate::metrics::path() {
         crate::metrics::start(host.clone(), path, metrics_stop.clone());

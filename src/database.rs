@@ -92,6 +92,10 @@ pub struct Database {
     /// The page size change made at open (for the log): (old, new), or
     /// why it failed.
     pub page_size_change: Option<Result<(i64, i64), String>>,
+    /// The database is larger than [`CONVERT_AT_OPEN_LIMIT`] and still has
+    /// another page size: it is converted after the start, in the
+    /// background ([`Database::copy_with_small_pages`], [`Database::replace_file`]).
+    pub convert_later: bool,
 }
 
 /// The page size config.db is given. SQLite writes every page a change
@@ -106,6 +110,12 @@ pub const PAGE_SIZE: u32 = 1024;
 /// 4 MiB, as SQLite's default of 1000 pages is with 4 KiB pages (a page
 /// changed many times between two checkpoints is copied once).
 pub const WAL_AUTOCHECKPOINT: u32 = 4096;
+
+/// Databases up to this size get [`PAGE_SIZE`] at open (a rewrite of a
+/// few MB takes tens of ms); a larger one (a C database of a big cluster:
+/// a rewrite of 51 MB took most of a start) is served as it is and
+/// converted in the background once /etc/pve is up.
+pub const CONVERT_AT_OPEN_LIMIT: u64 = 8 << 20;
 
 fn u32_of(path: &Path, inode: i64, column: &str, v: i64) -> Result<u32, DbError> {
     u32::try_from(v).map_err(|_| DbError::BadRow {
@@ -184,7 +194,7 @@ impl Database {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
         )
         .map_err(sqlite)?;
-        let page_size_change = Self::set_page_size(&conn);
+        let (page_size_change, convert_later) = Self::set_page_size(&conn);
         // journal_mode answers with a row; query it rather than execute.
         let _: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
@@ -225,6 +235,7 @@ impl Database {
             commit_seconds: Default::default(),
             page_size: page_size.max(0) as u64,
             page_size_change,
+            convert_later,
         })
     }
 
@@ -234,7 +245,7 @@ impl Database {
     /// failure (no room for the copy VACUUM makes) the file keeps its page
     /// size and works as before. Returns (old, new) when it changed, or
     /// the failure.
-    fn set_page_size(conn: &Connection) -> Option<Result<(i64, i64), String>> {
+    fn set_page_size(conn: &Connection) -> (Option<Result<(i64, i64), String>>, bool) {
         let size = |c: &Connection| -> i64 {
             c.query_row("PRAGMA page_size", [], |r| r.get(0))
                 .unwrap_or(0)
@@ -244,21 +255,92 @@ impl Database {
             .unwrap_or(0);
         let old = size(conn);
         if old == PAGE_SIZE as i64 {
-            return None;
+            return (None, false);
         }
         if pages == 0 {
             // A new file: the page size is set before anything is written.
             let _ = conn.execute_batch(&format!("PRAGMA page_size={PAGE_SIZE}"));
-            return None;
+            return (None, false);
+        }
+        if (pages * old) as u64 > CONVERT_AT_OPEN_LIMIT {
+            return (None, true);
         }
         let converted = (|| -> rusqlite::Result<()> {
             let _: String = conn.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))?;
             conn.execute_batch(&format!("PRAGMA page_size={PAGE_SIZE}; VACUUM"))
         })();
         match converted {
-            Ok(()) => Some(Ok((old, size(conn)))),
-            Err(e) => Some(Err(e.to_string())),
+            Ok(()) => (Some(Ok((old, size(conn)))), false),
+            Err(e) => (Some(Err(e.to_string())), false),
         }
+    }
+
+    /// The path the background conversion writes its copy to.
+    pub fn conversion_path(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".converting");
+        PathBuf::from(name)
+    }
+
+    /// A copy of the database at `path` with [`PAGE_SIZE`] pages, written
+    /// beside it by a connection of its own (`VACUUM INTO`: a snapshot read
+    /// that does not hold up the daemon's writes). Returns the copy's path
+    /// and the page size it replaces.
+    pub fn copy_with_small_pages(path: &Path) -> Result<(PathBuf, i64), String> {
+        let copy = Self::conversion_path(path);
+        let _ = std::fs::remove_file(&copy);
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| e.to_string())?;
+        let old: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(|e| e.to_string())?;
+        // VACUUM INTO takes the connection's page size setting.
+        conn.execute_batch(&format!("PRAGMA page_size={PAGE_SIZE}"))
+            .map_err(|e| e.to_string())?;
+        let quoted = copy.to_string_lossy().replace('\'', "''");
+        let written = conn
+            .execute_batch(&format!("VACUUM INTO '{quoted}'"))
+            .map_err(|e| e.to_string())
+            .and_then(|_| {
+                // On disk before it replaces the original.
+                std::fs::File::open(&copy)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&copy);
+            return Err(e);
+        }
+        Ok((copy, old))
+    }
+
+    /// Put the file `copy` in the place of this database and reopen it with
+    /// the same settings; the counters go on. Call it with no change in
+    /// between the copy's snapshot and now (the caller holds the lock under
+    /// which changes are persisted). On a failure before the rename the
+    /// database stays as it was.
+    pub fn replace_file(&mut self, copy: &Path) -> Result<(), String> {
+        // Everything into the main file, the log emptied: nothing of the old
+        // file's log can be read into the copy.
+        self.checkpoint();
+        let placeholder = Connection::open_in_memory().map_err(|e| e.to_string())?;
+        let old = std::mem::replace(&mut self.conn, placeholder);
+        if let Err((conn, e)) = old.close() {
+            self.conn = conn;
+            return Err(e.to_string());
+        }
+        let renamed = std::fs::rename(copy, &self.path).map_err(|e| e.to_string());
+        if renamed.is_ok() {
+            if let Some(dir) = self.path.parent() {
+                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            }
+        }
+        // Reopened either way: the copy in place, or the old file.
+        let reopened = Database::open(&self.path).map_err(|e| e.to_string())?;
+        self.conn = reopened.conn;
+        self.page_size = reopened.page_size;
+        self.convert_later = false;
+        renamed
     }
 
     /// Read every row through a read-only connection, after checking the
@@ -525,6 +607,56 @@ mod tests {
         let db = Database::open(&path).unwrap();
         assert_eq!(db.page_size_change, None);
         drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A C database above [`CONVERT_AT_OPEN_LIMIT`] is served as it is at
+    /// open and converted later: a copy made beside it, swapped in place
+    /// with its rows, its counters and further writes going on.
+    #[test]
+    fn a_large_c_database_is_converted_after_the_open() {
+        let dir = scratch("later");
+        let path = dir.join("config.db");
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/functional.db");
+        std::fs::copy(&fixture, &path).unwrap();
+        {
+            // Grown past the limit as C would have: rows of 1 MiB files.
+            let c = Connection::open(&path).unwrap();
+            let big = vec![b'x'; 1 << 20];
+            for i in 0..(CONVERT_AT_OPEN_LIMIT >> 20) + 1 {
+                c.execute(REPLACE, params![1000 + i as i64, 0, 1000 + i as i64, 0, 0, 8, format!("big{i}"), big])
+                    .unwrap();
+            }
+            c.execute("UPDATE tree SET version = 2000 WHERE inode = 0", []).unwrap();
+        }
+        let before = Database::read(&path).unwrap().unwrap();
+        let mut db = Database::open(&path).unwrap();
+        assert!(db.convert_later);
+        assert_eq!(db.page_size_change, None);
+        assert_eq!(page_size(&path), 4096, "not converted at open");
+        let (copy, old) = Database::copy_with_small_pages(&path).unwrap();
+        assert_eq!(old, 4096);
+        assert_eq!(page_size(&copy), PAGE_SIZE as i64);
+        let transactions = db.transactions;
+        db.replace_file(&copy).unwrap();
+        assert!(!copy.exists());
+        assert_eq!(page_size(&path), PAGE_SIZE as i64);
+        assert_eq!(db.page_size, PAGE_SIZE as u64);
+        assert_eq!(Database::read(&path).unwrap().unwrap(), before);
+        // The reopened database takes writes, counted on.
+        let mut row = before.iter().find(|r| r.inode == 1000).unwrap().clone();
+        row.data = Some(b"after\n".to_vec());
+        db.apply_all(&[DbChange { delete_inodes: vec![], write_rows: vec![row.clone()] }])
+            .unwrap();
+        assert_eq!(db.transactions, transactions + 1);
+        drop(db);
+        let after = Database::read(&path).unwrap().unwrap();
+        assert_eq!(after.iter().find(|r| r.inode == 1000), Some(&row));
+        let mode: String = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
