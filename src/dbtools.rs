@@ -116,10 +116,16 @@ pub fn repair_db(input: &Path, output: &Path) -> i32 {
     println!("written: {} ({} rows)", output.display(), repair.rows.len());
     if !repair.set_aside.is_empty() {
         match write_set_aside(&aside_dir, &repair.set_aside) {
-            Ok(n) => println!(
-                "set aside: {n} entries written below {} (plain files at the paths they had; not in the repaired database)",
-                aside_dir.display()
-            ),
+            Ok(written) => {
+                for (inode, file) in &written {
+                    println!("set aside: inode {inode} written to {}", file.display());
+                }
+                println!(
+                    "set aside: {} entries written below {} (plain files at the paths they had; not in the repaired database)",
+                    written.len(),
+                    aside_dir.display()
+                )
+            }
             Err(e) => {
                 return fail(format!(
                     "{}: writing the entries set aside failed: {e}; the repaired copy {} is complete without them",
@@ -191,9 +197,9 @@ fn new_private_dir(path: &Path) -> std::io::Result<()> {
 /// Write the entries taken out of a database below `dir`: each file at
 /// the path it had (an entry of the same path twice gets `.inode-N`),
 /// directories as directories.
-fn write_set_aside(dir: &Path, entries: &[SetAside]) -> std::io::Result<usize> {
+fn write_set_aside(dir: &Path, entries: &[SetAside]) -> std::io::Result<Vec<(u64, PathBuf)>> {
     new_private_dir(dir)?;
-    let mut n = 0;
+    let mut written = Vec::new();
     for e in entries {
         let mut path = safe_join(dir, &e.path);
         if let Some(parent) = path.parent() {
@@ -209,9 +215,9 @@ fn write_set_aside(dir: &Path, entries: &[SetAside]) -> std::io::Result<usize> {
         } else {
             write_file(&path, e.row.data.as_deref().unwrap_or_default(), e.row.mtime)?;
         }
-        n += 1;
+        written.push((e.row.inode, path));
     }
-    Ok(n)
+    Ok(written)
 }
 
 /// `pmxcfs --export-db DB DIR`: the tree of DB as plain files below DIR

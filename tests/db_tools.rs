@@ -82,6 +82,8 @@ fn repair_db_writes_a_copy_that_passes_check_and_keeps_every_entry() {
         "/nodes/othernode/qemu-server/100.conf (inode 202) set aside: VMID 100 is configured more than once; /nodes/refnode1/qemu-server/100.conf (version 75) is kept",
         "the database version 60 was lower than an entry's: raised to 202",
         "passes --check-db",
+        "set aside: inode 22 written to ",
+        "repaired.db.set-aside/storage.cfg",
     ] {
         assert!(said.contains(change), "{change}\nmissing from:\n{said}");
     }
