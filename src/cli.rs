@@ -25,7 +25,8 @@ pub enum Command {
 #[derive(Parser, Debug)]
 #[command(
     name = "pmxcfs",
-    version,
+    // `pmxcfs (pmxcfs-rs) 0.3.0`: which daemon, at a glance.
+    version = concat!("(pmxcfs-rs) ", env!("CARGO_PKG_VERSION")),
     about = "Proxmox VE cluster configuration filesystem (pmxcfs-rs, a wire-compatible replacement of the C pmxcfs)",
     after_help = "Without a tool option the daemon serves /etc/pve; see pmxcfs(8).",
     group(ArgGroup::new("tool").args(["check_db", "repair_db", "export_db"]).multiple(false))
@@ -169,6 +170,13 @@ mod tests {
         for hidden in ["--test-lock-timeout", "--mountpoint", "--statedir", "--rundir", "--pidfile"] {
             assert!(!help.contains(hidden), "{hidden} shown in:\n{help}");
         }
+    }
+
+    #[test]
+    fn the_version_names_pmxcfs_rs() {
+        use clap::CommandFactory;
+        let v = Cli::command().render_version();
+        assert_eq!(v.trim(), format!("pmxcfs (pmxcfs-rs) {}", env!("CARGO_PKG_VERSION")));
     }
 
     #[test]
