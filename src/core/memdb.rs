@@ -1096,7 +1096,11 @@ fn apply_write(e: &mut Entry, data: &[u8], offset: u32, truncate: bool) {
         let old = e.data.take().unwrap_or_default();
         let oldsize = e.size as usize;
         let mut buf = old;
+        // The tree holds every file for as long as it lives: buffers are
+        // kept at their length (no doubling slack from a file written in
+        // pieces, no old capacity after a shorter overwrite).
         if newsize > oldsize {
+            buf.reserve_exact(newsize.saturating_sub(buf.len()));
             buf.resize(newsize, 0);
             buf[offset..newsize].copy_from_slice(data);
             e.size = newsize as u32;
@@ -1105,6 +1109,7 @@ fn apply_write(e: &mut Entry, data: &[u8], offset: u32, truncate: bool) {
             buf[offset..newsize].copy_from_slice(data);
             if truncate {
                 buf.truncate(newsize);
+                buf.shrink_to_fit();
                 e.size = newsize as u32;
             }
         }

@@ -88,6 +88,23 @@ fn write_and_create_checks_in_c_order() {
     assert_eq!(m.write(b"f", 0, 1, b"x", 1024 * 1024, false), Err(EFBIG));
 }
 
+/// A file written in C's 128 KiB pieces, then overwritten shorter, holds
+/// no more memory than its bytes (the tree keeps it for its whole life).
+#[test]
+fn file_buffers_hold_their_length_only() {
+    let mut m = tree(&["f!"]);
+    let piece = vec![7u8; 128 << 10];
+    for i in 0..3 {
+        m.write(b"f", 0, 1, &piece, i * (128 << 10), false).unwrap();
+    }
+    m.write(b"f", 0, 1, b"tail", 3 * (128 << 10), false).unwrap();
+    let d = m.lookup(b"f").unwrap().data.as_ref().unwrap();
+    assert_eq!((d.len(), d.capacity()), ((3 << 17) + 4, (3 << 17) + 4));
+    m.write(b"f", 0, 1, b"short", 0, true).unwrap();
+    let d = m.lookup(b"f").unwrap().data.as_ref().unwrap();
+    assert_eq!((d.len(), d.capacity()), (5, 5));
+}
+
 #[test]
 fn pwrite_data_rules() {
     let mut m = tree(&["f!"]);
