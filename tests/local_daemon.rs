@@ -611,13 +611,23 @@ fn command_line_is_that_of_c() {
             .output()
             .unwrap()
     };
-    let out = run(&["extra"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage: pmxcfs [-d] [-f] [-l]"));
-    assert!(!run(&["-x"]).status.success());
+    // An extra argument or an unknown option: said, with the usage, exit 1.
+    for bad in [&["extra"][..], &["-x"], &["--bogus"]] {
+        let out = run(bad);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("Usage: pmxcfs"), "{said}");
+    }
     let help = run(&["--help"]);
     assert!(help.status.success());
-    assert!(String::from_utf8_lossy(&help.stdout).contains("--local"));
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in ["-d, --debug", "-f, --foreground", "-l, --local"] {
+        assert!(help.contains(flag), "{help}");
+    }
+    // Options for test setups are not an administrator's.
+    assert!(!help.contains("--test-lock-timeout") && !help.contains("--statedir"), "{help}");
+    let version = run(&["--version"]);
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("pmxcfs (pmxcfs-rs) "));
 }
 
 /// As a service (no `-f`) the daemon logs to syslog through /dev/log,
