@@ -292,6 +292,13 @@ fn redirect_stdio_to_null() {
 
 /// Run the daemon; returns the process exit code.
 pub fn run(options: Options) -> i32 {
+    // One malloc arena for every thread, before any thread exists. The
+    // threads that allocate (two FUSE threads, IPC, corosync, RRD, metrics)
+    // take turns on the node's lock anyway; glibc's arena per thread kept
+    // freed memory in each (a walk of 52 000 files: VmHWM 106 -> 94 MB, the
+    // same time; docs/performance.md).
+    // SAFETY: mallopt only changes glibc's allocator settings.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     if options.debug {
         log::set_debug(true);
     }
