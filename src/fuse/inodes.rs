@@ -6,20 +6,24 @@
 //! number, not the memdb inode (as observed with C).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub const ROOT_ID: u64 = 1;
 
 struct InodeRef {
     parent: u64,
-    name: Vec<u8>,
+    /// Shared with the parent's index: one allocation per name.
+    name: Arc<[u8]>,
     lookups: u64,
     /// Unlinked or replaced: no path any more.
     detached: bool,
 }
 
+/// Every number the kernel holds, and per directory number its named
+/// children, looked up by a borrowed name (no allocation per request).
 pub struct InodeTable {
     by_id: HashMap<u64, InodeRef>,
-    by_name: HashMap<(u64, Vec<u8>), u64>,
+    by_name: HashMap<u64, HashMap<Arc<[u8]>, u64>>,
     next: u64,
 }
 
@@ -36,7 +40,7 @@ impl InodeTable {
             ROOT_ID,
             InodeRef {
                 parent: 0,
-                name: Vec::new(),
+                name: Arc::from(&b""[..]),
                 lookups: 1,
                 detached: false,
             },
@@ -48,9 +52,18 @@ impl InodeTable {
         }
     }
 
+    fn unlink_name(&mut self, parent: u64, name: &[u8]) -> Option<u64> {
+        let names = self.by_name.get_mut(&parent)?;
+        let id = names.remove(name);
+        if names.is_empty() {
+            self.by_name.remove(&parent);
+        }
+        id
+    }
+
     /// The number of `name` in `parent`, counting one kernel lookup.
     pub fn lookup(&mut self, parent: u64, name: &[u8]) -> u64 {
-        if let Some(&id) = self.by_name.get(&(parent, name.to_vec())) {
+        if let Some(&id) = self.by_name.get(&parent).and_then(|m| m.get(name)) {
             if let Some(n) = self.by_id.get_mut(&id) {
                 n.lookups += 1;
             }
@@ -58,22 +71,23 @@ impl InodeTable {
         }
         let id = self.next;
         self.next += 1;
+        let name: Arc<[u8]> = Arc::from(name);
         self.by_id.insert(
             id,
             InodeRef {
                 parent,
-                name: name.to_vec(),
+                name: name.clone(),
                 lookups: 1,
                 detached: false,
             },
         );
-        self.by_name.insert((parent, name.to_vec()), id);
+        self.by_name.entry(parent).or_default().insert(name, id);
         id
     }
 
     /// The number of `name` in `parent` if the kernel knows it (readdir).
     pub fn peek(&self, parent: u64, name: &[u8]) -> Option<u64> {
-        self.by_name.get(&(parent, name.to_vec())).copied()
+        self.by_name.get(&parent)?.get(name).copied()
     }
 
     pub fn forget(&mut self, id: u64, n: u64) {
@@ -87,7 +101,7 @@ impl InodeTable {
         if inode.lookups == 0 {
             let gone = self.by_id.remove(&id).expect("present");
             if !gone.detached {
-                self.by_name.remove(&(gone.parent, gone.name));
+                self.unlink_name(gone.parent, &gone.name);
             }
         }
     }
@@ -110,7 +124,7 @@ impl InodeTable {
 
     /// `name` in `parent` is gone (unlink, rmdir, replaced by a rename).
     pub fn detach(&mut self, parent: u64, name: &[u8]) {
-        if let Some(id) = self.by_name.remove(&(parent, name.to_vec())) {
+        if let Some(id) = self.unlink_name(parent, name) {
             if let Some(n) = self.by_id.get_mut(&id) {
                 n.detached = true;
             }
@@ -120,12 +134,13 @@ impl InodeTable {
     /// A successful rename: the inode moves, one at the target is gone.
     pub fn rename(&mut self, parent: u64, name: &[u8], newparent: u64, newname: &[u8]) {
         self.detach(newparent, newname);
-        if let Some(id) = self.by_name.remove(&(parent, name.to_vec())) {
+        if let Some(id) = self.unlink_name(parent, name) {
+            let newname: Arc<[u8]> = Arc::from(newname);
             if let Some(n) = self.by_id.get_mut(&id) {
                 n.parent = newparent;
-                n.name = newname.to_vec();
+                n.name = newname.clone();
             }
-            self.by_name.insert((newparent, newname.to_vec()), id);
+            self.by_name.entry(newparent).or_default().insert(newname, id);
         }
     }
 }
@@ -151,5 +166,27 @@ mod tests {
         assert_eq!(t.path(a).unwrap(), b"c");
         t.forget(a, 1);
         assert!(t.peek(ROOT_ID, b"c").is_none());
+    }
+
+    #[test]
+    fn a_detached_number_never_takes_its_old_name_with_it() {
+        let mut t = InodeTable::new();
+        let old = t.lookup(ROOT_ID, b"x");
+        t.detach(ROOT_ID, b"x");
+        let new = t.lookup(ROOT_ID, b"x");
+        assert_ne!(old, new);
+        t.forget(old, 1);
+        assert_eq!(t.peek(ROOT_ID, b"x"), Some(new));
+        assert_eq!(t.path(new).unwrap(), b"x");
+        // A rename onto a known name detaches that one.
+        let y = t.lookup(ROOT_ID, b"y");
+        t.rename(ROOT_ID, b"x", ROOT_ID, b"y");
+        assert!(t.path(y).is_none());
+        assert_eq!(t.peek(ROOT_ID, b"y"), Some(new));
+        assert_eq!(t.peek(ROOT_ID, b"x"), None);
+        t.forget(y, 1);
+        t.forget(new, 2);
+        assert_eq!(t.peek(ROOT_ID, b"y"), None);
+        assert!(t.by_name.is_empty(), "no empty directory maps left behind");
     }
 }
