@@ -358,32 +358,34 @@ fn convert_page_size_later(host: Arc<Host>, path: PathBuf) {
                     }
                 };
                 let mut shared = host.lock();
-                if shared.db.transactions == before {
-                    match shared.db.replace_file(&copy) {
-                        Ok(()) => log::notice(
+                let swapped = if shared.db.transactions == before {
+                    shared.db.replace_file(&copy)
+                } else {
+                    Err("changes kept coming while it was copied".into())
+                };
+                drop(shared);
+                let _ = fs::remove_file(&copy);
+                match swapped {
+                    Ok(()) => {
+                        log::notice(
                             Subsystem::Database,
                             &format!(
                                 "database page size {old} changed to {} (fewer bytes written per change)",
                                 crate::database::PAGE_SIZE
                             ),
-                        ),
-                        Err(e) => log::warning(
-                            Subsystem::Database,
-                            &format!("database page size left as it is: {e}"),
-                        ),
+                        );
+                        return;
                     }
-                    drop(shared);
-                    let _ = fs::remove_file(&copy);
-                    return;
+                    Err(e) if attempt == ATTEMPTS => {
+                        log::notice(
+                            Subsystem::Database,
+                            &format!("database page size left as it is for now: {e}"),
+                        );
+                    }
+                    // Another process had it open, or a change came: later.
+                    Err(_) => std::thread::sleep(Duration::from_secs(10 * u64::from(attempt))),
                 }
-                drop(shared);
-                let _ = fs::remove_file(&copy);
-                std::thread::sleep(Duration::from_secs(10 * u64::from(attempt)));
             }
-            log::notice(
-                Subsystem::Database,
-                "database page size left as it is for now: changes kept coming while it was copied",
-            );
         });
     if let Err(e) = spawned {
         log::warning(

@@ -329,7 +329,21 @@ impl Database {
             self.conn = conn;
             return Err(e.to_string());
         }
-        let renamed = std::fs::rename(copy, &self.path).map_err(|e| e.to_string());
+        // SQLite removes the log and the shared-memory file when the last
+        // connection closes: if they are still there, another process (an
+        // administrator's sqlite3, a backup) has the database open, and its
+        // log must not meet the copy. Not now, then.
+        let side = |suffix: &str| {
+            let mut p = self.path.as_os_str().to_owned();
+            p.push(suffix);
+            PathBuf::from(p)
+        };
+        let in_use = side("-wal").exists() || side("-shm").exists();
+        let renamed = if in_use {
+            Err("another process has the database open".to_string())
+        } else {
+            std::fs::rename(copy, &self.path).map_err(|e| e.to_string())
+        };
         if renamed.is_ok() {
             if let Some(dir) = self.path.parent() {
                 let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
@@ -638,6 +652,14 @@ mod tests {
         assert_eq!(old, 4096);
         assert_eq!(page_size(&copy), PAGE_SIZE as i64);
         let transactions = db.transactions;
+        // Another process with the database open: not swapped, still usable.
+        let other = Connection::open(&path).unwrap();
+        let _: i64 = other.query_row("SELECT count(*) FROM tree", [], |r| r.get(0)).unwrap();
+        let refused = db.replace_file(&copy).unwrap_err();
+        assert!(refused.contains("another process"), "{refused}");
+        assert_eq!(page_size(&path), 4096);
+        assert!(copy.exists());
+        drop(other);
         db.replace_file(&copy).unwrap();
         assert!(!copy.exists());
         assert_eq!(page_size(&path), PAGE_SIZE as i64);
