@@ -97,7 +97,10 @@ fn latency(n: usize, samples: usize) {
         }
         println!("  {what}, {samples} samples:");
         for (label, v) in [
-            ("committed on node 1 (the writer's calls return)", &committed),
+            (
+                "committed on node 1 (the writer's calls return)",
+                &committed,
+            ),
             ("identical bytes readable on node 2", &on_node2),
             ("identical bytes readable on every node", &everywhere),
         ] {

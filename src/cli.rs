@@ -151,7 +151,12 @@ mod tests {
 
     #[test]
     fn extra_arguments_and_unknown_options_are_errors() {
-        for bad in [&["x"][..], &["--bogus"], &["-x"], &["--repair-db", "only-one"]] {
+        for bad in [
+            &["x"][..],
+            &["--bogus"],
+            &["-x"],
+            &["--repair-db", "only-one"],
+        ] {
             let e = parse(std::iter::once("pmxcfs").chain(bad.iter().copied())).unwrap_err();
             assert_ne!(e.exit_code(), 0, "{bad:?}");
         }
@@ -159,15 +164,36 @@ mod tests {
 
     #[test]
     fn test_options_work_but_are_not_in_the_help() {
-        let o = run(&["--mountpoint", "/m", "--statedir", "/s", "--test-lock-timeout", "3"]);
+        let o = run(&[
+            "--mountpoint",
+            "/m",
+            "--statedir",
+            "/s",
+            "--test-lock-timeout",
+            "3",
+        ]);
         assert_eq!(o.paths.mountpoint, PathBuf::from("/m"));
         assert_eq!(o.paths.database(), PathBuf::from("/s/config.db"));
         assert_eq!(o.test_lock_timeout, Some(3));
         let help = help();
-        for shown in ["--debug", "--foreground", "--local", "--check-db", "--repair-db", "--export-db", "--version"] {
+        for shown in [
+            "--debug",
+            "--foreground",
+            "--local",
+            "--check-db",
+            "--repair-db",
+            "--export-db",
+            "--version",
+        ] {
             assert!(help.contains(shown), "{shown} missing from:\n{help}");
         }
-        for hidden in ["--test-lock-timeout", "--mountpoint", "--statedir", "--rundir", "--pidfile"] {
+        for hidden in [
+            "--test-lock-timeout",
+            "--mountpoint",
+            "--statedir",
+            "--rundir",
+            "--pidfile",
+        ] {
             assert!(!help.contains(hidden), "{hidden} shown in:\n{help}");
         }
     }
@@ -176,17 +202,31 @@ mod tests {
     fn the_version_names_pmxcfs_rs() {
         use clap::CommandFactory;
         let v = Cli::command().render_version();
-        assert_eq!(v.trim(), format!("pmxcfs (pmxcfs-rs) {}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            v.trim(),
+            format!("pmxcfs (pmxcfs-rs) {}", env!("CARGO_PKG_VERSION"))
+        );
     }
 
     #[test]
     fn database_tools() {
-        let p = |args: &[&str]| parse(std::iter::once("pmxcfs").chain(args.iter().copied())).unwrap();
-        assert!(matches!(p(&["--check-db"]), Command::CheckDb(d) if d == PathBuf::from("/var/lib/pve-cluster/config.db")));
-        assert!(matches!(p(&["--statedir", "/s", "--check-db"]), Command::CheckDb(d) if d == PathBuf::from("/s/config.db")));
-        assert!(matches!(p(&["--check-db", "/x.db"]), Command::CheckDb(d) if d == PathBuf::from("/x.db")));
-        assert!(matches!(p(&["--repair-db", "a", "b"]), Command::RepairDb { input, output } if input == PathBuf::from("a") && output == PathBuf::from("b")));
-        assert!(matches!(p(&["--export-db", "a", "d"]), Command::ExportDb { database, dir } if database == PathBuf::from("a") && dir == PathBuf::from("d")));
+        let p =
+            |args: &[&str]| parse(std::iter::once("pmxcfs").chain(args.iter().copied())).unwrap();
+        assert!(
+            matches!(p(&["--check-db"]), Command::CheckDb(d) if d == PathBuf::from("/var/lib/pve-cluster/config.db"))
+        );
+        assert!(
+            matches!(p(&["--statedir", "/s", "--check-db"]), Command::CheckDb(d) if d == PathBuf::from("/s/config.db"))
+        );
+        assert!(
+            matches!(p(&["--check-db", "/x.db"]), Command::CheckDb(d) if d == PathBuf::from("/x.db"))
+        );
+        assert!(
+            matches!(p(&["--repair-db", "a", "b"]), Command::RepairDb { input, output } if input == PathBuf::from("a") && output == PathBuf::from("b"))
+        );
+        assert!(
+            matches!(p(&["--export-db", "a", "d"]), Command::ExportDb { database, dir } if database == PathBuf::from("a") && dir == PathBuf::from("d"))
+        );
         assert!(parse(["pmxcfs", "--check-db", "--export-db", "a", "b"]).is_err());
     }
 }

@@ -509,8 +509,7 @@ impl Database {
         })();
         self.transactions += 1;
         self.pages_written += self.take_pages_written();
-        self.commit_seconds
-            .observe(started.elapsed().as_secs_f64());
+        self.commit_seconds.observe(started.elapsed().as_secs_f64());
         let Err((what, error)) = result else {
             return Ok(());
         };
@@ -638,10 +637,23 @@ mod tests {
             let c = Connection::open(&path).unwrap();
             let big = vec![b'x'; 1 << 20];
             for i in 0..(CONVERT_AT_OPEN_LIMIT >> 20) + 1 {
-                c.execute(REPLACE, params![1000 + i as i64, 0, 1000 + i as i64, 0, 0, 8, format!("big{i}"), big])
-                    .unwrap();
+                c.execute(
+                    REPLACE,
+                    params![
+                        1000 + i as i64,
+                        0,
+                        1000 + i as i64,
+                        0,
+                        0,
+                        8,
+                        format!("big{i}"),
+                        big
+                    ],
+                )
+                .unwrap();
             }
-            c.execute("UPDATE tree SET version = 2000 WHERE inode = 0", []).unwrap();
+            c.execute("UPDATE tree SET version = 2000 WHERE inode = 0", [])
+                .unwrap();
         }
         let before = Database::read(&path).unwrap().unwrap();
         let mut db = Database::open(&path).unwrap();
@@ -654,7 +666,9 @@ mod tests {
         let transactions = db.transactions;
         // Another process with the database open: not swapped, still usable.
         let other = Connection::open(&path).unwrap();
-        let _: i64 = other.query_row("SELECT count(*) FROM tree", [], |r| r.get(0)).unwrap();
+        let _: i64 = other
+            .query_row("SELECT count(*) FROM tree", [], |r| r.get(0))
+            .unwrap();
         let refused = db.replace_file(&copy).unwrap_err();
         assert!(refused.contains("another process"), "{refused}");
         assert_eq!(page_size(&path), 4096);
@@ -668,8 +682,11 @@ mod tests {
         // The reopened database takes writes, counted on.
         let mut row = before.iter().find(|r| r.inode == 1000).unwrap().clone();
         row.data = Some(b"after\n".to_vec());
-        db.apply_all(&[DbChange { delete_inodes: vec![], write_rows: vec![row.clone()] }])
-            .unwrap();
+        db.apply_all(&[DbChange {
+            delete_inodes: vec![],
+            write_rows: vec![row.clone()],
+        }])
+        .unwrap();
         assert_eq!(db.transactions, transactions + 1);
         drop(db);
         let after = Database::read(&path).unwrap().unwrap();

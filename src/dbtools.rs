@@ -163,7 +163,11 @@ pub fn repair_db(input: &Path, output: &Path) -> i32 {
 /// A name from the database as a path component, unless it could leave
 /// the directory it is written in.
 fn component(name: &[u8]) -> Option<&OsStr> {
-    let bad = name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0);
+    let bad = name.is_empty()
+        || name == b"."
+        || name == b".."
+        || name.contains(&b'/')
+        || name.contains(&0);
     (!bad).then(|| OsStr::from_bytes(name))
 }
 
@@ -213,7 +217,11 @@ fn write_set_aside(dir: &Path, entries: &[SetAside]) -> std::io::Result<Vec<(u64
         if e.row.entry_type == DT_DIR {
             new_private_dir(&path)?;
         } else {
-            write_file(&path, e.row.data.as_deref().unwrap_or_default(), e.row.mtime)?;
+            write_file(
+                &path,
+                e.row.data.as_deref().unwrap_or_default(),
+                e.row.mtime,
+            )?;
         }
         written.push((e.row.inode, path));
     }
@@ -233,7 +241,12 @@ pub fn export_db(database: &Path, dir: &Path) -> i32 {
     if dir.exists() {
         match fs::read_dir(dir).map(|mut d| d.next().is_none()) {
             Ok(true) => {}
-            Ok(false) => return fail(format!("{}: not empty; export into a new or empty directory", dir.display())),
+            Ok(false) => {
+                return fail(format!(
+                    "{}: not empty; export into a new or empty directory",
+                    dir.display()
+                ))
+            }
             Err(e) => return fail(format!("{}: {e}", dir.display())),
         }
     }
@@ -348,7 +361,10 @@ fn export_rows(rows: &[Row], dir: &Path) -> std::io::Result<ExportSummary> {
             }
         }
     }
-    for r in rows.iter().filter(|r| r.inode != 0 && !written.contains(&r.inode)) {
+    for r in rows
+        .iter()
+        .filter(|r| r.inode != 0 && !written.contains(&r.inode))
+    {
         s.problems.push(format!(
             "inode {} '{}' does not reach the root (its parent {} is missing or not a directory)",
             r.inode,

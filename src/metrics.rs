@@ -47,7 +47,12 @@ pub fn render(host: &Host) -> String {
         let shared = host.lock();
         node_metrics(&mut m, &shared.node, now());
         let db = &shared.db;
-        (db.transactions, db.pages_written, db.page_size, db.commit_seconds.clone())
+        (
+            db.transactions,
+            db.pages_written,
+            db.page_size,
+            db.commit_seconds.clone(),
+        )
     };
     let (waiting, oldest) = host.waiting_requests();
     m.value(

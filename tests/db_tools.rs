@@ -17,11 +17,18 @@ fn fixture() -> PathBuf {
 }
 
 fn pmxcfs(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pmxcfs")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_pmxcfs"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 type TreeRow = (i64, i64, i64, i64, i64, i64, String, Option<Vec<u8>>);
@@ -31,7 +38,16 @@ fn rows(db: &Path) -> Vec<TreeRow> {
     let mut s = c.prepare("SELECT inode, parent, version, writer, mtime, type, name, data FROM tree ORDER BY inode").unwrap();
     let r = s
         .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+            ))
         })
         .unwrap()
         .collect::<Result<_, _>>()
@@ -41,8 +57,14 @@ fn rows(db: &Path) -> Vec<TreeRow> {
 
 fn schema(db: &Path) -> Vec<String> {
     let c = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let mut s = c.prepare("SELECT sql FROM sqlite_master ORDER BY name").unwrap();
-    let r = s.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+    let mut s = c
+        .prepare("SELECT sql FROM sqlite_master ORDER BY name")
+        .unwrap();
+    let r = s
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     r
 }
 
@@ -55,11 +77,33 @@ fn broken_db(dir: &Path) -> PathBuf {
     let c = Connection::open(&db).unwrap();
     let replace = "REPLACE INTO tree (inode, parent, version, writer, mtime, type, name, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
     let t = 1_765_000_000i64;
-    c.execute(replace, params![200, 0, 150, 1, t, 8, "storage.cfg", b"dir: newer\n".to_vec()]).unwrap();
-    c.execute(replace, params![201, 9999, 151, 1, t, 8, "lost.cfg", b"orphan\n".to_vec()]).unwrap();
+    c.execute(
+        replace,
+        params![
+            200,
+            0,
+            150,
+            1,
+            t,
+            8,
+            "storage.cfg",
+            b"dir: newer\n".to_vec()
+        ],
+    )
+    .unwrap();
+    c.execute(
+        replace,
+        params![201, 9999, 151, 1, t, 8, "lost.cfg", b"orphan\n".to_vec()],
+    )
+    .unwrap();
     // nodes/othernode/qemu-server is inode 9; VMID 100 is on refnode1 (version 75).
-    c.execute(replace, params![202, 9, 52, 1, t, 8, "100.conf", b"memory: 1\n".to_vec()]).unwrap();
-    c.execute("UPDATE tree SET version = 60 WHERE inode = 0", []).unwrap();
+    c.execute(
+        replace,
+        params![202, 9, 52, 1, t, 8, "100.conf", b"memory: 1\n".to_vec()],
+    )
+    .unwrap();
+    c.execute("UPDATE tree SET version = 60 WHERE inode = 0", [])
+        .unwrap();
     drop(c);
     db
 }
@@ -96,18 +140,37 @@ fn repair_db_writes_a_copy_that_passes_check_and_keeps_every_entry() {
     let expected: Vec<TreeRow> = ins
         .iter()
         .filter(|r| !gone.contains(&r.0))
-        .map(|r| if r.0 == 0 { (0, 0, 202, r.3, r.4, r.5, r.6.clone(), r.7.clone()) } else { r.clone() })
+        .map(|r| {
+            if r.0 == 0 {
+                (0, 0, 202, r.3, r.4, r.5, r.6.clone(), r.7.clone())
+            } else {
+                r.clone()
+            }
+        })
         .collect();
     assert_eq!(outs, expected);
     let check = pmxcfs(&["--check-db".as_ref(), out.as_os_str()]);
     assert_eq!(check.status.code(), Some(0), "{}", text(&check));
-    assert!(!text(&check).contains("repaired at start"), "{}", text(&check));
+    assert!(
+        !text(&check).contains("repaired at start"),
+        "{}",
+        text(&check)
+    );
 
     // What was set aside is there, as plain files.
     let aside = dir.join("repaired.db.set-aside");
-    assert_eq!(fs::read(aside.join("storage.cfg")).unwrap(), ins.iter().find(|r| r.0 == 22).unwrap().7.clone().unwrap());
-    assert_eq!(fs::read(aside.join("<missing directory 9999>/lost.cfg")).unwrap(), b"orphan\n");
-    assert_eq!(fs::read(aside.join("nodes/othernode/qemu-server/100.conf")).unwrap(), b"memory: 1\n");
+    assert_eq!(
+        fs::read(aside.join("storage.cfg")).unwrap(),
+        ins.iter().find(|r| r.0 == 22).unwrap().7.clone().unwrap()
+    );
+    assert_eq!(
+        fs::read(aside.join("<missing directory 9999>/lost.cfg")).unwrap(),
+        b"orphan\n"
+    );
+    assert_eq!(
+        fs::read(aside.join("nodes/othernode/qemu-server/100.conf")).unwrap(),
+        b"memory: 1\n"
+    );
 
     // Never over an existing file.
     let again = pmxcfs(&["--repair-db".as_ref(), broken.as_os_str(), out.as_os_str()]);
@@ -117,7 +180,11 @@ fn repair_db_writes_a_copy_that_passes_check_and_keeps_every_entry() {
     let junk = dir.join("junk.db");
     fs::write(&junk, b"not sqlite at all, not even close to it....................................................").unwrap();
     let nothing = dir.join("nothing.db");
-    let bad = pmxcfs(&["--repair-db".as_ref(), junk.as_os_str(), nothing.as_os_str()]);
+    let bad = pmxcfs(&[
+        "--repair-db".as_ref(),
+        junk.as_os_str(),
+        nothing.as_os_str(),
+    ]);
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
     assert!(!nothing.exists());
     let _ = fs::remove_dir_all(&dir);
@@ -127,25 +194,67 @@ fn repair_db_writes_a_copy_that_passes_check_and_keeps_every_entry() {
 fn export_db_writes_the_tree_as_private_plain_files() {
     let dir = common::scratch_dir("export");
     let to = dir.join("tree");
-    let export = pmxcfs(&["--export-db".as_ref(), fixture().as_os_str(), to.as_os_str()]);
+    let export = pmxcfs(&[
+        "--export-db".as_ref(),
+        fixture().as_os_str(),
+        to.as_os_str(),
+    ]);
     assert_eq!(export.status.code(), Some(0), "{}", text(&export));
-    assert!(text(&export).contains("exported: 11 directories, 12 files"), "{}", text(&export));
+    assert!(
+        text(&export).contains("exported: 11 directories, 12 files"),
+        "{}",
+        text(&export)
+    );
     // C's database holds a name of 256 bytes (C's limit is not a file
     // system's): written under a shorter name, said.
-    assert!(text(&export).contains("inode 57: a name of 256 bytes"), "{}", text(&export));
+    assert!(
+        text(&export).contains("inode 57: a name of 256 bytes"),
+        "{}",
+        text(&export)
+    );
     let all = rows(&fixture());
-    let data = |inode: i64| all.iter().find(|r| r.0 == inode).unwrap().7.clone().unwrap_or_default();
+    let data = |inode: i64| {
+        all.iter()
+            .find(|r| r.0 == inode)
+            .unwrap()
+            .7
+            .clone()
+            .unwrap_or_default()
+    };
     assert_eq!(fs::read(to.join("storage.cfg")).unwrap(), data(22));
-    assert_eq!(fs::read(to.join("nodes/refnode1/qemu-server/100.conf")).unwrap(), data(12));
+    assert_eq!(
+        fs::read(to.join("nodes/refnode1/qemu-server/100.conf")).unwrap(),
+        data(12)
+    );
     assert_eq!(fs::read(to.join("priv/secret")).unwrap(), data(20));
-    assert_eq!(fs::metadata(&to).unwrap().permissions().mode() & 0o777, 0o700);
-    assert_eq!(fs::metadata(to.join("priv/secret")).unwrap().permissions().mode() & 0o777, 0o600);
-    let mtime = fs::metadata(to.join("storage.cfg")).unwrap().modified().unwrap();
+    assert_eq!(
+        fs::metadata(&to).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(
+        fs::metadata(to.join("priv/secret"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let mtime = fs::metadata(to.join("storage.cfg"))
+        .unwrap()
+        .modified()
+        .unwrap();
     let row_mtime = all.iter().find(|r| r.0 == 22).unwrap().4 as u64;
-    assert_eq!(mtime, std::time::UNIX_EPOCH + std::time::Duration::from_secs(row_mtime));
+    assert_eq!(
+        mtime,
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(row_mtime)
+    );
 
     // Not into a directory that holds something.
-    let again = pmxcfs(&["--export-db".as_ref(), fixture().as_os_str(), to.as_os_str()]);
+    let again = pmxcfs(&[
+        "--export-db".as_ref(),
+        fixture().as_os_str(),
+        to.as_os_str(),
+    ]);
     assert_eq!(again.status.code(), Some(1));
     assert!(text(&again).contains("not empty"));
 
@@ -155,7 +264,10 @@ fn export_db_writes_the_tree_as_private_plain_files() {
     let export = pmxcfs(&["--export-db".as_ref(), broken.as_os_str(), to2.as_os_str()]);
     let said = text(&export);
     assert_eq!(export.status.code(), Some(1), "{said}");
-    assert!(said.contains("problem: inode 201 'lost.cfg' does not reach the root"), "{said}");
+    assert!(
+        said.contains("problem: inode 201 'lost.cfg' does not reach the root"),
+        "{said}"
+    );
     assert!(said.contains("found entry with duplicate name"), "{said}");
     assert!(to2.join("nodes/othernode/qemu-server/100.conf").exists());
     let _ = fs::remove_dir_all(&dir);

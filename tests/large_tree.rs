@@ -205,21 +205,35 @@ fn a_tree_at_the_limits_starts_serves_and_syncs_in_bounded_memory() {
     // open) got 1 KiB pages in the background, its tree unchanged, while
     // it served and synced.
     let deadline = Instant::now() + Duration::from_secs(300);
-    while !c.log(1).contains("[database] notice: database page size 4096 changed to 1024") {
+    while !c
+        .log(1)
+        .contains("[database] notice: database page size 4096 changed to 1024")
+    {
         assert!(Instant::now() < deadline, "no conversion: {}", c.log(1));
         std::thread::sleep(Duration::from_millis(500));
     }
-    let page_size: i64 = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .unwrap()
-        .query_row("PRAGMA page_size", [], |r| r.get(0))
-        .unwrap();
+    let page_size: i64 =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap()
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
     assert_eq!(page_size, 1024);
     check_sample(&one, &spec, "node 1 after the conversion");
     c.sh(1, "echo after > /etc/pve/after-conversion.cfg");
-    wait_for_file(&c, &two.join("after-conversion.cfg"), 30, "a write after the conversion");
-    let persisted = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .unwrap()
-        .query_row("SELECT count(*) FROM tree WHERE name = 'after-conversion.cfg'", [], |r| r.get::<_, i64>(0))
-        .unwrap();
+    wait_for_file(
+        &c,
+        &two.join("after-conversion.cfg"),
+        30,
+        "a write after the conversion",
+    );
+    let persisted =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap()
+            .query_row(
+                "SELECT count(*) FROM tree WHERE name = 'after-conversion.cfg'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap();
     assert_eq!(persisted, 1, "the write is in the converted file");
 }

@@ -625,7 +625,10 @@ fn command_line_is_that_of_c() {
         assert!(help.contains(flag), "{help}");
     }
     // Options for test setups are not an administrator's.
-    assert!(!help.contains("--test-lock-timeout") && !help.contains("--statedir"), "{help}");
+    assert!(
+        !help.contains("--test-lock-timeout") && !help.contains("--statedir"),
+        "{help}"
+    );
     let version = run(&["--version"]);
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("pmxcfs (pmxcfs-rs) "));
 }
@@ -875,20 +878,45 @@ fn metrics_for_node_exporter_are_written_and_removed_at_stop() {
     assert!(sample(&text, "pmxcfs_db_transactions_total").is_some_and(|n| n >= 1.0));
     assert!(sample(&text, "pmxcfs_tree_entries").is_some_and(|n| n >= 1.0));
     // The write's commit, its wait and its FUSE request, timed; its bytes.
-    assert!(sample(&text, "pmxcfs_db_commit_duration_seconds_count").is_some_and(|n| n >= 1.0), "{text}");
-    assert!(sample(&text, "pmxcfs_change_duration_seconds_count").is_some_and(|n| n >= 1.0), "{text}");
     assert!(
-        sample(&text, "pmxcfs_fuse_request_duration_seconds_count{op=\"write\"}").is_some_and(|n| n >= 1.0),
+        sample(&text, "pmxcfs_db_commit_duration_seconds_count").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "pmxcfs_change_duration_seconds_count").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "pmxcfs_fuse_request_duration_seconds_count{op=\"write\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "pmxcfs_fuse_request_duration_seconds_bucket{op=\"write\",le=\"+Inf\"}"),
-        sample(&text, "pmxcfs_fuse_request_duration_seconds_count{op=\"write\"}")
+        sample(
+            &text,
+            "pmxcfs_fuse_request_duration_seconds_bucket{op=\"write\",le=\"+Inf\"}"
+        ),
+        sample(
+            &text,
+            "pmxcfs_fuse_request_duration_seconds_count{op=\"write\"}"
+        )
     );
-    assert!(sample(&text, "pmxcfs_db_bytes_written_total").is_some_and(|n| n >= 1024.0), "{text}");
+    assert!(
+        sample(&text, "pmxcfs_db_bytes_written_total").is_some_and(|n| n >= 1024.0),
+        "{text}"
+    );
     // Local mode: no messages, no syncs, no errors.
-    assert_eq!(sample(&text, "pmxcfs_errors_total{kind=\"persist_failed\"}"), Some(0.0));
-    assert_eq!(sample(&text, "pmxcfs_sync_rounds_total{group=\"dcdb\"}"), Some(0.0));
+    assert_eq!(
+        sample(&text, "pmxcfs_errors_total{kind=\"persist_failed\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, "pmxcfs_sync_rounds_total{group=\"dcdb\"}"),
+        Some(0.0)
+    );
     assert!(text.contains(&format!(
         "pmxcfs_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")

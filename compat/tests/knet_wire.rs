@@ -990,7 +990,12 @@ fn wire_command_line_contract() {
     let nodes = v["expect"]["nodes"].as_array().unwrap();
     let sum = |k: &str| nodes.iter().map(|n| n[k].as_u64().unwrap()).sum::<u64>();
     assert_eq!(
-        (sum("delivers_matched"), sum("delivers_expected"), sum("confchgs_matched"), sum("confchgs_expected")),
+        (
+            sum("delivers_matched"),
+            sum("delivers_expected"),
+            sum("confchgs_matched"),
+            sum("confchgs_expected")
+        ),
         (302, 302, 28, 28)
     );
     assert_eq!(v["nodes"].as_array().unwrap().len(), 3);

@@ -89,7 +89,12 @@ fn check_command_contract() {
     assert_eq!(v["totals"]["final_states_matched"], 3 * n);
     assert_eq!(v["totals"]["sends_matched"], v["totals"]["sends_total"]);
     assert_eq!(v["scenarios"].as_array().unwrap().len(), n);
-    assert!(v["scenarios"][0]["nodes"][0]["sends_total"].as_u64().unwrap() > 0);
+    assert!(
+        v["scenarios"][0]["nodes"][0]["sends_total"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 }
 
 /// Copy a scenario folder to a scratch place.

@@ -25,8 +25,14 @@ fn help_for_every_subcommand_and_the_version() {
     }
     // The long text that once lived in a source comment.
     let shadow = String::from_utf8_lossy(&run(&["shadow", "--help"]).stdout).into_owned();
-    assert!(shadow.contains("This command line is a contract"), "{shadow}");
-    assert!(shadow.contains("--authkey") && shadow.contains("--fresh"), "{shadow}");
+    assert!(
+        shadow.contains("This command line is a contract"),
+        "{shadow}"
+    );
+    assert!(
+        shadow.contains("--authkey") && shadow.contains("--fresh"),
+        "{shadow}"
+    );
     let v = run(&["--version"]);
     assert_eq!(v.status.code(), Some(0));
     assert_eq!(
@@ -46,10 +52,25 @@ fn usage_errors_exit_2_with_a_word() {
         &["decode"],
         &["decode", "/does/not/exist.pcap"],
         &["wire", "capture.pcapng"],
-        &["wire", "--authkey", "/does/not/exist", "/does/not/exist.pcapng"],
+        &[
+            "wire",
+            "--authkey",
+            "/does/not/exist",
+            "/does/not/exist.pcapng",
+        ],
         &["wire", "--authkey", "k", "--ports", "9-1", "c"],
         &["shadow", "--authkey", "k", "--node", "1", "c"],
-        &["shadow", "--authkey", "k", "--db", "d", "--fresh", "--node", "1", "c"],
+        &[
+            "shadow",
+            "--authkey",
+            "k",
+            "--db",
+            "d",
+            "--fresh",
+            "--node",
+            "1",
+            "c",
+        ],
         &["for-wireshark", "only-one"],
     ];
     for args in cases {

@@ -116,9 +116,9 @@ impl Tree {
         } else {
             String::new()
         };
-        self.repair.changes.push(format!(
-            "/{path} (inode {inode}){with} set aside: {why}"
-        ));
+        self.repair
+            .changes
+            .push(format!("/{path} (inode {inode}){with} set aside: {why}"));
     }
 
     /// Entries that reach the root through directories.
@@ -186,7 +186,9 @@ pub fn repair(rows: &[Row]) -> Repair {
     // Entries that cannot be entries at all.
     let inodes: Vec<u64> = t.rows.keys().copied().collect();
     for inode in inodes {
-        let Some(row) = t.rows.get(&inode) else { continue };
+        let Some(row) = t.rows.get(&inode) else {
+            continue;
+        };
         if let Some(why) = unusable_name(&row.name) {
             t.set_aside(inode, format!("it has {why}"));
             continue;
@@ -291,10 +293,7 @@ pub fn repair(rows: &[Row]) -> Repair {
                     moved.len()
                 ));
             } else {
-                t.set_aside(
-                    other,
-                    format!("found entry with duplicate name: {reason}"),
-                );
+                t.set_aside(other, format!("found entry with duplicate name: {reason}"));
             }
         }
     }
@@ -350,7 +349,14 @@ mod tests {
     use super::super::dbcheck;
     use super::*;
 
-    fn row(inode: u64, parent: u64, version: u64, entry_type: u8, name: &str, data: Option<&str>) -> Row {
+    fn row(
+        inode: u64,
+        parent: u64,
+        version: u64,
+        entry_type: u8,
+        name: &str,
+        data: Option<&str>,
+    ) -> Row {
         Row {
             inode,
             parent,
@@ -370,10 +376,17 @@ mod tests {
     }
 
     fn repaired(rows: &[Row]) -> Repair {
-        assert!(!dbcheck::check(rows).starts(), "the test database is not broken");
+        assert!(
+            !dbcheck::check(rows).starts(),
+            "the test database is not broken"
+        );
         let r = repair(rows);
         let check = dbcheck::check(&r.rows);
-        assert!(check.starts() && check.repairs.is_empty(), "{check:?}\n{:#?}", r.changes);
+        assert!(
+            check.starts() && check.repairs.is_empty(),
+            "{check:?}\n{:#?}",
+            r.changes
+        );
         r
     }
 
@@ -431,7 +444,11 @@ mod tests {
         assert_eq!(names, [(0, 0), (2, 0), (4, 2), (5, 4), (7, 4)]);
         assert_eq!(r.set_aside.len(), 1);
         assert_eq!(r.set_aside[0].row.inode, 6);
-        assert!(r.changes[0].contains("directory /nodes/pve1 (inode 3) removed, inode 4 is kept"), "{:?}", r.changes);
+        assert!(
+            r.changes[0].contains("directory /nodes/pve1 (inode 3) removed, inode 4 is kept"),
+            "{:?}",
+            r.changes
+        );
         assert!(r.changes[0].contains("its 2 entries moved into it"));
     }
 
@@ -459,11 +476,17 @@ mod tests {
         assert_eq!(aside, BTreeSet::from([3, 4, 6, 7, 8, 9, 10, 11]));
         let all = r.changes.join("\n");
         assert!(all.contains("/lost (inode 3) with the 1 entries below it set aside: an orphan, its parent directory (inode 99) does not exist"), "{all}");
-        assert!(all.contains("(inode 6) set aside: its parent /nodes/f (inode 5) is not a directory"), "{all}");
+        assert!(
+            all.contains("(inode 6) set aside: its parent /nodes/f (inode 5) is not a directory"),
+            "{all}"
+        );
         assert!(all.contains("never reaches the root"), "{all}");
         assert!(all.contains("empty name"), "{all}");
         assert!(all.contains("type 3 is neither"), "{all}");
-        assert!(all.contains("directory /nodes/dirdata (inode 11) had 3 bytes of data"), "{all}");
+        assert!(
+            all.contains("directory /nodes/dirdata (inode 11) had 3 bytes of data"),
+            "{all}"
+        );
     }
 
     #[test]
@@ -493,7 +516,9 @@ mod tests {
         let rows = [v, dir(2, 0, 2, "nodes"), file(9, 2, 7, "x", "1")];
         let r = repair(&rows);
         assert_eq!(r.rows[0].version, 9);
-        assert!(r.changes[0].contains("the database version 3 was lower than an entry's: raised to 9"));
+        assert!(
+            r.changes[0].contains("the database version 3 was lower than an entry's: raised to 9")
+        );
         assert!(dbcheck::check(&r.rows).repairs.is_empty());
 
         let r = repaired(&rows[1..]);

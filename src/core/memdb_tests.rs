@@ -97,7 +97,8 @@ fn file_buffers_hold_their_length_only() {
     for i in 0..3 {
         m.write(b"f", 0, 1, &piece, i * (128 << 10), false).unwrap();
     }
-    m.write(b"f", 0, 1, b"tail", 3 * (128 << 10), false).unwrap();
+    m.write(b"f", 0, 1, b"tail", 3 * (128 << 10), false)
+        .unwrap();
     let d = m.lookup(b"f").unwrap().data.as_ref().unwrap();
     assert_eq!((d.len(), d.capacity()), ((3 << 17) + 4, (3 << 17) + 4));
     m.write(b"f", 0, 1, b"short", 0, true).unwrap();

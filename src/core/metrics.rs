@@ -304,7 +304,10 @@ fn counter_metrics(m: &mut Metrics, node: &Node) {
         let mut out = Vec::new();
         for g in Group::ALL {
             for (kind, n) in &maps[g.index()] {
-                let labels = vec![("group", group_name(g).to_string()), ("kind", kind.to_string())];
+                let labels = vec![
+                    ("group", group_name(g).to_string()),
+                    ("kind", kind.to_string()),
+                ];
                 out.push((labels, *n as f64));
             }
         }
@@ -418,8 +421,14 @@ mod tests {
             value.parse::<f64>().expect("a number");
         }
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-        assert!(text.contains("pmxcfs_errors_total{kind=\"persist_failed\"} 0\n"), "{text}");
-        assert!(text.contains("pmxcfs_sync_duration_seconds_count{group=\"dcdb\"} 0\n"), "{text}");
+        assert!(
+            text.contains("pmxcfs_errors_total{kind=\"persist_failed\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pmxcfs_sync_duration_seconds_count{group=\"dcdb\"} 0\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -432,12 +441,30 @@ mod tests {
         m.histogram("x_seconds", "help", vec![(vec![("op", "read".into())], h)]);
         let text = m.finish();
         assert!(text.contains("# TYPE x_seconds histogram\n"));
-        assert!(text.contains("x_seconds_bucket{op=\"read\",le=\"0.0001\"} 1\n"), "{text}");
-        assert!(text.contains("x_seconds_bucket{op=\"read\",le=\"0.00025\"} 1\n"), "{text}");
-        assert!(text.contains("x_seconds_bucket{op=\"read\",le=\"0.0005\"} 3\n"), "{text}");
-        assert!(text.contains("x_seconds_bucket{op=\"read\",le=\"10\"} 3\n"), "{text}");
-        assert!(text.contains("x_seconds_bucket{op=\"read\",le=\"+Inf\"} 4\n"), "{text}");
+        assert!(
+            text.contains("x_seconds_bucket{op=\"read\",le=\"0.0001\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x_seconds_bucket{op=\"read\",le=\"0.00025\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x_seconds_bucket{op=\"read\",le=\"0.0005\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x_seconds_bucket{op=\"read\",le=\"10\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x_seconds_bucket{op=\"read\",le=\"+Inf\"} 4\n"),
+            "{text}"
+        );
         assert!(text.contains("x_seconds_count{op=\"read\"} 4\n"), "{text}");
-        assert!(text.contains("x_seconds_sum{op=\"read\"} 20.0006"), "{text}");
+        assert!(
+            text.contains("x_seconds_sum{op=\"read\"} 20.0006"),
+            "{text}"
+        );
     }
 }

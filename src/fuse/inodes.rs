@@ -140,7 +140,10 @@ impl InodeTable {
                 n.parent = newparent;
                 n.name = newname.clone();
             }
-            self.by_name.entry(newparent).or_default().insert(newname, id);
+            self.by_name
+                .entry(newparent)
+                .or_default()
+                .insert(newname, id);
         }
     }
 }

@@ -413,7 +413,10 @@ impl Cluster {
             if ok(&sample) {
                 return;
             }
-            assert!(Instant::now() < deadline, "node {id}'s metrics: {what}:\n{text}");
+            assert!(
+                Instant::now() < deadline,
+                "node {id}'s metrics: {what}:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(250));
         }
     }

@@ -130,7 +130,12 @@ enum Cmd {
         #[command(flatten)]
         keys: Keys,
         /// The node's config.db, copied while its pmxcfs was stopped
-        #[arg(long, value_name = "CONFIG.DB", required_unless_present = "fresh", conflicts_with = "fresh")]
+        #[arg(
+            long,
+            value_name = "CONFIG.DB",
+            required_unless_present = "fresh",
+            conflicts_with = "fresh"
+        )]
         db: Option<PathBuf>,
         /// The node started without a database
         #[arg(long)]
@@ -203,14 +208,42 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Decode { json, files } => decode(json, &files),
-        Cmd::Check { verbose, json, dirs } => check(verbose, json, &dirs),
-        Cmd::Wire { keys, out, expect, decrypted_out, json, quiet, capture } => {
-            wire(&keys, out, expect, decrypted_out, json, quiet, capture)
-        }
+        Cmd::Check {
+            verbose,
+            json,
+            dirs,
+        } => check(verbose, json, &dirs),
+        Cmd::Wire {
+            keys,
+            out,
+            expect,
+            decrypted_out,
+            json,
+            quiet,
+            capture,
+        } => wire(&keys, out, expect, decrypted_out, json, quiet, capture),
         Cmd::ForWireshark { input, output } => for_wireshark(&input, &output),
-        Cmd::Shadow { keys, db, fresh, node, corosync_conf, node_ip, json, quiet, capture } => {
-            shadow(&keys, db, fresh, node, corosync_conf, node_ip, json, quiet, capture)
-        }
+        Cmd::Shadow {
+            keys,
+            db,
+            fresh,
+            node,
+            corosync_conf,
+            node_ip,
+            json,
+            quiet,
+            capture,
+        } => shadow(
+            &keys,
+            db,
+            fresh,
+            node,
+            corosync_conf,
+            node_ip,
+            json,
+            quiet,
+            capture,
+        ),
     }
 }
 
@@ -263,7 +296,10 @@ fn decode(json_out: bool, files: &[PathBuf]) -> ExitCode {
 fn check(verbose: bool, json_out: bool, dirs: &[PathBuf]) -> ExitCode {
     for d in dirs {
         if !d.is_dir() {
-            return usage_error("check", format!("{}: not a scenario directory", d.display()));
+            return usage_error(
+                "check",
+                format!("{}: not a scenario directory", d.display()),
+            );
         }
     }
     let (mut scenarios, mut nodes, mut matched, mut total, mut final_ok) = (0, 0, 0, 0, 0);
@@ -344,10 +380,12 @@ fn check(verbose: bool, json_out: bool, dirs: &[PathBuf]) -> ExitCode {
     }
 }
 
-
 fn for_wireshark(input: &std::path::Path, output: &std::path::Path) -> ExitCode {
     if !input.is_file() {
-        return usage_error("for-wireshark", format!("{}: no such file", input.display()));
+        return usage_error(
+            "for-wireshark",
+            format!("{}: no such file", input.display()),
+        );
     }
     match pmxcfs_compat::capture::copy_for_wireshark(input, output) {
         Ok((records, cut)) => {
@@ -517,13 +555,21 @@ fn wire(
     }
     let mut progress = |bytes: u64| {
         if !quiet {
-            let pct = if size > 0 { bytes as f64 * 100.0 / size as f64 } else { 0.0 };
-            eprintln!("wire: {pct:.1}% of the capture read ({} MB)", bytes / 1_000_000);
+            let pct = if size > 0 {
+                bytes as f64 * 100.0 / size as f64
+            } else {
+                0.0
+            };
+            eprintln!(
+                "wire: {pct:.1}% of the capture read ({} MB)",
+                bytes / 1_000_000
+            );
         }
     };
-    let decoded = match open().map_err(pmxcfs_compat::knet::WireError::Write).and_then(|mut r| {
-        pmxcfs_compat::knet::decode_reader(&mut r, keys, ports, &mut progress)
-    }) {
+    let decoded = match open()
+        .map_err(pmxcfs_compat::knet::WireError::Write)
+        .and_then(|mut r| pmxcfs_compat::knet::decode_reader(&mut r, keys, ports, &mut progress))
+    {
         Ok(d) => d,
         Err(e) => {
             eprintln!("pmxcfs-replay wire: {}: {e}", capture.display());
@@ -551,9 +597,16 @@ fn wire(
                 Err(e) => return usage_error("wire", e),
             },
         };
-        outln!("{}", pmxcfs_compat::wire_check::json(&decoded, comparisons.as_deref()));
+        outln!(
+            "{}",
+            pmxcfs_compat::wire_check::json(&decoded, comparisons.as_deref())
+        );
         let ok = comparisons.is_none_or(|cs| cs.iter().all(|c| c.ok()));
-        return if ok { ExitCode::SUCCESS } else { ExitCode::from(1) };
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
     }
     let Some(dir) = expect else {
         return ExitCode::SUCCESS;

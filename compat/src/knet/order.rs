@@ -579,7 +579,8 @@ impl TotemCollector {
         for e in self.orderer.take_events() {
             match e {
                 OrderEvent::Start(r) => {
-                    self.index.insert(r.id.expect("a ring id"), self.rings.len());
+                    self.index
+                        .insert(r.id.expect("a ring id"), self.rings.len());
                     self.rings.push(r);
                 }
                 OrderEvent::Mcast { ring, seq, mcast } => {
