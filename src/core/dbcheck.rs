@@ -30,29 +30,39 @@ impl Report {
     }
 }
 
+/// The path of an entry (without a leading `/`) as far as its parents
+/// resolve: `entry(inode)` gives an inode's parent and name; a missing
+/// parent shows as `<missing directory N>`, a loop stops the walk.
+pub fn path_of<'a>(inode: u64, entry: impl Fn(u64) -> Option<(u64, &'a [u8])>) -> String {
+    let mut parts = Vec::new();
+    let mut cur = inode;
+    let mut seen = BTreeSet::new();
+    while cur != 0 && seen.insert(cur) {
+        match entry(cur) {
+            Some((parent, name)) => {
+                parts.push(String::from_utf8_lossy(name).into_owned());
+                cur = parent;
+            }
+            None => {
+                parts.push(format!("<missing directory {cur}>"));
+                break;
+            }
+        }
+    }
+    parts.reverse();
+    parts.join("/")
+}
+
 /// Check the rows of a `tree` table.
 pub fn check(rows: &[Row]) -> Report {
     let mut r = Report::default();
     let by_inode: HashMap<u64, &Row> = rows.iter().map(|row| (row.inode, row)).collect();
     // A readable name for an inode: its path as far as it resolves.
-    let path = |inode: u64| -> String {
-        let mut parts = Vec::new();
-        let mut cur = inode;
-        let mut seen = BTreeSet::new();
-        while cur != 0 && seen.insert(cur) {
-            match by_inode.get(&cur) {
-                Some(row) => {
-                    parts.push(String::from_utf8_lossy(&row.name).into_owned());
-                    cur = row.parent;
-                }
-                None => {
-                    parts.push(format!("<missing directory {cur}>"));
-                    break;
-                }
-            }
-        }
-        parts.reverse();
-        format!("/{}", parts.join("/"))
+    let path = |inode: u64| {
+        format!(
+            "/{}",
+            path_of(inode, |i| by_inode.get(&i).map(|r| (r.parent, &r.name[..])))
+        )
     };
     match by_inode.get(&0) {
         None => r

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use pmxcfs_wire::dcdb::{DT_DIR, DT_REG};
 
+use super::dbcheck::path_of;
 use super::memdb::Row;
 use super::paths;
 
@@ -42,8 +43,9 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A name no file system can hold (and FUSE can never look up).
-fn unusable_name(name: &[u8]) -> Option<&'static str> {
+/// A name no file system can hold (and FUSE can never look up): why, or
+/// `None` for a usable one.
+pub fn unusable_name(name: &[u8]) -> Option<&'static str> {
     if name.is_empty() {
         Some("an empty name")
     } else if name == b"." || name == b".." {
@@ -63,23 +65,9 @@ struct Tree {
 impl Tree {
     /// The path of an entry as far as it resolves.
     fn path(&self, inode: u64) -> String {
-        let mut parts = Vec::new();
-        let mut cur = inode;
-        let mut seen = BTreeSet::new();
-        while cur != 0 && seen.insert(cur) {
-            match self.rows.get(&cur) {
-                Some(row) => {
-                    parts.push(text(&row.name));
-                    cur = row.parent;
-                }
-                None => {
-                    parts.push(format!("<missing directory {cur}>"));
-                    break;
-                }
-            }
-        }
-        parts.reverse();
-        parts.join("/")
+        path_of(inode, |i| {
+            self.rows.get(&i).map(|r| (r.parent, &r.name[..]))
+        })
     }
 
     fn children(&self, parent: u64) -> Vec<u64> {
@@ -139,11 +127,13 @@ impl Tree {
         reached
     }
 
-    /// Which of two entries stays: the newer version, then the later
+    /// Which of several entries stays: the newer version, then the later
     /// created (higher inode).
-    fn keeps(&self, a: u64, b: u64) -> bool {
-        let (ra, rb) = (&self.rows[&a], &self.rows[&b]);
-        (ra.version, ra.inode) > (rb.version, rb.inode)
+    fn newest(&self, inodes: &[u64]) -> u64 {
+        *inodes
+            .iter()
+            .max_by_key(|i| (self.rows[i].version, **i))
+            .expect("one or more")
     }
 }
 
@@ -251,7 +241,8 @@ pub fn repair(rows: &[Row]) -> Repair {
     }
 
     // Duplicate names: one stays; a duplicate directory's entries move
-    // into the one kept (which can make new duplicates: go on until none).
+    // into the one kept (which can make new duplicates: another pass, until
+    // a pass finds none).
     loop {
         let mut by_name: BTreeMap<(u64, Vec<u8>), Vec<u64>> = BTreeMap::new();
         for r in t.rows.values() {
@@ -260,41 +251,52 @@ pub fn repair(rows: &[Row]) -> Repair {
                 .or_default()
                 .push(r.inode);
         }
-        let Some((_, dups)) = by_name.into_iter().find(|(_, v)| v.len() > 1) else {
-            break;
-        };
-        let keep = dups
-            .iter()
-            .copied()
-            .reduce(|a, b| if t.keeps(a, b) { a } else { b })
-            .expect("two or more");
-        let kept_row = t.rows[&keep].clone();
-        for other in dups.into_iter().filter(|&i| i != keep) {
-            let path = t.path(other);
-            let row = &t.rows[&other];
-            let reason = if row.version != kept_row.version {
-                format!(
-                    "inode {keep} is kept, its version {} is newer than {}",
-                    kept_row.version, row.version
-                )
-            } else {
-                format!("inode {keep} is kept, of the same version and created later")
-            };
-            if row.entry_type == DT_DIR && kept_row.entry_type == DT_DIR {
-                let moved = t.children(other);
-                for c in &moved {
-                    if let Some(r) = t.rows.get_mut(c) {
-                        r.parent = keep;
-                    }
-                }
-                t.rows.remove(&other);
-                t.repair.changes.push(format!(
-                    "found entry with duplicate name: directory /{path} (inode {other}) removed, {reason}; its {} entries moved into it",
-                    moved.len()
-                ));
-            } else {
-                t.set_aside(other, format!("found entry with duplicate name: {reason}"));
+        let mut found = false;
+        for (_, group) in by_name.into_iter().filter(|(_, v)| v.len() > 1) {
+            // An earlier group's set-aside may have taken some of them.
+            let dups: Vec<u64> = group
+                .into_iter()
+                .filter(|i| t.rows.contains_key(i))
+                .collect();
+            if dups.len() < 2 {
+                continue;
             }
+            found = true;
+            let keep = t.newest(&dups);
+            let kept_row = t.rows[&keep].clone();
+            for other in dups.into_iter().filter(|&i| i != keep) {
+                if !t.rows.contains_key(&other) {
+                    continue;
+                }
+                let path = t.path(other);
+                let row = &t.rows[&other];
+                let reason = if row.version != kept_row.version {
+                    format!(
+                        "inode {keep} is kept, its version {} is newer than {}",
+                        kept_row.version, row.version
+                    )
+                } else {
+                    format!("inode {keep} is kept, of the same version and created later")
+                };
+                if row.entry_type == DT_DIR && kept_row.entry_type == DT_DIR {
+                    let moved = t.children(other);
+                    for c in &moved {
+                        if let Some(r) = t.rows.get_mut(c) {
+                            r.parent = keep;
+                        }
+                    }
+                    t.rows.remove(&other);
+                    t.repair.changes.push(format!(
+                        "found entry with duplicate name: directory /{path} (inode {other}) removed, {reason}; its {} entries moved into it",
+                        moved.len()
+                    ));
+                } else {
+                    t.set_aside(other, format!("found entry with duplicate name: {reason}"));
+                }
+            }
+        }
+        if !found {
+            break;
         }
     }
 
@@ -306,11 +308,7 @@ pub fn repair(rows: &[Row]) -> Repair {
         }
     }
     for (vmid, configs) in vms.into_iter().filter(|(_, c)| c.len() > 1) {
-        let keep = configs
-            .iter()
-            .copied()
-            .reduce(|a, b| if t.keeps(a, b) { a } else { b })
-            .expect("two or more");
+        let keep = t.newest(&configs);
         let kept = format!("/{} (version {})", t.path(keep), t.rows[&keep].version);
         for other in configs.into_iter().filter(|&i| i != keep) {
             t.set_aside(
