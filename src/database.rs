@@ -117,6 +117,14 @@ pub const WAL_AUTOCHECKPOINT: u32 = 4096;
 /// converted in the background once /etc/pve is up.
 pub const CONVERT_AT_OPEN_LIMIT: u64 = 8 << 20;
 
+/// `path` with `suffix` appended to its last component (`config.db-wal`,
+/// `config.db.converting`).
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 fn u32_of(path: &Path, inode: i64, column: &str, v: i64) -> Result<u32, DbError> {
     u32::try_from(v).map_err(|_| DbError::BadRow {
         path: path.to_path_buf(),
@@ -277,9 +285,7 @@ impl Database {
 
     /// The path the background conversion writes its copy to.
     pub fn conversion_path(path: &Path) -> PathBuf {
-        let mut name = path.as_os_str().to_owned();
-        name.push(".converting");
-        PathBuf::from(name)
+        with_suffix(path, ".converting")
     }
 
     /// A copy of the database at `path` with [`PAGE_SIZE`] pages, written
@@ -333,12 +339,8 @@ impl Database {
         // connection closes: if they are still there, another process (an
         // administrator's sqlite3, a backup) has the database open, and its
         // log must not meet the copy. Not now, then.
-        let side = |suffix: &str| {
-            let mut p = self.path.as_os_str().to_owned();
-            p.push(suffix);
-            PathBuf::from(p)
-        };
-        let in_use = side("-wal").exists() || side("-shm").exists();
+        let in_use =
+            with_suffix(&self.path, "-wal").exists() || with_suffix(&self.path, "-shm").exists();
         let renamed = if in_use {
             Err("another process has the database open".to_string())
         } else {

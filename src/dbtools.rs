@@ -16,9 +16,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use pmxcfs_wire::dcdb::DT_DIR;
 
 use crate::core::dbcheck;
-use crate::core::dbrepair::{self, SetAside};
+use crate::core::dbrepair::{self, unusable_name, SetAside};
 use crate::core::memdb::Row;
-use crate::database::Database;
+use crate::database::{with_suffix, Database};
 
 /// `pmxcfs --check-db`: open a config.db read-only and say, in plain
 /// words, everything the daemon would refuse or repair; 0 when it would
@@ -67,9 +67,7 @@ pub fn check_db(path: &Path) -> i32 {
 /// Where the entries taken out of a repaired database are written: beside
 /// it, `OUT.set-aside/`.
 pub fn set_aside_dir(output: &Path) -> PathBuf {
-    let mut name = output.as_os_str().to_owned();
-    name.push(".set-aside");
-    PathBuf::from(name)
+    with_suffix(output, ".set-aside")
 }
 
 /// `pmxcfs --repair-db IN OUT`: write a repaired copy of IN to OUT (a new
@@ -163,12 +161,9 @@ pub fn repair_db(input: &Path, output: &Path) -> i32 {
 /// A name from the database as a path component, unless it could leave
 /// the directory it is written in.
 fn component(name: &[u8]) -> Option<&OsStr> {
-    let bad = name.is_empty()
-        || name == b"."
-        || name == b".."
-        || name.contains(&b'/')
-        || name.contains(&0);
-    (!bad).then(|| OsStr::from_bytes(name))
+    unusable_name(name)
+        .is_none()
+        .then(|| OsStr::from_bytes(name))
 }
 
 /// A database path (`a/b/c`, names as they were) below `dir`, each
@@ -210,9 +205,7 @@ fn write_set_aside(dir: &Path, entries: &[SetAside]) -> std::io::Result<Vec<(u64
             new_private_dir(parent)?;
         }
         if path.exists() {
-            let mut name = path.as_os_str().to_owned();
-            name.push(format!(".inode-{}", e.row.inode));
-            path = PathBuf::from(name);
+            path = with_suffix(&path, &format!(".inode-{}", e.row.inode));
         }
         if e.row.entry_type == DT_DIR {
             new_private_dir(&path)?;
@@ -338,9 +331,7 @@ fn export_rows(rows: &[Row], dir: &Path) -> std::io::Result<ExportSummary> {
                 ));
             }
             if path.exists() {
-                let mut n = path.as_os_str().to_owned();
-                n.push(format!(".inode-{}", r.inode));
-                path = PathBuf::from(n);
+                path = with_suffix(&path, &format!(".inode-{}", r.inode));
                 s.problems.push(format!(
                     "found entry with duplicate name {}: inode {} written as {}",
                     at.join(name).display(),
