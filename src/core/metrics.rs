@@ -64,26 +64,37 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// `{k="v",...}` with the values escaped, an extra label last; nothing
+/// for no labels.
+fn label_set(labels: &[(&'static str, String)], extra: Option<(&str, String)>) -> String {
+    let parts: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain(extra.as_ref().map(|(k, v)| (*k, v.as_str())))
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         Metrics::default()
     }
 
     fn family(&mut self, name: &str, kind: &str, help: &str, samples: Vec<Sample>) {
+        self.head(name, kind, help);
+        for (labels, value) in samples {
+            let _ = writeln!(self.out, "{name}{} {value}", label_set(&labels, None));
+        }
+    }
+
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.out, "# HELP {name} {help}");
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let labels = if labels.is_empty() {
-                String::new()
-            } else {
-                let parts: Vec<String> = labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                    .collect();
-                format!("{{{}}}", parts.join(","))
-            };
-            let _ = writeln!(self.out, "{name}{labels} {value}");
-        }
     }
 
     /// A gauge family: its samples, each with its labels.
@@ -104,38 +115,21 @@ impl Metrics {
         help: &str,
         samples: Vec<(Vec<(&'static str, String)>, Histogram)>,
     ) {
-        let _ = writeln!(self.out, "# HELP {name} {help}");
-        let _ = writeln!(self.out, "# TYPE {name} histogram");
+        self.head(name, "histogram", help);
         for (labels, h) in samples {
             let mut cumulative = 0;
-            let with = |extra: Option<String>| {
-                let mut parts: Vec<String> = labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-                    .collect();
-                parts.extend(extra);
-                if parts.is_empty() {
-                    String::new()
-                } else {
-                    format!("{{{}}}", parts.join(","))
-                }
-            };
+            let le = |bound: String| Some(("le", bound));
             for (i, bound) in BUCKETS.iter().enumerate() {
                 cumulative += h.buckets[i];
-                let _ = writeln!(
-                    self.out,
-                    "{name}_bucket{} {cumulative}",
-                    with(Some(format!("le=\"{bound}\"")))
-                );
+                let set = label_set(&labels, le(bound.to_string()));
+                let _ = writeln!(self.out, "{name}_bucket{set} {cumulative}");
             }
             let count = h.count();
-            let _ = writeln!(
-                self.out,
-                "{name}_bucket{} {count}",
-                with(Some("le=\"+Inf\"".into()))
-            );
-            let _ = writeln!(self.out, "{name}_sum{} {}", with(None), h.sum);
-            let _ = writeln!(self.out, "{name}_count{} {count}", with(None));
+            let set = label_set(&labels, le("+Inf".into()));
+            let _ = writeln!(self.out, "{name}_bucket{set} {count}");
+            let set = label_set(&labels, None);
+            let _ = writeln!(self.out, "{name}_sum{set} {}", h.sum);
+            let _ = writeln!(self.out, "{name}_count{set} {count}");
         }
     }
 
