@@ -107,35 +107,12 @@ pub fn decode_reader(
         progress,
     };
     let mut collector = order::TotemCollector::new(keys);
-    let mut reorder = Reorder::new();
     let mut read = packets::ReadStats::default();
-    // A wrong key stops the reading early.
-    let wrong_key = std::cell::Cell::new(false);
-    {
-        let mut ordered = |d: Datagram| {
-            if wrong_key.get() {
-                return;
-            }
-            collector.push(&d);
-            let s = collector.stats();
-            wrong_key.set(s.authenticated == 0 && s.datagrams >= KEY_PROBE);
-        };
-        let mut on_datagram = |d: Datagram| {
-            reorder.push(d, &mut ordered);
-            !wrong_key.get()
-        };
-        packets::for_each_datagram(&mut counting, ports, &mut read, &mut on_datagram)
-            .map_err(WireError::File)?;
-        reorder.finish(&mut ordered);
-    }
-    if read.udp_on_ports == 0 {
-        return Err(WireError::NoKnetTraffic);
-    }
-    if collector.stats().authenticated == 0 {
-        return Err(WireError::WrongKey {
-            datagrams: collector.stats().datagrams,
-        });
-    }
+    read_in_time_order(&mut counting, ports, &mut read, &mut |d| {
+        collector.push(&d);
+        !key_is_wrong(collector.stats())
+    })?;
+    found_traffic(&read, collector.stats())?;
     let totem = collector.finish();
     let views = views::emulate(&totem);
     Ok(Decoded { read, totem, views })
@@ -192,6 +169,49 @@ pub const REORDER_WINDOW: f64 = 2.0;
 /// After this many datagrams without one that authenticates, the key is
 /// wrong (a cluster sends a token every few milliseconds).
 const KEY_PROBE: u64 = 5000;
+
+/// Whether no datagram authenticated in the first [`KEY_PROBE`] ones.
+fn key_is_wrong(s: &order::Stats) -> bool {
+    s.authenticated == 0 && s.datagrams >= KEY_PROBE
+}
+
+/// The capture held knet traffic and the key opened it.
+fn found_traffic(read: &packets::ReadStats, s: &order::Stats) -> Result<(), WireError> {
+    if read.udp_on_ports == 0 {
+        return Err(WireError::NoKnetTraffic);
+    }
+    if s.authenticated == 0 {
+        return Err(WireError::WrongKey {
+            datagrams: s.datagrams,
+        });
+    }
+    Ok(())
+}
+
+/// Every knet datagram of a capture being read, to `ordered` in time order
+/// (put in place within [`REORDER_WINDOW`]); once `ordered` answers false
+/// (a wrong key), nothing more is handed on and the reading stops.
+fn read_in_time_order(
+    reader: &mut dyn std::io::Read,
+    ports: std::ops::RangeInclusive<u16>,
+    read: &mut packets::ReadStats,
+    ordered: &mut dyn FnMut(Datagram) -> bool,
+) -> Result<(), WireError> {
+    let mut reorder = Reorder::new();
+    let going = std::cell::Cell::new(true);
+    let mut hand_on = |d: Datagram| {
+        if going.get() && !ordered(d) {
+            going.set(false);
+        }
+    };
+    packets::for_each_datagram(reader, ports, read, &mut |d| {
+        reorder.push(d, &mut hand_on);
+        going.get()
+    })
+    .map_err(WireError::File)?;
+    reorder.finish(&mut hand_on);
+    Ok(())
+}
 
 /// Datagrams in time order, released once nothing earlier can come.
 struct Reorder {
@@ -275,12 +295,9 @@ pub fn stream(
         Some(nodes) => Emulator::for_nodes(nodes),
         None => Emulator::default(),
     };
-    let mut reorder = Reorder::new();
     let mut read = packets::ReadStats::default();
     let mut first_time: Option<f64> = None;
     let mut last_time: Option<f64> = None;
-    let mut wrong_key = false;
-    let stop = std::cell::Cell::new(false);
     let mut pass_on = |events: Vec<OrderEvent>, emulator: &mut Emulator| {
         for e in events {
             let end = match &e {
@@ -297,36 +314,14 @@ pub fn stream(
             }
         }
     };
-    {
-        let mut ordered = |d: Datagram| {
-            if wrong_key {
-                return;
-            }
-            first_time.get_or_insert(d.time);
-            last_time = Some(d.time);
-            orderer.push(&d);
-            if orderer.stats.authenticated == 0 && orderer.stats.datagrams >= KEY_PROBE {
-                wrong_key = true;
-                stop.set(true);
-            }
-            pass_on(orderer.take_events(), &mut emulator);
-        };
-        let mut on_datagram = |d: Datagram| {
-            reorder.push(d, &mut ordered);
-            !stop.get()
-        };
-        packets::for_each_datagram(reader, ports, &mut read, &mut on_datagram)
-            .map_err(WireError::File)?;
-        reorder.finish(&mut ordered);
-    }
-    if read.udp_on_ports == 0 {
-        return Err(WireError::NoKnetTraffic);
-    }
-    if orderer.stats.authenticated == 0 {
-        return Err(WireError::WrongKey {
-            datagrams: orderer.stats.datagrams,
-        });
-    }
+    read_in_time_order(reader, ports, &mut read, &mut |d| {
+        first_time.get_or_insert(d.time);
+        last_time = Some(d.time);
+        orderer.push(&d);
+        pass_on(orderer.take_events(), &mut emulator);
+        !key_is_wrong(&orderer.stats)
+    })?;
+    found_traffic(&read, &orderer.stats)?;
     orderer.finish();
     pass_on(orderer.take_events(), &mut emulator);
     Ok(StreamSummary {
