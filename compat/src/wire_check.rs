@@ -103,12 +103,7 @@ pub fn report(d: &Decoded) -> String {
         );
     }
     for (node, events) in &d.views.per_node {
-        let delivers = events
-            .iter()
-            .filter(|e| e.event.kind == EventKind::Deliver)
-            .count();
-        let confchgs = events.len() - delivers;
-        let synthetic = events.iter().filter(|e| e.synthetic).count();
+        let (delivers, confchgs, synthetic) = counts(events);
         let _ = writeln!(
             s,
             "node{node}: {delivers} DELIVER, {confchgs} CONFCHG{}",
@@ -120,6 +115,16 @@ pub fn report(d: &Decoded) -> String {
         );
     }
     s
+}
+
+/// A node's DELIVERs, CONFCHGs, and how many of them were synthesized.
+fn counts(events: &[ViewEvent]) -> (usize, usize, usize) {
+    let delivers = events
+        .iter()
+        .filter(|e| e.event.kind == EventKind::Deliver)
+        .count();
+    let synthetic = events.iter().filter(|e| e.synthetic).count();
+    (delivers, events.len() - delivers, synthetic)
 }
 
 fn short(m: &crate::knet::totempg::ServiceMessage) -> String {
@@ -333,15 +338,12 @@ pub fn json(d: &Decoded, comparisons: Option<&[NodeComparison]>) -> serde_json::
         .per_node
         .iter()
         .map(|(node, events)| {
-            let delivers = events
-                .iter()
-                .filter(|e| e.event.kind == EventKind::Deliver)
-                .count();
+            let (delivers, confchgs, synthesized) = counts(events);
             json!({
                 "node": node,
                 "delivers": delivers,
-                "confchgs": events.len() - delivers,
-                "synthesized": events.iter().filter(|e| e.synthetic).count(),
+                "confchgs": confchgs,
+                "synthesized": synthesized,
             })
         })
         .collect();
