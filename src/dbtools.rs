@@ -4,7 +4,7 @@
 //! database without writing to it; the rules are the core's (`dbcheck`,
 //! `dbrepair`), this edge reads and writes the files and says what it did.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::Write;
@@ -16,8 +16,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use pmxcfs_wire::dcdb::DT_DIR;
 
 use crate::core::dbcheck;
-use crate::core::dbrepair::{self, unusable_name, SetAside};
-use crate::core::memdb::Row;
+use crate::core::dbexport::{self, Placed};
+use crate::core::dbrepair;
 use crate::database::{with_suffix, Database};
 
 /// `pmxcfs --check-db`: open a config.db read-only and say, in plain
@@ -113,7 +113,7 @@ pub fn repair_db(input: &Path, output: &Path) -> i32 {
     }
     println!("written: {} ({} rows)", output.display(), repair.rows.len());
     if !repair.set_aside.is_empty() {
-        match write_set_aside(&aside_dir, &repair.set_aside) {
+        match write_placed(&aside_dir, &dbexport::place_set_aside(&repair.set_aside)) {
             Ok(written) => {
                 for (inode, file) in &written {
                     println!("set aside: inode {inode} written to {}", file.display());
@@ -158,27 +158,6 @@ pub fn repair_db(input: &Path, output: &Path) -> i32 {
     }
 }
 
-/// A name from the database as a path component, unless it could leave
-/// the directory it is written in.
-fn component(name: &[u8]) -> Option<&OsStr> {
-    unusable_name(name)
-        .is_none()
-        .then(|| OsStr::from_bytes(name))
-}
-
-/// A database path (`a/b/c`, names as they were) below `dir`, each
-/// component made safe.
-fn safe_join(dir: &Path, path: &str) -> PathBuf {
-    let mut out = dir.to_path_buf();
-    for part in path.split('/') {
-        match component(part.as_bytes()) {
-            Some(c) => out.push(c),
-            None => out.push(format!("_{}", part.replace(['.', '\0'], "_"))),
-        }
-    }
-    out
-}
-
 fn write_file(path: &Path, data: &[u8], mtime: u32) -> std::io::Result<()> {
     let mut f = OpenOptions::new()
         .write(true)
@@ -193,30 +172,35 @@ fn new_private_dir(path: &Path) -> std::io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(path)
 }
 
-/// Write the entries taken out of a database below `dir`: each file at
-/// the path it had (an entry of the same path twice gets `.inode-N`),
-/// directories as directories.
-fn write_set_aside(dir: &Path, entries: &[SetAside]) -> std::io::Result<Vec<(u64, PathBuf)>> {
+/// Write placed entries below `dir`: directories (their times set after
+/// their contents), files with their data and times. Returns where each
+/// went.
+fn write_placed(dir: &Path, placed: &[Placed]) -> std::io::Result<Vec<(u64, PathBuf)>> {
     new_private_dir(dir)?;
     let mut written = Vec::new();
-    for e in entries {
-        let mut path = safe_join(dir, &e.path);
+    let mut dir_times: BTreeMap<PathBuf, u32> = BTreeMap::new();
+    for p in placed {
+        let path = dir.join(OsStr::from_bytes(&p.path));
         if let Some(parent) = path.parent() {
             new_private_dir(parent)?;
         }
-        if path.exists() {
-            path = with_suffix(&path, &format!(".inode-{}", e.row.inode));
-        }
-        if e.row.entry_type == DT_DIR {
+        if p.row.entry_type == DT_DIR {
             new_private_dir(&path)?;
+            dir_times.insert(path.clone(), p.row.mtime);
         } else {
             write_file(
                 &path,
-                e.row.data.as_deref().unwrap_or_default(),
-                e.row.mtime,
+                p.row.data.as_deref().unwrap_or_default(),
+                p.row.mtime,
             )?;
         }
-        written.push((e.row.inode, path));
+        written.push((p.row.inode, path));
+    }
+    // Deepest first, so a parent's time is set after its children's.
+    for (path, mtime) in dir_times.iter().rev() {
+        if let Ok(d) = File::open(path) {
+            let _ = d.set_modified(UNIX_EPOCH + Duration::from_secs((*mtime).into()));
+        }
     }
     Ok(written)
 }
@@ -247,127 +231,32 @@ pub fn export_db(database: &Path, dir: &Path) -> i32 {
         Ok(rows) => rows,
         Err(e) => return fail(format!("cannot export {e}")),
     };
-    if let Err(e) = new_private_dir(dir) {
+    let plan = dbexport::plan(&rows, &dir.display().to_string());
+    if let Err(e) = write_placed(dir, &plan.placed) {
         return fail(format!("{}: {e}", dir.display()));
     }
-    match export_rows(&rows, dir) {
-        Ok(summary) => {
-            for n in &summary.notes {
-                println!("note: {n}");
-            }
-            for p in &summary.problems {
-                println!("problem: {p}");
-            }
-            println!(
-                "exported: {} directories, {} files, {} bytes of {} (version {}) to {}",
-                summary.directories,
-                summary.files,
-                summary.bytes,
-                database.display(),
-                rows.iter().find(|r| r.inode == 0).map_or(0, |r| r.version),
-                dir.display()
-            );
-            if summary.problems.is_empty() {
-                0
-            } else {
-                println!("result: the tree is broken (see the problems above); `pmxcfs --check-db` says what the daemon refuses, `pmxcfs --repair-db` mends it");
-                1
-            }
-        }
-        Err(e) => fail(format!("{}: {e}", dir.display())),
+    for n in &plan.notes {
+        println!("note: {n}");
     }
-}
-
-#[derive(Default)]
-struct ExportSummary {
-    directories: usize,
-    files: usize,
-    bytes: u64,
-    /// Entries written under another name than their own.
-    notes: Vec<String>,
-    /// Entries of a broken tree: left out, or written beside another.
-    problems: Vec<String>,
-}
-
-/// The longest file name Linux file systems take.
-const NAME_MAX: usize = 255;
-
-fn export_rows(rows: &[Row], dir: &Path) -> std::io::Result<ExportSummary> {
-    let mut s = ExportSummary::default();
-    let mut children: HashMap<u64, Vec<&Row>> = HashMap::new();
-    for r in rows.iter().filter(|r| r.inode != 0) {
-        children.entry(r.parent).or_default().push(r);
+    for p in &plan.problems {
+        println!("problem: {p}");
     }
-    for list in children.values_mut() {
-        list.sort_by_key(|r| (r.name.clone(), r.inode));
+    let files = plan.placed.iter().filter(|p| p.row.entry_type != DT_DIR);
+    println!(
+        "exported: {} directories, {} files, {} bytes of {} (version {}) to {}",
+        plan.placed.len() - files.clone().count(),
+        files.clone().count(),
+        files
+            .map(|p| p.row.data.as_ref().map_or(0, Vec::len) as u64)
+            .sum::<u64>(),
+        database.display(),
+        rows.iter().find(|r| r.inode == 0).map_or(0, |r| r.version),
+        dir.display()
+    );
+    if plan.problems.is_empty() {
+        0
+    } else {
+        println!("result: the tree is broken (see the problems above); `pmxcfs --check-db` says what the daemon refuses, `pmxcfs --repair-db` mends it");
+        1
     }
-    // Directories' times are set after their contents are written.
-    let mut dir_times: BTreeMap<PathBuf, u32> = BTreeMap::new();
-    let mut written = std::collections::HashSet::new();
-    let mut stack: Vec<(u64, PathBuf)> = vec![(0, dir.to_path_buf())];
-    while let Some((inode, at)) = stack.pop() {
-        for r in children.get(&inode).map(Vec::as_slice).unwrap_or(&[]) {
-            written.insert(r.inode);
-            let Some(name) = component(&r.name) else {
-                s.problems.push(format!(
-                    "inode {} in {}: the name '{}' cannot be a file name",
-                    r.inode,
-                    at.display(),
-                    String::from_utf8_lossy(&r.name)
-                ));
-                continue;
-            };
-            let mut path = at.join(name);
-            if name.len() > NAME_MAX {
-                // C takes names up to its own limit; a file system's is 255 bytes.
-                let mut short = r.name[..NAME_MAX - 32].to_vec();
-                short.extend_from_slice(format!("...inode-{}", r.inode).as_bytes());
-                path = at.join(OsStr::from_bytes(&short));
-                s.notes.push(format!(
-                    "inode {}: a name of {} bytes, longer than a file name can be: written as {}",
-                    r.inode,
-                    r.name.len(),
-                    path.display()
-                ));
-            }
-            if path.exists() {
-                path = with_suffix(&path, &format!(".inode-{}", r.inode));
-                s.problems.push(format!(
-                    "found entry with duplicate name {}: inode {} written as {}",
-                    at.join(name).display(),
-                    r.inode,
-                    path.display()
-                ));
-            }
-            if r.entry_type == DT_DIR {
-                new_private_dir(&path)?;
-                dir_times.insert(path.clone(), r.mtime);
-                s.directories += 1;
-                stack.push((r.inode, path));
-            } else {
-                let data = r.data.as_deref().unwrap_or_default();
-                write_file(&path, data, r.mtime)?;
-                s.files += 1;
-                s.bytes += data.len() as u64;
-            }
-        }
-    }
-    for r in rows
-        .iter()
-        .filter(|r| r.inode != 0 && !written.contains(&r.inode))
-    {
-        s.problems.push(format!(
-            "inode {} '{}' does not reach the root (its parent {} is missing or not a directory)",
-            r.inode,
-            String::from_utf8_lossy(&r.name),
-            r.parent
-        ));
-    }
-    // Deepest first, so a parent's time is set after its children's.
-    for (path, mtime) in dir_times.iter().rev() {
-        if let Ok(d) = File::open(path) {
-            let _ = d.set_modified(UNIX_EPOCH + Duration::from_secs((*mtime).into()));
-        }
-    }
-    Ok(s)
 }

@@ -5,6 +5,7 @@
 pub mod clog;
 pub mod corosync_conf;
 pub mod dbcheck;
+pub mod dbexport;
 pub mod dbrepair;
 pub mod dcdb;
 pub mod dfsm;
