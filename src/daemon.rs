@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::core::logline::Subsystem;
 use crate::core::node::{Input, Node, NodeConfig};
-use crate::database::{Database, DbError};
+use crate::database::{Database, DbError, PageSizeAtOpen};
 use crate::fuse::{mount_config, PveFs};
 use crate::host::{now, Host, Shared};
 use crate::ipc::IpcServer;
@@ -350,10 +350,7 @@ fn convert_page_size_later(host: Arc<Host>, path: PathBuf) {
                 let (copy, old) = match Database::copy_with_small_pages(&path) {
                     Ok(c) => c,
                     Err(e) => {
-                        log::warning(
-                            Subsystem::Database,
-                            &format!("database page size left as it is: {e}"),
-                        );
+                        log_page_size_kept(&e);
                         return;
                     }
                 };
@@ -367,13 +364,7 @@ fn convert_page_size_later(host: Arc<Host>, path: PathBuf) {
                 let _ = fs::remove_file(&copy);
                 match swapped {
                     Ok(()) => {
-                        log::notice(
-                            Subsystem::Database,
-                            &format!(
-                                "database page size {old} changed to {} (fewer bytes written per change)",
-                                crate::database::PAGE_SIZE
-                            ),
-                        );
+                        log_page_size_changed(old, crate::database::PAGE_SIZE.into());
                         return;
                     }
                     Err(e) if attempt == ATTEMPTS => {
@@ -388,11 +379,22 @@ fn convert_page_size_later(host: Arc<Host>, path: PathBuf) {
             }
         });
     if let Err(e) = spawned {
-        log::warning(
-            Subsystem::Database,
-            &format!("database page size left as it is: {e}"),
-        );
+        log_page_size_kept(&e.to_string());
     }
+}
+
+fn log_page_size_changed(old: i64, new: i64) {
+    log::notice(
+        Subsystem::Database,
+        &format!("database page size {old} changed to {new} (fewer bytes written per change)"),
+    );
+}
+
+fn log_page_size_kept(why: &str) {
+    log::warning(
+        Subsystem::Database,
+        &format!("database page size left as it is: {why}"),
+    );
 }
 
 fn db_error(e: DbError) -> String {
@@ -453,16 +455,10 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
     // A copy a background conversion left behind (the daemon stopped).
     let _ = fs::remove_file(Database::conversion_path(&paths.database()));
     let db = Database::open(&paths.database()).map_err(db_error)?;
-    match &db.page_size_change {
-        Some(Ok((old, new))) => log::notice(
-            Subsystem::Database,
-            &format!("database page size {old} changed to {new} (fewer bytes written per change)"),
-        ),
-        Some(Err(e)) => log::warning(
-            Subsystem::Database,
-            &format!("database page size left as it is: {e}"),
-        ),
-        None => {}
+    match &db.page_size_at_open {
+        PageSizeAtOpen::Changed { old, new } => log_page_size_changed(*old, *new),
+        PageSizeAtOpen::Failed(e) => log_page_size_kept(e),
+        PageSizeAtOpen::Kept | PageSizeAtOpen::Later => {}
     }
     let mut shared = Shared { node, db };
     let initial = shared.step(start, Input::Start);
@@ -528,7 +524,7 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
         redirect_stdio_to_null();
     }
 
-    if host.lock().db.convert_later {
+    if host.lock().db.page_size_at_open == PageSizeAtOpen::Later {
         convert_page_size_later(host.clone(), paths.database());
     }
     let metrics_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

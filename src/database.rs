@@ -89,13 +89,25 @@ pub struct Database {
     /// The page size in use: what a written page costs on disk (plus the
     /// write-ahead log's 24-byte frame header).
     pub page_size: u64,
-    /// The page size change made at open (for the log): (old, new), or
-    /// why it failed.
-    pub page_size_change: Option<Result<(i64, i64), String>>,
-    /// The database is larger than [`CONVERT_AT_OPEN_LIMIT`] and still has
-    /// another page size: it is converted after the start, in the
-    /// background ([`Database::copy_with_small_pages`], [`Database::replace_file`]).
-    pub convert_later: bool,
+    /// What the open did about the page size (for the log, and whether a
+    /// conversion is left for after the start).
+    pub page_size_at_open: PageSizeAtOpen,
+}
+
+/// What opening a database did about its page size.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PageSizeAtOpen {
+    /// It had [`PAGE_SIZE`] already, or is new and got it.
+    Kept,
+    /// Rewritten with [`PAGE_SIZE`].
+    Changed { old: i64, new: i64 },
+    /// The rewrite failed (no room for the copy VACUUM makes): the file
+    /// keeps its page size and works as before.
+    Failed(String),
+    /// Larger than [`CONVERT_AT_OPEN_LIMIT`]: served as it is, to be
+    /// converted after the start ([`Database::copy_with_small_pages`],
+    /// [`Database::replace_file`]).
+    Later,
 }
 
 /// The page size config.db is given. SQLite writes every page a change
@@ -202,7 +214,7 @@ impl Database {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
         )
         .map_err(sqlite)?;
-        let (page_size_change, convert_later) = Self::set_page_size(&conn);
+        let page_size_at_open = Self::set_page_size(&conn);
         // journal_mode answers with a row; query it rather than execute.
         let _: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
@@ -242,8 +254,7 @@ impl Database {
             pages_written: 0,
             commit_seconds: Default::default(),
             page_size: page_size.max(0) as u64,
-            page_size_change,
-            convert_later,
+            page_size_at_open,
         })
     }
 
@@ -251,9 +262,8 @@ impl Database {
     /// written; an existing one (C's default is 4 KiB) rewritten once
     /// with VACUUM, which needs the rollback journal for the time. On a
     /// failure (no room for the copy VACUUM makes) the file keeps its page
-    /// size and works as before. Returns (old, new) when it changed, or
-    /// the failure.
-    fn set_page_size(conn: &Connection) -> (Option<Result<(i64, i64), String>>, bool) {
+    /// size and works as before. A large one is left for later.
+    fn set_page_size(conn: &Connection) -> PageSizeAtOpen {
         let size = |c: &Connection| -> i64 {
             c.query_row("PRAGMA page_size", [], |r| r.get(0))
                 .unwrap_or(0)
@@ -263,23 +273,26 @@ impl Database {
             .unwrap_or(0);
         let old = size(conn);
         if old == PAGE_SIZE as i64 {
-            return (None, false);
+            return PageSizeAtOpen::Kept;
         }
         if pages == 0 {
             // A new file: the page size is set before anything is written.
             let _ = conn.execute_batch(&format!("PRAGMA page_size={PAGE_SIZE}"));
-            return (None, false);
+            return PageSizeAtOpen::Kept;
         }
         if (pages * old) as u64 > CONVERT_AT_OPEN_LIMIT {
-            return (None, true);
+            return PageSizeAtOpen::Later;
         }
         let converted = (|| -> rusqlite::Result<()> {
             let _: String = conn.query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))?;
             conn.execute_batch(&format!("PRAGMA page_size={PAGE_SIZE}; VACUUM"))
         })();
         match converted {
-            Ok(()) => (Some(Ok((old, size(conn)))), false),
-            Err(e) => (Some(Err(e.to_string())), false),
+            Ok(()) => PageSizeAtOpen::Changed {
+                old,
+                new: size(conn),
+            },
+            Err(e) => PageSizeAtOpen::Failed(e.to_string()),
         }
     }
 
@@ -355,7 +368,7 @@ impl Database {
         let reopened = Database::open(&self.path).map_err(|e| e.to_string())?;
         self.conn = reopened.conn;
         self.page_size = reopened.page_size;
-        self.convert_later = false;
+        self.page_size_at_open = reopened.page_size_at_open;
         renamed
     }
 
@@ -608,7 +621,13 @@ mod tests {
         assert_eq!(page_size(&path), 4096, "C's database as written");
         let before = Database::read(&path).unwrap().unwrap();
         let db = Database::open(&path).unwrap();
-        assert_eq!(db.page_size_change, Some(Ok((4096, PAGE_SIZE as i64))));
+        assert_eq!(
+            db.page_size_at_open,
+            PageSizeAtOpen::Changed {
+                old: 4096,
+                new: PAGE_SIZE as i64
+            }
+        );
         drop(db);
         assert_eq!(page_size(&path), PAGE_SIZE as i64);
         assert_eq!(Database::read(&path).unwrap().unwrap(), before);
@@ -620,7 +639,7 @@ mod tests {
         assert_eq!(mode, "wal");
         // Once: the next start leaves it alone.
         let db = Database::open(&path).unwrap();
-        assert_eq!(db.page_size_change, None);
+        assert_eq!(db.page_size_at_open, PageSizeAtOpen::Kept);
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -659,8 +678,7 @@ mod tests {
         }
         let before = Database::read(&path).unwrap().unwrap();
         let mut db = Database::open(&path).unwrap();
-        assert!(db.convert_later);
-        assert_eq!(db.page_size_change, None);
+        assert_eq!(db.page_size_at_open, PageSizeAtOpen::Later);
         assert_eq!(page_size(&path), 4096, "not converted at open");
         let (copy, old) = Database::copy_with_small_pages(&path).unwrap();
         assert_eq!(old, 4096);
@@ -706,7 +724,7 @@ mod tests {
         let dir = scratch("new");
         let path = dir.join("config.db");
         let db = Database::open(&path).unwrap();
-        assert_eq!(db.page_size_change, None);
+        assert_eq!(db.page_size_at_open, PageSizeAtOpen::Kept);
         drop(db);
         assert_eq!(page_size(&path), PAGE_SIZE as i64);
         let _ = std::fs::remove_dir_all(&dir);
