@@ -909,29 +909,15 @@ impl Shadow {
                 p.epoch_states.push((from, payload.to_vec()));
                 if from != me && p.synced_peers.contains(&from) {
                     let ours = p.driven.node.memdb().index().to_bytes();
-                    let ok = ours == payload;
-                    self.report
-                        .states
-                        .entry("STATE of a node in sync with ours".into())
-                        .or_default()
-                        .add(ok);
-                    if !ok {
-                        self.remember(v);
-                        let what = format!(
+                    self.judge(v, msg, "STATE of a node in sync with ours", ours == payload, || {
+                        format!(
                             "the STATE of {}/{} (in sync with node {} since the last sync) is not our database: {}",
                             from.nodeid,
                             from.pid,
                             me.nodeid,
                             index_difference(&ours, payload)
-                        );
-                        self.diverge(
-                            v.time,
-                            v.ring.to_string(),
-                            what,
-                            None,
-                            Some(decoded_json(Some(NodeGroup::Dcdb), msg)),
-                        );
-                    }
+                        )
+                    });
                 }
             }
             MessageType::UpdateComplete => {
@@ -956,29 +942,39 @@ impl Shadow {
                 };
                 if let Some((vid, csum)) = p.verify {
                     if vid == verify.id {
-                        let ok = csum == verify.csum;
-                        self.report
-                            .states
-                            .entry("VERIFY checksum".into())
-                            .or_default()
-                            .add(ok);
-                        if !ok {
-                            self.remember(v);
-                            self.diverge(
-                                v.time,
-                                v.ring.to_string(),
-                                format!(
-                                    "the checksum {}/{} verifies with is not our database's",
-                                    from.nodeid, from.pid
-                                ),
-                                None,
-                                Some(decoded_json(Some(NodeGroup::Dcdb), msg)),
-                            );
-                        }
+                        self.judge(v, msg, "VERIFY checksum", csum == verify.csum, || {
+                            format!(
+                                "the checksum {}/{} verifies with is not our database's",
+                                from.nodeid, from.pid
+                            )
+                        });
                     }
                 }
             }
             _ => {}
+        }
+    }
+
+    /// One judged STATE or VERIFY, counted under `kind`; a mismatch is a
+    /// divergence, said by `what`, with the message decoded.
+    fn judge(
+        &mut self,
+        v: &ViewEvent,
+        msg: &[u8],
+        kind: &str,
+        ok: bool,
+        what: impl FnOnce() -> String,
+    ) {
+        self.report.states.entry(kind.into()).or_default().add(ok);
+        if !ok {
+            self.remember(v);
+            self.diverge(
+                v.time,
+                v.ring.to_string(),
+                what(),
+                None,
+                Some(decoded_json(Some(NodeGroup::Dcdb), msg)),
+            );
         }
     }
 
