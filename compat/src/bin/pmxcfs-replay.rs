@@ -424,38 +424,27 @@ fn shadow(
         Some(path) => match pmxcfs::database::Database::read(&path) {
             Ok(Some(rows)) => StartDb::Snapshot(rows),
             Ok(None) if !path.exists() => {
-                eprintln!("pmxcfs-replay shadow: {}: no such file", path.display());
-                return ExitCode::from(2);
+                return usage(format!("{}: no such file", path.display()))
             }
             Ok(None) => {
-                eprintln!(
-                    "pmxcfs-replay shadow: {}: an empty database (if the node started without one, give --fresh)",
+                return usage(format!(
+                    "{}: an empty database (if the node started without one, give --fresh)",
                     path.display()
-                );
-                return ExitCode::from(2);
+                ))
             }
-            Err(e) => {
-                eprintln!("pmxcfs-replay shadow: {e}");
-                return ExitCode::from(2);
-            }
+            Err(e) => return usage(e.to_string()),
         },
     };
     let corosync_conf = match conf {
         Some(p) => match std::fs::read(&p) {
             Ok(c) => Some(c),
-            Err(e) => {
-                eprintln!("pmxcfs-replay shadow: {}: {e}", p.display());
-                return ExitCode::from(2);
-            }
+            Err(e) => return usage(format!("{}: {e}", p.display())),
         },
         None => None,
     };
     let file = match std::fs::File::open(&capture) {
         Ok(f) => f,
-        Err(e) => {
-            eprintln!("pmxcfs-replay shadow: {}: {e}", capture.display());
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage(format!("{}: {e}", capture.display())),
     };
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut reader = io::BufReader::with_capacity(1 << 20, file);
@@ -583,20 +572,17 @@ fn wire(
         match pmxcfs_compat::wire_check::write_views(&decoded, dir) {
             Ok(files) if !json_out => outln!("wrote {} in {}", files.join(", "), dir.display()),
             Ok(_) => {}
-            Err(e) => {
-                eprintln!("pmxcfs-replay wire: {}: {e}", dir.display());
-                return ExitCode::from(2);
-            }
+            Err(e) => return usage_error("wire", format!("{}: {e}", dir.display())),
         }
     }
+    let comparisons = match &expect {
+        None => None,
+        Some(dir) => match pmxcfs_compat::wire_check::compare(&decoded, dir) {
+            Ok(c) => Some(c),
+            Err(e) => return usage_error("wire", e),
+        },
+    };
     if json_out {
-        let comparisons = match &expect {
-            None => None,
-            Some(dir) => match pmxcfs_compat::wire_check::compare(&decoded, dir) {
-                Ok(c) => Some(c),
-                Err(e) => return usage_error("wire", e),
-            },
-        };
         outln!(
             "{}",
             pmxcfs_compat::wire_check::json(&decoded, comparisons.as_deref())
@@ -608,15 +594,8 @@ fn wire(
             ExitCode::from(1)
         };
     }
-    let Some(dir) = expect else {
+    let Some(comparisons) = comparisons else {
         return ExitCode::SUCCESS;
-    };
-    let comparisons = match pmxcfs_compat::wire_check::compare(&decoded, &dir) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("pmxcfs-replay wire: {e}");
-            return ExitCode::from(2);
-        }
     };
     let (mut dm, mut de, mut cm, mut ce) = (0, 0, 0, 0);
     let mut all_ok = true;
