@@ -1,5 +1,6 @@
-//! Counters the benchmarks read: FUSE requests by opcode here, SQLite
-//! transactions and pages written in the database edge. With the
+//! The edges' counters for the metrics file and the benchmarks: FUSE
+//! requests by opcode and their time, IPC requests, the wait of changes
+//! (SQLite's transactions and pages are the database edge's). With the
 //! environment variable `PMXCFS_STATS_FILE` set, SIGUSR2 makes the daemon
 //! write them to that file as one JSON object (atomically: a temporary
 //! file renamed over it); without it the signal is not handled.
@@ -28,6 +29,11 @@ impl AtomicHistogram {
         self.buckets[Histogram::bucket(d.as_secs_f64())].fetch_add(1, Ordering::Relaxed);
         self.sum_nanos
             .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
 
     pub fn snapshot(&self) -> Histogram {
@@ -74,8 +80,8 @@ pub const FUSE_OPS: [&str; 24] = [
     "other",
 ];
 
-static FUSE: [AtomicU64; FUSE_OPS.len()] = [const { AtomicU64::new(0) }; FUSE_OPS.len()];
-
+/// Per operation, its requests and the time the FUSE threads took on them
+/// (a request is counted when its handler is done).
 static FUSE_TIME: [AtomicHistogram; FUSE_OPS.len()] =
     [const { AtomicHistogram::new() }; FUSE_OPS.len()];
 
@@ -88,7 +94,6 @@ pub fn fuse_request(op: &str) -> FuseTimer {
         .iter()
         .position(|o| *o == op)
         .unwrap_or(FUSE_OPS.len() - 1);
-    FUSE[i].fetch_add(1, Ordering::Relaxed);
     FuseTimer {
         op: i,
         start: Instant::now(),
@@ -143,8 +148,8 @@ pub fn ipc_refused() {
 pub fn request_counters() -> (Vec<(&'static str, u64)>, Vec<(String, u64)>, u64) {
     let fuse = FUSE_OPS
         .iter()
-        .zip(FUSE.iter())
-        .map(|(name, n)| (*name, n.load(Ordering::Relaxed)))
+        .zip(FUSE_TIME.iter())
+        .map(|(name, h)| (*name, h.count()))
         .collect();
     let ipc = IPC
         .iter()
@@ -168,8 +173,8 @@ pub const STATS_FILE_ENV: &str = "PMXCFS_STATS_FILE";
 pub fn to_json(db_transactions: u64, db_pages_written: u64) -> String {
     let fuse: Vec<String> = FUSE_OPS
         .iter()
-        .zip(FUSE.iter())
-        .map(|(name, n)| format!("\"{name}\": {}", n.load(Ordering::Relaxed)))
+        .zip(FUSE_TIME.iter())
+        .map(|(name, h)| format!("\"{name}\": {}", h.count()))
         .collect();
     format!(
         "{{\"fuse\": {{{}}}, \"db\": {{\"transactions\": {db_transactions}, \"pages_written\": {db_pages_written}}}}}\n",
