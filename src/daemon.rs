@@ -403,6 +403,10 @@ fn db_error(e: DbError) -> String {
 
 fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String> {
     let started = Instant::now();
+    // Before the first thread (the RRD writer starts with the host): a
+    // thread that does not block SIGTERM would take it and be killed by
+    // it, the whole daemon with it, without the teardown below.
+    let signals = block_signals();
     let paths = &options.paths;
     // The one line C does not log: which daemon this is, for a journal
     // read later (a node may run either).
@@ -485,7 +489,6 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
 
     clear_stale_mount(&paths.mountpoint);
     mkdir_mode(&paths.mountpoint, 0o750)?;
-    let signals = block_signals();
     let fs = PveFs::new(host.clone(), gid);
     let session = fuser::Session::new(fs, &paths.mountpoint, &mount_config())
         .and_then(|s| s.spawn())

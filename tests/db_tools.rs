@@ -290,6 +290,6 @@ fn the_daemon_starts_on_a_repaired_database() {
     assert_eq!(fs::read(d.path("storage.cfg")).unwrap(), b"dir: newer\n");
     assert!(d.path("nodes/refnode1/qemu-server/100.conf").exists());
     assert!(!d.path("nodes/othernode/qemu-server/100.conf").exists());
-    assert!(d.stop().success());
+    d.stop_cleanly();
     let _ = fs::remove_dir_all(&dir);
 }

@@ -325,7 +325,7 @@ fn every_opcode_as_root() {
     assert_eq!(e(call(&c, &raw(99, b""))), -libc::ECHRNG);
     assert_eq!(e(call(&c, &raw(9, b""))), -libc::ECHRNG);
     drop(c);
-    assert!(d.stop().success());
+    d.stop_cleanly();
 }
 
 /// Run `call` in a child process with other credentials; the child prints
@@ -477,7 +477,7 @@ fn access_matrix() {
         call_as(0, 0, &get_status("k", "")).unwrap(),
         (0, b"v\0".to_vec())
     );
-    assert!(d.stop().success());
+    d.stop_cleanly();
 }
 
 /// The daemon's peak resident memory (VmHWM), in KiB.
@@ -517,7 +517,7 @@ fn an_oversized_request_is_refused_without_copying_it() {
     let mut value0 = value.clone();
     value0.push(0);
     assert_eq!(call(&c, &set_status("big", &value0)).0, 0);
-    assert!(d.stop().success());
+    d.stop_cleanly();
 }
 
 #[test]
@@ -551,7 +551,7 @@ fn malformed_requests_never_break_the_service() {
     assert_eq!(call(&c, &req(RequestBody::GetGuestList)).0, 0);
     drop(c);
     drop(c2);
-    assert!(d.stop().success());
+    d.stop_cleanly();
 }
 
 #[test]
@@ -565,7 +565,7 @@ fn restart_under_a_connected_client() {
     assert_eq!(call(&c, &req(RequestBody::GetGuestList)).0, 0);
     let flag = d.rundir.join("cfs-restart-flag");
     assert!(!flag.exists());
-    assert!(d.stop().success());
+    d.stop_cleanly();
     assert!(flag.exists(), "clients retry while the flag exists");
     // The old connection is gone; a new daemon serves a new one.
     assert!(c.call(&req(RequestBody::GetGuestList)).is_err());
@@ -584,5 +584,5 @@ fn restart_under_a_connected_client() {
     let c = connect();
     assert_eq!(call(&c, &req(RequestBody::GetGuestList)).0, 0);
     drop(c);
-    assert!(d.stop().success());
+    d.stop_cleanly();
 }

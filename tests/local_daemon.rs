@@ -115,7 +115,7 @@ fn serves_the_c_functional_database_unchanged() {
     // A change is written the way C writes it.
     fs::write(d.path("storage.cfg"), b"dir: local\n\tpath /srv\n").unwrap();
     fs::create_dir(d.path("newdir")).unwrap();
-    assert!(d.stop().success());
+    d.stop_cleanly();
     assert_eq!(
         files_in_db(&db)["storage.cfg"],
         b"dir: local\n\tpath /srv\n"
@@ -142,7 +142,7 @@ fn serves_the_c_functional_database_unchanged() {
     // It opens again with the same tree.
     let mut d = Daemon::start(&dir);
     assert_eq!(files_in_mount(&d.mount), files_in_db(&db));
-    assert!(d.stop().success());
+    d.stop_cleanly();
 }
 
 #[test]
@@ -157,7 +157,7 @@ fn serves_the_5000_file_database() {
     assert_eq!(expected.len(), 5000);
     let mut d = Daemon::start(&dir);
     assert_eq!(files_in_mount(&d.mount), expected);
-    assert!(d.stop().success());
+    d.stop_cleanly();
 }
 
 /// The daemon must refuse a bad database with a message naming the problem
@@ -384,7 +384,7 @@ fn sigkill_during_writes_loses_no_acknowledged_write() {
     for (name, content) in &acknowledged {
         assert_eq!(served.get(name), Some(content), "{name} served");
     }
-    assert!(d.stop().success());
+    d.stop_cleanly();
 }
 
 /// Fill the file system of `dir` (a small tmpfs) with a filler file, but
@@ -512,7 +512,7 @@ fn a_full_disk_refuses_changes_until_it_has_space_and_loses_nothing_acknowledged
     for (name, content) in &acknowledged {
         assert_eq!(&fs::read(d.path(name)).unwrap(), content, "{name}");
     }
-    assert!(d.stop().success());
+    d.stop_cleanly();
 }
 
 #[test]
@@ -538,7 +538,7 @@ fn shutdown_restart_flag_lock_and_daemon_mode() {
         "11 attempts 1 s apart"
     );
     // SIGTERM: unmount, restart flag, exit 0.
-    assert!(d.stop().success());
+    d.stop_cleanly();
     assert!(flag.exists());
     assert_eq!(fs::metadata(&flag).unwrap().mode() & 0o7777, 0o440);
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
@@ -763,7 +763,7 @@ fn the_debug_switch_turns_debug_lines_on_and_off() {
     let log = d.log();
     assert!(log.contains("[main] notice: disable debug mode ("), "{log}");
     assert!(!log[before..].contains("debug:"), "{}", &log[before..]);
-    assert!(d.stop().success());
+    d.stop_cleanly();
     // -d: debug from the start.
     let mut cmd = Daemon::command(&dir);
     cmd.arg("-d");
@@ -790,7 +790,7 @@ fn the_debug_switch_turns_debug_lines_on_and_off() {
         "{}",
         d.log()
     );
-    assert!(d.stop().success());
+    d.stop_cleanly();
 }
 
 #[test]
@@ -833,7 +833,7 @@ fn fsync_puts_committed_changes_into_the_database_file_itself() {
             .map(Vec::as_slice),
         Some(&b"committed\n"[..])
     );
-    assert!(d.stop().success());
+    d.stop_cleanly();
 }
 
 /// The value of an unlabelled or labelled sample in a metrics text.
@@ -931,6 +931,6 @@ fn metrics_for_node_exporter_are_written_and_removed_at_stop() {
         value.parse::<f64>().expect("a number");
     }
     assert!(!dir.join("metrics.prom.tmp").exists(), "written atomically");
-    assert!(d.stop().success());
+    d.stop_cleanly();
     assert!(!file.exists(), "a stopped daemon leaves no metrics behind");
 }

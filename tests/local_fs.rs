@@ -168,7 +168,7 @@ fn fresh_mount_root_listing_and_special_files() {
 
     // nodes/ does not exist on a fresh database: the symlinks dangle.
     assert_eq!(errno(fs::metadata(d.path("local"))), ENOENT);
-    assert!(d.stop().success());
+    d.stop_cleanly();
 }
 
 #[test]
@@ -234,7 +234,7 @@ fn special_files_are_fresh_and_debug_is_writable() {
         ),
         EIO
     );
-    assert!(d.stop().success());
+    d.stop_cleanly();
 }
 
 #[test]
@@ -400,7 +400,7 @@ fn operation_table_files_and_directories() {
     let long = "n".repeat(255);
     write_file(&p(&long), b"x").unwrap();
     assert_eq!(fs::read(p(&long)).unwrap(), b"x");
-    assert!(d.stop().success());
+    d.stop_cleanly();
 }
 
 #[test]
@@ -517,7 +517,7 @@ fn operation_table_data_sizes_and_times() {
     let mut two = [0u8; 2];
     r.read_exact(&mut two).unwrap();
     assert_eq!(&two, b"23");
-    assert!(d.stop().success());
+    d.stop_cleanly();
 }
 
 #[test]
@@ -601,7 +601,7 @@ fn operation_table_modes_and_ownership() {
     };
     assert!(as_www_data(&p("file")));
     assert!(!as_www_data(&p("priv/secret")));
-    assert!(d.stop().success());
+    d.stop_cleanly();
 }
 
 #[test]
@@ -632,5 +632,5 @@ fn operation_table_locks() {
     );
     fs::remove_dir(&lock).unwrap();
     assert_eq!(errno(fs::metadata(&lock)), ENOENT);
-    assert!(d.stop().success());
+    d.stop_cleanly();
 }

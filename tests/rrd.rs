@@ -157,7 +157,7 @@ fn samples_reach_rrdcached() {
     assert_eq!(set_status(&c, "rrd/pve2-vm/101", &node_sample(now)), 0);
     assert!(!rrd.join("pve-vm-9.0/101").exists());
     drop(c);
-    assert!(d.stop().success());
+    d.stop_cleanly();
 }
 
 #[test]
@@ -189,5 +189,5 @@ fn samples_are_written_directly_without_rrdcached() {
         0o750
     );
     drop(c);
-    assert!(d.stop().success());
+    d.stop_cleanly();
 }

@@ -308,6 +308,17 @@ impl Daemon {
         }
     }
 
+    /// SIGTERM, wait, and insist on exit status 0; says the status and the
+    /// daemon's log otherwise.
+    pub fn stop_cleanly(&mut self) {
+        let status = self.stop();
+        assert!(
+            status.success(),
+            "pmxcfs stopped with {status}: {}",
+            self.log()
+        );
+    }
+
     /// SIGKILL, wait, and clear the dead mount it leaves.
     pub fn kill9(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
