@@ -490,9 +490,13 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
     clear_stale_mount(&paths.mountpoint);
     mkdir_mode(&paths.mountpoint, 0o750)?;
     let fs = PveFs::new(host.clone(), gid);
+    let fs_state = fs.state();
     let session = fuser::Session::new(fs, &paths.mountpoint, &mount_config())
         .and_then(|s| s.spawn())
         .map_err(|e| format!("fuse mount on '{}' failed: {e}", paths.mountpoint.display()))?;
+    let kernel_caches = crate::fuse::notify::start(fs_state, session.notifier())
+        .map_err(|e| format!("cannot start the mount's notifier: {e}"))?;
+    host.set_kernel_caches(kernel_caches);
     if cluster_mode {
         let recorder = match &options.record {
             Some(path) => Some(

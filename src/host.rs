@@ -24,7 +24,9 @@ use crate::core::engine::{self, Batch, Port, SendFailed, Storage};
 use crate::core::errno::EBUSY;
 use crate::core::logline::{LogLine, Subsystem};
 use crate::core::memdb::DbChange;
-use crate::core::node::{Group, Input, Node, PersistFailure, Reply, Request, RequestId, Time};
+use crate::core::node::{
+    Group, Input, Node, PersistFailure, Reply, Request, RequestId, Time, TreeChange,
+};
 use crate::database::Database;
 use crate::log;
 use crate::rrd::RrdWriter;
@@ -158,6 +160,8 @@ pub struct Host {
     /// Submitted changes waiting for their answer, with when they came.
     waiters: Mutex<HashMap<RequestId, (Instant, Completion)>>,
     first_sync: (Mutex<bool>, Condvar),
+    /// Where the mount hears of changes its kernel did not ask for.
+    kernel_caches: OnceLock<std_mpsc::Sender<TreeChange>>,
 }
 
 impl Host {
@@ -169,6 +173,20 @@ impl Host {
             next_id: AtomicU64::new(1),
             waiters: Mutex::new(HashMap::new()),
             first_sync: (Mutex::new(false), Condvar::new()),
+            kernel_caches: OnceLock::new(),
+        }
+    }
+
+    /// The mount's notifier: told of every change behind the kernel's back.
+    pub fn set_kernel_caches(&self, tx: std_mpsc::Sender<TreeChange>) {
+        let _ = self.kernel_caches.set(tx);
+    }
+
+    /// Hand a change to the mount's notifier (never waits: the notifier
+    /// may wait for the kernel, which may wait for an answer of ours).
+    pub fn tree_changed(&self, change: TreeChange) {
+        if let Some(tx) = self.kernel_caches.get() {
+            let _ = tx.send(change);
         }
     }
 
@@ -393,6 +411,10 @@ impl Port for LocalPort<'_> {
 
     fn rrd(&mut self, key: String, value: Vec<u8>, time: u32) {
         self.node.rrd(key, value, time)
+    }
+
+    fn tree_changed(&mut self, change: TreeChange) {
+        self.node.tree_changed(change)
     }
 
     fn batch_done(&mut self, rows: usize, sent: usize) {

@@ -81,6 +81,11 @@ pub fn render(host: &Host) -> String {
             .collect(),
     );
     m.total(
+        "pmxcfs_fuse_kernel_invalidations_total",
+        "Names and attributes the kernel was told are stale: changes from other nodes, expired locks, syncs, quorum changes.",
+        crate::stats::kernel_invalidations_total() as f64,
+    );
+    m.total(
         "pmxcfs_ipc_refused_clients_total",
         "IPC clients refused at connection (neither root nor group www-data).",
         refused as f64,

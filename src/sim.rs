@@ -12,7 +12,9 @@ use crate::core::dfsm::Member;
 use crate::core::engine::{self, Port, SendFailed};
 use crate::core::logline::LogLine;
 use crate::core::memdb::{Memdb, Row};
-use crate::core::node::{Group, Input, Node, NodeConfig, Reply, Request, RequestId, Time};
+use crate::core::node::{
+    Group, Input, Node, NodeConfig, Reply, Request, RequestId, Time, TreeChange,
+};
 
 /// The corosync.conf every simulated node imports into its new database
 /// (what makes it a cluster node).
@@ -30,6 +32,7 @@ struct SimPort<'a> {
     writes: &'a mut Vec<WriteRecord>,
     in_group: &'a mut [bool; 2],
     waiting: &'a mut BTreeMap<RequestId, usize>,
+    stale: &'a mut Vec<TreeChange>,
     /// The node joined or left a group: the views change.
     membership: bool,
 }
@@ -67,6 +70,10 @@ impl Port for SimPort<'_> {
         self.membership = true;
     }
 
+    fn tree_changed(&mut self, change: TreeChange) {
+        self.stale.push(change);
+    }
+
     fn log(&mut self, line: LogLine) {
         if std::env::var_os("PMXCFS_SIM_TRACE").is_some() {
             eprintln!("node {}: {}", self.id, line.render());
@@ -100,6 +107,8 @@ pub struct SimHost {
     in_group: [bool; 2],
     /// Our requests waiting for their reply: id → index into `writes`.
     waiting: BTreeMap<RequestId, usize>,
+    /// What the node told its mount's kernel was changed behind its back.
+    pub stale: Vec<TreeChange>,
 }
 
 impl SimHost {
@@ -175,6 +184,7 @@ impl Cluster {
                     pid,
                     in_group: [false; 2],
                     waiting: BTreeMap::new(),
+                    stale: Vec::new(),
                 },
             );
             c.start_process(id);
@@ -273,6 +283,7 @@ impl Cluster {
             rows,
             in_group,
             waiting,
+            stale,
             ..
         } = sim;
         let mut port = SimPort {
@@ -282,6 +293,7 @@ impl Cluster {
             writes,
             in_group,
             waiting,
+            stale,
             membership: false,
         };
         engine::run(now, input, &mut port, &mut |now, input| {

@@ -166,6 +166,17 @@ pub fn request_counters() -> (Vec<(&'static str, u64)>, Vec<(String, u64)>, u64)
     (fuse, ipc, IPC_REFUSED.load(Ordering::Relaxed))
 }
 
+/// Names and numbers the kernel was told are stale (`fuse::notify`).
+static KERNEL_INVALIDATIONS: AtomicU64 = AtomicU64::new(0);
+
+pub fn kernel_invalidations(n: usize) {
+    KERNEL_INVALIDATIONS.fetch_add(n as u64, Ordering::Relaxed);
+}
+
+pub fn kernel_invalidations_total() -> u64 {
+    KERNEL_INVALIDATIONS.load(Ordering::Relaxed)
+}
+
 /// The environment variable naming the stats file.
 pub const STATS_FILE_ENV: &str = "PMXCFS_STATS_FILE";
 

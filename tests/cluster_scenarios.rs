@@ -63,6 +63,33 @@ fn three_nodes_form_and_replicate_writes() {
             20,
         );
     }
+    // The kernel keeps names and attributes for a minute, and is told when
+    // another node changes them: node 2 has looked at both files, node 1
+    // makes one longer and removes the other; node 2's stat and lookup
+    // follow within seconds, not after the minute.
+    c.sh(2, "stat /etc/pve/storage.cfg /etc/pve/datacenter.cfg");
+    let longer = "dir: local\n\tpath /var/lib/vz\n\tcontent iso,backup\n";
+    write(&c, 1, "storage.cfg", longer).unwrap();
+    c.sh(1, "rm /etc/pve/datacenter.cfg");
+    c.wait_for(
+        2,
+        "node1's longer storage.cfg in node 2's stat",
+        &format!("test $(stat -c %s /etc/pve/storage.cfg) = {}", longer.len()),
+        10,
+    );
+    c.wait_for(
+        2,
+        "node1's removal in node 2's lookup",
+        "! test -e /etc/pve/datacenter.cfg",
+        10,
+    );
+    write(&c, 3, "datacenter.cfg", "keyboard: de\n").unwrap();
+    c.wait_for(
+        2,
+        "datacenter.cfg again",
+        "grep -q 'keyboard: de' /etc/pve/datacenter.cfg",
+        10,
+    );
     // Duplicate VMIDs are refused cluster-wide.
     c.sh(2, "mkdir -p /etc/pve/nodes/testnode2/qemu-server");
     assert!(write(&c, 2, "nodes/testnode2/qemu-server/100.conf", "x\n").is_err());

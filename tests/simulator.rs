@@ -75,6 +75,41 @@ fn three_nodes_form_and_replicate() {
     assert_eq!(c.nodes[&3].memdb().lookup(b"b.cfg").unwrap().writer, 2);
 }
 
+/// The mount's kernel hears of the changes it did not ask for: another
+/// node's, and everything after a sync or a change of quorum (modes); a
+/// node's own changes it made itself.
+#[test]
+fn the_kernel_hears_of_changes_behind_its_back_only() {
+    use pmxcfs::core::node::TreeChange;
+    let mut c = Cluster::new(3);
+    c.run_until_quiet();
+    for n in c.nodes.values_mut() {
+        assert!(n.stale.contains(&TreeChange::All), "quorum came");
+        n.stale.clear();
+    }
+    c.write(1, "a.cfg", b"one");
+    c.run_until_quiet();
+    assert_eq!(c.nodes[&1].stale, []);
+    for id in [2, 3] {
+        // The create, then the write.
+        assert_eq!(
+            c.nodes[&id].stale,
+            [
+                TreeChange::Paths(vec![b"a.cfg".to_vec()]),
+                TreeChange::Paths(vec![b"a.cfg".to_vec()])
+            ],
+            "node {id}"
+        );
+    }
+    c.set_partitions(vec![vec![1, 2], vec![3]]);
+    c.run_until_quiet();
+    assert!(c.nodes[&3].stale.contains(&TreeChange::All), "quorum lost");
+    c.nodes.get_mut(&3).unwrap().stale.clear();
+    c.heal();
+    c.run_until_quiet();
+    assert!(c.nodes[&3].stale.contains(&TreeChange::All), "synced again");
+}
+
 #[test]
 fn minority_refuses_majority_writes_heal_converges() {
     let mut c = Cluster::new(3);

@@ -14,6 +14,7 @@ use pmxcfs_wire::Codec;
 
 use super::dfsm::{member_list, App, Delivery, Env, Member, MemberState};
 use super::errno::{Errno, EACCES, EINVAL};
+use super::io::TreeChange;
 use super::logline::Level;
 use super::memdb::Memdb;
 
@@ -23,6 +24,8 @@ pub enum Effect {
     /// `corosync.conf` in memdb may be newer than the host's: sync it, and
     /// reload corosync if allowed (we wrote it).
     SyncCorosyncConf { reload: bool },
+    /// The tree changed without a request of this node's mount.
+    TreeChanged(TreeChange),
 }
 
 struct SyncRound {
@@ -125,6 +128,14 @@ impl Dcdb {
                 reload: from == env.me,
             });
         }
+        // This node's own changes were asked for by its kernel, which
+        // keeps its caches right itself (and would look every name up
+        // again if told otherwise).
+        if result.is_ok() && from != env.me {
+            let paths = [Some(path), to].into_iter().flatten().map(<[u8]>::to_vec);
+            self.effects
+                .push(Effect::TreeChanged(TreeChange::Paths(paths.collect())));
+        }
         result_of(result)
     }
 
@@ -150,7 +161,14 @@ impl Dcdb {
                 }
                 0
             }
-            _ => result_of(self.memdb.delete(&path, from.nodeid, time).map(|_| 0)),
+            _ => {
+                let result = self.memdb.delete(&path, from.nodeid, time).map(|_| 0);
+                if result.is_ok() {
+                    self.effects
+                        .push(Effect::TreeChanged(TreeChange::Paths(vec![path])));
+                }
+                result_of(result)
+            }
         }
     }
 
@@ -313,6 +331,7 @@ impl App for Dcdb {
             Ok(()) => {
                 self.effects
                     .push(Effect::SyncCorosyncConf { reload: false });
+                self.effects.push(Effect::TreeChanged(TreeChange::All));
                 true
             }
             Err(e) => {

@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 
 use super::dfsm::Member;
-use super::io::{Action, Effect, Group, Input, Reply, RequestId, Time};
+use super::io::{Action, Effect, Group, Input, Reply, RequestId, Time, TreeChange};
 use super::logline::LogLine;
 use super::memdb::Row;
 
@@ -51,6 +51,9 @@ pub trait Port {
     fn sync_corosync_conf(&mut self, _conf: Option<Vec<u8>>, _reload: bool) {}
     /// The dcdb reached SYNCED for the first time since start.
     fn first_sync(&mut self) {}
+    /// The tree changed without a request of the mount (the kernel's
+    /// caches of it are stale).
+    fn tree_changed(&mut self, _change: TreeChange) {}
     /// After a batch that wrote `rows` database rows and sent `sent`
     /// messages (a sync of a large tree frees as much memory).
     fn batch_done(&mut self, _rows: usize, _sent: usize) {}
@@ -79,6 +82,7 @@ impl Batch {
                         port.sync_corosync_conf(conf, reload)
                     }
                     Effect::FirstSync => port.first_sync(),
+                    Effect::TreeChanged(change) => port.tree_changed(change),
                     Effect::LeaveGroup(group) => port.leave(group),
                     Effect::JoinGroup(group) => {
                         if let Some(me) = port.join(group) {

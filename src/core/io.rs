@@ -238,6 +238,20 @@ pub enum Effect {
     ProbeStorage,
     /// The dcdb reached SYNCED for the first time since start.
     FirstSync,
+    /// The tree changed in a way the kernel did not ask for (a change from
+    /// another node, a lock expired, a sync, quorum and with it every
+    /// mode): what the mount's kernel caches hold of it is stale.
+    TreeChanged(TreeChange),
+}
+
+/// What changed behind the kernel's back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TreeChange {
+    /// These paths (relative to the root), each created, written, removed
+    /// or renamed away or onto.
+    Paths(Vec<Vec<u8>>),
+    /// Anything may have changed.
+    All,
 }
 
 /// One step of the output batch, after its changes are on disk.

@@ -735,6 +735,10 @@ impl Port for Driver {
         self.host.rrd(key, value, time)
     }
 
+    fn tree_changed(&mut self, change: crate::core::node::TreeChange) {
+        self.host.tree_changed(change)
+    }
+
     fn sync_corosync_conf(&mut self, conf: Option<Vec<u8>>, reload: bool) {
         self.write_corosync_conf(conf, reload)
     }

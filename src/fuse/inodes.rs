@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::core::node::TreeChange;
+
 pub const ROOT_ID: u64 = 1;
 
 struct InodeRef {
@@ -21,6 +23,14 @@ struct InodeRef {
 
 /// Every number the kernel holds, and per directory number its named
 /// children, looked up by a borrowed name (no allocation per request).
+/// What the kernel may hold stale after a change behind its back: names
+/// (a directory's number and the name in it) and numbers (attributes).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Stale {
+    pub entries: Vec<(u64, Arc<[u8]>)>,
+    pub inodes: Vec<u64>,
+}
+
 pub struct InodeTable {
     by_id: HashMap<u64, InodeRef>,
     by_name: HashMap<u64, HashMap<Arc<[u8]>, u64>>,
@@ -122,6 +132,50 @@ impl InodeTable {
         Some(parts.join(&b'/'))
     }
 
+    /// What the kernel knows of a change: for each path its name in its
+    /// directory, its number and the directory's (whose attributes follow
+    /// its entries); for [`TreeChange::All`] every name and number.
+    /// Paths below a directory the kernel does not know are in no cache.
+    pub fn stale(&self, change: &TreeChange) -> Stale {
+        let mut stale = Stale::default();
+        match change {
+            TreeChange::All => {
+                for (&id, inode) in &self.by_id {
+                    if id != ROOT_ID && !inode.detached {
+                        stale.entries.push((inode.parent, inode.name.clone()));
+                    }
+                    stale.inodes.push(id);
+                }
+            }
+            TreeChange::Paths(paths) => {
+                for path in paths {
+                    let mut parts = path.split(|&b| b == b'/').filter(|p| !p.is_empty());
+                    let Some(last) = parts.next_back() else {
+                        continue;
+                    };
+                    let parent = parts.try_fold(ROOT_ID, |dir, part| self.peek(dir, part));
+                    let Some(parent) = parent else {
+                        continue;
+                    };
+                    stale.inodes.push(parent);
+                    if let Some((name, &id)) = self
+                        .by_name
+                        .get(&parent)
+                        .and_then(|names| names.get_key_value(last))
+                    {
+                        stale.entries.push((parent, name.clone()));
+                        stale.inodes.push(id);
+                    } else {
+                        stale.entries.push((parent, Arc::from(last)));
+                    }
+                }
+            }
+        }
+        stale.inodes.sort_unstable();
+        stale.inodes.dedup();
+        stale
+    }
+
     /// `name` in `parent` is gone (unlink, rmdir, replaced by a rename).
     pub fn detach(&mut self, parent: u64, name: &[u8]) {
         if let Some(id) = self.unlink_name(parent, name) {
@@ -169,6 +223,42 @@ mod tests {
         assert_eq!(t.path(a).unwrap(), b"c");
         t.forget(a, 1);
         assert!(t.peek(ROOT_ID, b"c").is_none());
+    }
+
+    #[test]
+    fn a_change_behind_the_kernels_back_names_what_it_knows_of_it() {
+        let mut t = InodeTable::new();
+        let nodes = t.lookup(ROOT_ID, b"nodes");
+        let n1 = t.lookup(nodes, b"n1");
+        let conf = t.lookup(n1, b"100.conf");
+        let names = |s: &Stale| -> Vec<(u64, Vec<u8>)> {
+            s.entries.iter().map(|(p, n)| (*p, n.to_vec())).collect()
+        };
+        // A known file: its name, its number and its directory's.
+        let s = t.stale(&TreeChange::Paths(vec![b"nodes/n1/100.conf".to_vec()]));
+        assert_eq!(names(&s), [(n1, b"100.conf".to_vec())]);
+        assert_eq!(s.inodes, [n1, conf]);
+        // A name the kernel never looked up: the name (it may hold it as
+        // absent) and the directory.
+        let s = t.stale(&TreeChange::Paths(vec![b"nodes/n1/101.conf".to_vec()]));
+        assert_eq!(names(&s), [(n1, b"101.conf".to_vec())]);
+        assert_eq!(s.inodes, [n1]);
+        // Below a directory the kernel does not know: nothing is cached.
+        let s = t.stale(&TreeChange::Paths(vec![b"nodes/n2/100.conf".to_vec()]));
+        assert_eq!(s, Stale::default());
+        // A rename names both ends.
+        let s = t.stale(&TreeChange::Paths(vec![
+            b"nodes/n1/100.conf".to_vec(),
+            b"nodes/n1/100.conf.tmp".to_vec(),
+        ]));
+        assert_eq!(s.entries.len(), 2);
+        // Everything: every name but the root's, every number.
+        t.detach(n1, b"100.conf");
+        let s = t.stale(&TreeChange::All);
+        let mut all = names(&s);
+        all.sort();
+        assert_eq!(all, [(ROOT_ID, b"nodes".to_vec()), (nodes, b"n1".to_vec())]);
+        assert_eq!(s.inodes, [ROOT_ID, nodes, n1, conf]);
     }
 
     #[test]

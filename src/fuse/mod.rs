@@ -4,6 +4,7 @@
 //! is a request of the node (`core::node::Request`).
 
 mod inodes;
+pub mod notify;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -31,8 +32,12 @@ use inodes::{InodeTable, ROOT_ID};
 /// Writes reach us in chunks of at most 128 KiB, as with C's `big_writes`:
 /// a write past 1 MiB is then short, and the next one fails with EFBIG.
 const MAX_WRITE: u32 = 128 * 1024;
-/// libfuse's default entry and attribute timeout, which C uses.
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel keeps a name and its attributes. C has libfuse's
+/// 1 s, after which every open asks for the attributes again and every
+/// path's names are looked up again. The kernel is told of every change it
+/// did not make itself (`notify`), so it may keep them for long; the bound
+/// only limits what a notification that went wrong could leave behind.
+const TTL: Duration = Duration::from_secs(60);
 /// Special files are regenerated on every stat.
 const NO_TTL: Duration = Duration::ZERO;
 
@@ -93,6 +98,12 @@ fn time(secs: u32) -> SystemTime {
 }
 
 impl PveFs {
+    /// What the mount's notifier needs (`notify::start`), kept before the
+    /// filesystem is handed to the session.
+    pub fn state(&self) -> Arc<FsState> {
+        self.0.clone()
+    }
+
     pub fn new(host: Arc<Host>, www_data_gid: u32) -> PveFs {
         PveFs(Arc::new(FsState {
             host,

@@ -281,6 +281,8 @@ impl Node {
                         "node lost quorum"
                     };
                     self.log(Subsystem::Status, Level::Notice, text);
+                    // Every mode follows quorum (0666 or 0444).
+                    self.effects.push_back(Effect::TreeChanged(TreeChange::All));
                 }
                 self.dcdb.app.quorate = quorate;
                 self.kvstore.app.quorate = quorate;
@@ -419,10 +421,16 @@ impl Node {
         }
         self.persist.extend(self.dcdb.app.memdb.take_changes());
         for effect in self.dcdb.app.take_effects() {
-            let dcdb::Effect::SyncCorosyncConf { reload } = effect;
-            let conf = self.corosync_conf();
-            self.effects
-                .push_back(Effect::SyncCorosyncConf { conf, reload });
+            match effect {
+                dcdb::Effect::SyncCorosyncConf { reload } => {
+                    let conf = self.corosync_conf();
+                    self.effects
+                        .push_back(Effect::SyncCorosyncConf { conf, reload });
+                }
+                dcdb::Effect::TreeChanged(change) => {
+                    self.effects.push_back(Effect::TreeChanged(change))
+                }
+            }
         }
         for (key, value) in std::mem::take(&mut self.kvstore.app.rrd_samples) {
             self.effects.push_back(Effect::Rrd {

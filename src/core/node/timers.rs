@@ -3,7 +3,9 @@
 
 use super::super::logline::{Level, Subsystem};
 use super::super::memdb::{Memdb, Row};
-use super::{Effect, Group, Node, Time, SERVICE_RESTART_US, STORAGE_PROBE_US, VERIFY_PERIOD};
+use super::{
+    Effect, Group, Node, Time, TreeChange, SERVICE_RESTART_US, STORAGE_PROBE_US, VERIFY_PERIOD,
+};
 
 impl Node {
     pub(super) fn schedule_rejoin(&mut self, group: Group, now: Time) {
@@ -23,6 +25,7 @@ impl Node {
                     memdb.locks.set_timeout(secs);
                 }
                 self.dcdb.app.memdb = memdb;
+                self.effects.push_back(Effect::TreeChanged(TreeChange::All));
                 self.storage_probe_at = None;
                 if self.cluster_mode {
                     self.log(
