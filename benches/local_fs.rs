@@ -118,6 +118,7 @@ fn measure(d: &Daemon, f: impl FnOnce()) -> Phase {
 struct Sample {
     create: Phase,
     read: Phase,
+    reread: Phase,
     overwrite: Phase,
     rename: Phase,
     hwm_kb: f64,
@@ -141,11 +142,16 @@ fn one_run() -> Sample {
             write_trunc(p, &payload);
         }
     });
-    let read = measure(&d, || {
+    let read_all = || {
         for p in &paths {
             assert_eq!(fs::read(p).unwrap().len(), 200);
         }
-    });
+    };
+    let read = measure(&d, read_all);
+    // As PVE's daemons read configurations: files written a while ago,
+    // read again and again (C's kernel cache has expired after 1 s).
+    std::thread::sleep(Duration::from_millis(1500));
+    let reread = measure(&d, read_all);
     let target = d.mount.join("dir0/overwrite.cfg");
     let overwrite = measure(&d, || {
         for _ in 0..1000 {
@@ -181,6 +187,7 @@ fn one_run() -> Sample {
     Sample {
         create,
         read,
+        reread,
         overwrite,
         rename,
         hwm_kb,
@@ -284,7 +291,7 @@ struct Row {
     unit: &'static str,
 }
 
-const ROWS: [Row; 10] = [
+const ROWS: [Row; 11] = [
     Row {
         name: "create 1000 files of 200 B in 10 dirs",
         c: C_CREATE,
@@ -296,6 +303,16 @@ const ROWS: [Row; 10] = [
         name: "read them back",
         c: C_READ,
         issue_ratio: 0.34,
+        goal: 0.3,
+        unit: "s",
+    },
+    Row {
+        // Not in issue #15's table: C's figure is its "read them back",
+        // a lower bound (C's kernel asks for every name and attribute
+        // again after 1 s); no ratio of ours to C at the time.
+        name: "read them again 1.5 s later (C: its read above)",
+        c: C_READ,
+        issue_ratio: f64::NAN,
         goal: 0.3,
         unit: "s",
     },
@@ -358,21 +375,26 @@ const ROWS: [Row; 10] = [
 ];
 
 /// Every figure of one run, in the order of [`ROWS`].
-/// CPU µs per operation of the four timed workloads.
-fn cpu_figures(s: &Sample) -> [f64; 4] {
+/// CPU µs per operation of the timed workloads.
+fn cpu_figures(s: &Sample) -> [f64; TIMED] {
     [
         s.create.cpu_us_per_op(1000),
         s.read.cpu_us_per_op(1000),
+        s.reread.cpu_us_per_op(1000),
         s.overwrite.cpu_us_per_op(1000),
         s.rename.cpu_us_per_op(1000),
     ]
 }
 
-fn figures(s: &Sample, startup: f64, hwm5000: f64) -> [f64; 10] {
+/// The timed workloads: the first rows of [`ROWS`].
+const TIMED: usize = 5;
+
+fn figures(s: &Sample, startup: f64, hwm5000: f64) -> [f64; ROWS.len()] {
     let kib = |p: &Phase| p.counters.write_bytes as f64 / 1024.0;
     [
         s.create.secs,
         s.read.secs,
+        s.reread.secs,
         s.overwrite.secs,
         s.rename.secs,
         s.hwm_kb,
@@ -430,10 +452,10 @@ fn small_workloads(runs: usize) {
     // BENCH_BASELINE: another build of the daemon, run alternately with
     // this one: the ratio between the two is what this machine can tell.
     let baseline = std::env::var_os("BENCH_BASELINE");
-    let mut ours: Vec<[f64; 10]> = Vec::new();
-    let mut base: Vec<[f64; 10]> = Vec::new();
-    let mut ours_cpu: Vec<[f64; 4]> = Vec::new();
-    let mut base_cpu: Vec<[f64; 4]> = Vec::new();
+    let mut ours: Vec<[f64; ROWS.len()]> = Vec::new();
+    let mut base: Vec<[f64; ROWS.len()]> = Vec::new();
+    let mut ours_cpu: Vec<[f64; TIMED]> = Vec::new();
+    let mut base_cpu: Vec<[f64; TIMED]> = Vec::new();
     let mut first: Option<Sample> = None;
     // BENCH_OURS: run that build as "ours" instead of this tree's (to
     // compare two other builds, e.g. when bisecting).
@@ -458,7 +480,7 @@ fn small_workloads(runs: usize) {
             use_ours();
         }
     }
-    let med = |v: &[[f64; 10]], i: usize| median(v.iter().map(|f| f[i]).collect());
+    let med = |v: &[[f64; ROWS.len()]], i: usize| median(v.iter().map(|f| f[i]).collect());
     println!("local mode through FUSE, median of {runs} runs");
     println!("C: issue #15's figures; \"then\": our ratio to C when the issue was filed");
     if baseline.is_some() {
@@ -476,6 +498,7 @@ fn small_workloads(runs: usize) {
     let counters = [
         Some(&s0.create),
         Some(&s0.read),
+        Some(&s0.reread),
         Some(&s0.overwrite),
         Some(&s0.rename),
         None,
@@ -485,7 +508,7 @@ fn small_workloads(runs: usize) {
         Some(&s0.disk_500k),
         Some(&s0.disk_tmp_rename),
     ];
-    let per = [1000u64, 1000, 1000, 1000, 1, 1, 1, 100, 1, 100];
+    let per = [1000u64, 1000, 1000, 1000, 1000, 1, 1, 1, 100, 1, 100];
     for (i, r) in ROWS.iter().enumerate() {
         let o = med(&ours, i);
         if baseline.is_some() {
@@ -522,9 +545,9 @@ fn small_workloads(runs: usize) {
         }
     }
 
-    let med4 = |v: &[[f64; 4]], i: usize| median(v.iter().map(|f| f[i]).collect());
+    let med4 = |v: &[[f64; TIMED]], i: usize| median(v.iter().map(|f| f[i]).collect());
     println!("CPU per operation, the daemon and the calling process together (µs):");
-    for (i, r) in ROWS.iter().take(4).enumerate() {
+    for (i, r) in ROWS.iter().take(TIMED).enumerate() {
         let o = med4(&ours_cpu, i);
         if baseline.is_some() {
             let b = med4(&base_cpu, i);

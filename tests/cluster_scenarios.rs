@@ -542,11 +542,13 @@ fn locks_are_exclusive_and_abandoned_ones_expire() {
         .sh(3, "touch /etc/pve/priv/lock/abandoned")
         .status
         .success());
-    // Node 3 waits the way PVE's cfs_lock does (utime 0,0, then mkdir);
+    // Node 3 waits the way PVE's cfs_lock does (utime 0,0, then mkdir;
+    // `touch -c`: utime never creates, a plain touch would make a file of
+    // the name once the lock is gone);
     // the lowest node (1) releases the lock once it is older than the
     // timeout on its clock, and node 3 gets it.
     let waiter = "for i in $(seq 1 40); do \
-        touch -d @0 /etc/pve/priv/lock/abandoned 2>/dev/null; \
+        touch -c -d @0 /etc/pve/priv/lock/abandoned 2>/dev/null; \
         mkdir /etc/pve/priv/lock/abandoned 2>/dev/null && exit 0; sleep 0.5; done; exit 1";
     let t = std::time::Instant::now();
     assert!(
