@@ -19,6 +19,8 @@ struct InodeRef {
     lookups: u64,
     /// Unlinked or replaced: no path any more.
     detached: bool,
+    /// The kernel holds it as a directory.
+    dir: bool,
 }
 
 /// Every number the kernel holds, and per directory number its named
@@ -27,8 +29,19 @@ struct InodeRef {
 /// (a directory's number and the name in it) and numbers (attributes).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Stale {
-    pub entries: Vec<(u64, Arc<[u8]>)>,
+    pub entries: Vec<StaleName>,
     pub inodes: Vec<u64>,
+}
+
+/// A name in a directory the kernel may hold stale.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StaleName {
+    pub parent: u64,
+    pub name: Arc<[u8]>,
+    /// The kernel holds it as a directory, at this path: if that is still
+    /// a directory, its name need not go (a shell's working directory
+    /// would lose its path until the next lookup); its attributes do.
+    pub dir_path: Option<Vec<u8>>,
 }
 
 pub struct InodeTable {
@@ -53,6 +66,7 @@ impl InodeTable {
                 name: Arc::from(&b""[..]),
                 lookups: 1,
                 detached: false,
+                dir: true,
             },
         );
         InodeTable {
@@ -89,10 +103,18 @@ impl InodeTable {
                 name: name.clone(),
                 lookups: 1,
                 detached: false,
+                dir: false,
             },
         );
         self.by_name.entry(parent).or_default().insert(name, id);
         id
+    }
+
+    /// What the kernel was told the number is (with its attributes).
+    pub fn set_dir(&mut self, id: u64, dir: bool) {
+        if let Some(n) = self.by_id.get_mut(&id) {
+            n.dir = dir;
+        }
     }
 
     /// The number of `name` in `parent` if the kernel knows it (readdir).
@@ -142,7 +164,11 @@ impl InodeTable {
             TreeChange::All => {
                 for (&id, inode) in &self.by_id {
                     if id != ROOT_ID && !inode.detached {
-                        stale.entries.push((inode.parent, inode.name.clone()));
+                        stale.entries.push(StaleName {
+                            parent: inode.parent,
+                            name: inode.name.clone(),
+                            dir_path: if inode.dir { self.path(id) } else { None },
+                        });
                     }
                     stale.inodes.push(id);
                 }
@@ -158,15 +184,25 @@ impl InodeTable {
                         continue;
                     };
                     stale.inodes.push(parent);
-                    if let Some((name, &id)) = self
+                    let known = self
                         .by_name
                         .get(&parent)
-                        .and_then(|names| names.get_key_value(last))
-                    {
-                        stale.entries.push((parent, name.clone()));
-                        stale.inodes.push(id);
-                    } else {
-                        stale.entries.push((parent, Arc::from(last)));
+                        .and_then(|names| names.get_key_value(last));
+                    match known {
+                        Some((name, &id)) => {
+                            let dir = self.by_id.get(&id).is_some_and(|n| n.dir);
+                            stale.entries.push(StaleName {
+                                parent,
+                                name: name.clone(),
+                                dir_path: if dir { self.path(id) } else { None },
+                            });
+                            stale.inodes.push(id);
+                        }
+                        None => stale.entries.push(StaleName {
+                            parent,
+                            name: Arc::from(last),
+                            dir_path: None,
+                        }),
                     }
                 }
             }
@@ -231,8 +267,13 @@ mod tests {
         let nodes = t.lookup(ROOT_ID, b"nodes");
         let n1 = t.lookup(nodes, b"n1");
         let conf = t.lookup(n1, b"100.conf");
+        t.set_dir(nodes, true);
+        t.set_dir(n1, true);
         let names = |s: &Stale| -> Vec<(u64, Vec<u8>)> {
-            s.entries.iter().map(|(p, n)| (*p, n.to_vec())).collect()
+            s.entries
+                .iter()
+                .map(|e| (e.parent, e.name.to_vec()))
+                .collect()
         };
         // A known file: its name, its number and its directory's.
         let s = t.stale(&TreeChange::Paths(vec![b"nodes/n1/100.conf".to_vec()]));
@@ -252,12 +293,16 @@ mod tests {
             b"nodes/n1/100.conf.tmp".to_vec(),
         ]));
         assert_eq!(s.entries.len(), 2);
+        // A directory's name comes with its path (kept if still one).
+        let s = t.stale(&TreeChange::Paths(vec![b"nodes/n1".to_vec()]));
+        assert_eq!(s.entries[0].dir_path.as_deref(), Some(&b"nodes/n1"[..]));
         // Everything: every name but the root's, every number.
         t.detach(n1, b"100.conf");
         let s = t.stale(&TreeChange::All);
         let mut all = names(&s);
         all.sort();
         assert_eq!(all, [(ROOT_ID, b"nodes".to_vec()), (nodes, b"n1".to_vec())]);
+        assert!(s.entries.iter().all(|e| e.dir_path.is_some()));
         assert_eq!(s.inodes, [ROOT_ID, nodes, n1, conf]);
     }
 

@@ -266,7 +266,10 @@ impl FsState {
     fn entry(&self, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let id = self.table().lookup(parent.0, name.as_bytes());
         match self.attr(id) {
-            Ok((a, ttl)) => reply.entry(&ttl, &a, Generation(0)),
+            Ok((a, ttl)) => {
+                self.table().set_dir(id, a.kind == FileType::Directory);
+                reply.entry(&ttl, &a, Generation(0))
+            }
             Err(e) => {
                 self.table().forget(id, 1);
                 reply.error(e)
@@ -844,6 +847,9 @@ impl Filesystem for PveFs {
                 self.table().forget(id, 1);
                 continue;
             };
+            if attr.kind == FileType::Directory {
+                self.table().set_dir(id, true);
+            }
             if reply.add(
                 INodeNo(id),
                 next,

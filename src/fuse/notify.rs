@@ -34,15 +34,34 @@ pub fn start(fs: Arc<FsState>, notifier: Notifier) -> std::io::Result<Sender<Tre
                 // The table's lock is not held while the kernel is told:
                 // the kernel may answer with forgets, which need it.
                 let stale = fs.table().stale(&change);
-                for (parent, name) in &stale.entries {
+                let still_dirs: Vec<bool> = {
+                    let shared = fs.host.lock();
+                    let memdb = shared.node.memdb();
+                    stale
+                        .entries
+                        .iter()
+                        .map(|e| {
+                            e.dir_path
+                                .as_deref()
+                                .and_then(|p| memdb.lookup(p))
+                                .is_some_and(|entry| entry.is_dir())
+                        })
+                        .collect()
+                };
+                let mut told = 0;
+                for (e, still_dir) in stale.entries.iter().zip(still_dirs) {
+                    if still_dir {
+                        continue;
+                    }
                     // ENOENT: the kernel holds no such name; nothing to do.
-                    let _ = notifier.inval_entry(INodeNo(*parent), OsStr::from_bytes(name));
+                    let _ = notifier.inval_entry(INodeNo(e.parent), OsStr::from_bytes(&e.name));
+                    told += 1;
                 }
                 for &id in &stale.inodes {
                     // Attributes and any cached pages of the file.
                     let _ = notifier.inval_inode(INodeNo(id), 0, 0);
                 }
-                crate::stats::kernel_invalidations(stale.entries.len() + stale.inodes.len());
+                crate::stats::kernel_invalidations(told + stale.inodes.len());
             }
         })?;
     Ok(tx)
