@@ -191,7 +191,22 @@ fn partition_minority_is_read_only_and_heal_converges() {
     let _one = ONE_CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let c = Cluster::formed("p", 3);
     write(&c, 1, "before.cfg", "before\n").unwrap();
+    c.sh(1, "mkdir -p /etc/pve/nodes/testnode3");
     c.wait_for(3, "the first write", "test -e /etc/pve/before.cfg", 20);
+    // A shell working in /etc/pve on node 3 keeps its path when the kernel
+    // is told that every mode changed (quorum lost).
+    let shell = c
+        .command(3, "sh")
+        .args([
+            "-c",
+            "cd /etc/pve/nodes/testnode3 || exit 1; \
+             until grep -q '\"quorate\": 0' /etc/pve/.members; do sleep 0.1; done; \
+             sleep 1; /bin/pwd",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     c.cut(3);
     c.wait_for(3, "losing quorum", NOT_QUORATE, 60);
     c.wait_for(1, "keeping quorum", QUORATE, 60);
@@ -202,6 +217,13 @@ fn partition_minority_is_read_only_and_heal_converges() {
         .trim()
         .to_string();
     assert_eq!(mode, "440");
+    let pwd = shell.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&pwd.stdout).trim(),
+        "/etc/pve/nodes/testnode3",
+        "{}",
+        String::from_utf8_lossy(&pwd.stderr)
+    );
     // The majority still writes.
     write(&c, 1, "majority.cfg", "y\n").unwrap();
     c.wait_for(

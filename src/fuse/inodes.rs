@@ -39,8 +39,9 @@ pub struct StaleName {
     pub parent: u64,
     pub name: Arc<[u8]>,
     /// The kernel holds it as a directory, at this path: if that is still
-    /// a directory, its name need not go (a shell's working directory
-    /// would lose its path until the next lookup); its attributes do.
+    /// a directory, its name need not go (dropping a directory's name
+    /// drops every name cached below it, all looked up again after a
+    /// sync or a change of quorum); its attributes do.
     pub dir_path: Option<Vec<u8>>,
 }
 
