@@ -8,6 +8,8 @@
 //!     cargo bench --bench local_fs               (as root; uses /dev/fuse)
 //!     BENCH_RUNS=3 BENCH_LARGE=0 cargo bench ... (fewer runs, no big trees)
 //!     BENCH_RUNS=0 BENCH_LARGE=1 cargo bench ... (only the 52 000 files)
+//!     BENCH_SETTLE=1 ...                         (large trees: memory 5 s after
+//!                                                 the start, before the walk)
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -240,12 +242,23 @@ fn big_tree(name: &str, spec: &TreeSpec, walk_c: Option<(f64, f64)>) {
     let (d, took) = Daemon::start_waiting_for_within(&dir, &g.last_file, Duration::from_secs(300));
     let hwm_start = d.hwm_kb();
     let rss_start = d.rss_kb();
+    // BENCH_SETTLE=1: the memory once the background page size
+    // conversion is done, before the walk.
+    if std::env::var_os("BENCH_SETTLE").is_some() {
+        std::thread::sleep(Duration::from_secs(5));
+        println!(
+            "  5 s after start-up                   VmHWM {:.0} kB, VmRSS {:.0} kB",
+            d.hwm_kb(),
+            d.rss_kb()
+        );
+    }
     let walk = measure(&d, || {
         let (files, bytes) = walk_and_read(&d.mount);
         assert_eq!(files, g.files, "every file found");
         assert_eq!(bytes, g.bytes);
     });
     let hwm_walk = d.hwm_kb();
+    let rss_walk = d.rss_kb();
     println!(
         "{name}: {} entries, {} files, {:.1} MB of data, {db_mb:.1} MB database (generated in {gen_secs:.1} s)",
         g.entries,
@@ -276,6 +289,7 @@ fn big_tree(name: &str, spec: &TreeSpec, walk_c: Option<(f64, f64)>) {
             );
         }
     }
+    println!("  VmRSS after the walk                 {rss_walk:>8.0} kB");
     println!("  per file: {}", walk.counters.per_op(g.files));
     drop(d);
     let _ = fs::remove_dir_all(&dir);

@@ -456,6 +456,9 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
         start,
     )
     .map_err(|e| format!("{}: {e}", paths.database().display()))?;
+    // The rows read and the loading's indexes are freed now, in the middle
+    // of the heap: give their pages back (a 52 000-file tree: 9 MB).
+    crate::host::batch_done(usize::MAX, 0);
     // A copy a background conversion left behind (the daemon stopped).
     let _ = fs::remove_file(Database::conversion_path(&paths.database()));
     let db = Database::open(&paths.database()).map_err(db_error)?;

@@ -41,10 +41,16 @@ fn call(c: &QbClient, request: &[u8]) -> (i32, Vec<u8>) {
     (r.header.error, r.payload)
 }
 
+/// Connect to pve2, retrying while the daemon starts its IPC server (it
+/// does after the mount, which is what `Daemon::start` waits for).
 fn connect() -> QbClient {
+    connect_with(common::qb::MAX_MSG)
+}
+
+fn connect_with(max_msg: usize) -> QbClient {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        if let Some(c) = QbClient::connect("pve2") {
+        if let Some(c) = QbClient::connect_with("pve2", max_msg) {
             return c;
         }
         assert!(Instant::now() < deadline, "cannot connect to pve2");
@@ -499,7 +505,7 @@ fn an_oversized_request_is_refused_without_copying_it() {
     let mut d = Daemon::start(&dir);
     // A client may ask for any buffer size; PVE::IPCC's is 1 MiB.
     const HUGE: usize = 48 << 20;
-    let c = QbClient::connect_with("pve2", HUGE + (1 << 20)).expect("connect");
+    let c = connect_with(HUGE + (1 << 20));
     let before = peak_kib(d.pid());
     let mut request = raw(6, b"storage.cfg\0");
     request.resize(HUGE, b'x');
