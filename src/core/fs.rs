@@ -320,7 +320,7 @@ pub fn listing(memdb: &Memdb, path: &[u8]) -> Vec<(Vec<u8>, Kind)> {
                 continue;
             }
             let kind = if e.is_dir() { Kind::Dir } else { Kind::File };
-            names.push((e.name.clone(), kind));
+            names.push((e.name.to_vec(), kind));
         }
     }
     names

@@ -8,6 +8,7 @@
 //! touches SQLite itself.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use pmxcfs_wire::dcdb::{EntryType, MemdbIndex, TreeEntry, DT_DIR, DT_REG, MAX_FILE_SIZE};
 use pmxcfs_wire::digest;
@@ -29,7 +30,7 @@ pub const MAX_INODES: u64 = 262_144;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Content {
-    Dir { children: BTreeMap<Vec<u8>, u64> },
+    Dir { children: BTreeMap<Arc<[u8]>, u64> },
     File,
 }
 
@@ -45,7 +46,8 @@ pub struct Entry {
     /// Data length; can exceed `data`'s length only in C's empty-file
     /// truncate quirk (spec §2.5.1).
     pub size: u32,
-    pub name: Vec<u8>,
+    /// Shared with the parent directory's index of its children.
+    pub name: Arc<[u8]>,
     /// `None` is SQL NULL (directories, empty files); `Some(vec![])` is the
     /// zero-length blob C stores for renamed entries.
     pub data: Option<Vec<u8>>,
@@ -79,12 +81,12 @@ impl Entry {
             mtime: self.mtime,
             size: self.size,
             entry_type: self.entry_type(),
-            name: self.name.clone(),
+            name: self.name.to_vec(),
             data: self.data().to_vec(),
         }
     }
 
-    fn children(&self) -> Option<&BTreeMap<Vec<u8>, u64>> {
+    fn children(&self) -> Option<&BTreeMap<Arc<[u8]>, u64>> {
         match &self.content {
             Content::Dir { children } => Some(children),
             Content::File => None,
@@ -242,7 +244,7 @@ fn root_entry(version: u64, writer: u32, mtime: u32) -> Entry {
         writer,
         mtime,
         size: 0,
-        name: Vec::new(),
+        name: Arc::from(&b""[..]),
         data: None,
         content: Content::Dir {
             children: BTreeMap::new(),
@@ -395,7 +397,7 @@ fn build_entries(rows: Vec<Row>) -> Result<HashMap<u64, Entry>, LoadError> {
     {
         let mut entries: HashMap<u64, Entry> = HashMap::with_capacity(rows.len() + 1);
         entries.insert(0, root_entry(0, 0, 0));
-        let mut children: Vec<(u64, u64, Vec<u8>)> = Vec::with_capacity(rows.len());
+        let mut children: Vec<(u64, u64, Arc<[u8]>)> = Vec::with_capacity(rows.len());
         for row in rows {
             if row.name.is_empty() {
                 return Err(LoadError::EmptyName { inode: row.inode });
@@ -428,7 +430,8 @@ fn build_entries(rows: Vec<Row>) -> Result<HashMap<u64, Entry>, LoadError> {
                 continue;
             }
             let size = row.data.as_ref().map_or(0, |d| d.len() as u32);
-            children.push((row.inode, row.parent, row.name.clone()));
+            let name: Arc<[u8]> = row.name.into();
+            children.push((row.inode, row.parent, name.clone()));
             let entry = Entry {
                 inode: row.inode,
                 parent: row.parent,
@@ -436,7 +439,7 @@ fn build_entries(rows: Vec<Row>) -> Result<HashMap<u64, Entry>, LoadError> {
                 writer: row.writer,
                 mtime: row.mtime,
                 size,
-                name: row.name,
+                name,
                 data: row.data,
                 content,
             };
@@ -454,7 +457,7 @@ fn build_entries(rows: Vec<Row>) -> Result<HashMap<u64, Entry>, LoadError> {
                         return Err(LoadError::DuplicateName {
                             inode,
                             parent,
-                            name,
+                            name: name.to_vec(),
                         });
                     }
                 }
@@ -717,7 +720,7 @@ impl Memdb {
             writer: e.writer,
             mtime: e.mtime,
             entry_type: if e.is_dir() { DT_DIR } else { DT_REG },
-            name: e.name.clone(),
+            name: e.name.to_vec(),
             data: e.data.clone(),
         })
     }
@@ -831,7 +834,7 @@ impl Memdb {
             return Err(EEXIST);
         }
         let version = self.bump(writer, mtime);
-        let name = name.to_vec();
+        let name = Arc::from(name);
         self.insert_entry(Entry {
             inode: version,
             parent,
@@ -913,7 +916,7 @@ impl Memdb {
                     writer,
                     mtime,
                     size: 0,
-                    name: name.to_vec(),
+                    name: Arc::from(name),
                     data: None,
                     content: Content::File,
                 });
@@ -1056,7 +1059,7 @@ impl Memdb {
         let version = self.bump(writer, mtime);
         let mut entry = self.unlink_entry(src_inode).expect("source exists");
         entry.parent = target_dir;
-        entry.name = target_name;
+        entry.name = Arc::from(target_name);
         entry.version = version;
         entry.writer = writer;
         entry.mtime = mtime;
