@@ -323,7 +323,7 @@ fn json_escape(v: &[u8]) -> String {
 }
 
 fn guest_properties(memdb: &Memdb, vmid: u32, props: &[&[u8]]) -> Result<Vec<u8>, i32> {
-    let mut vms: Vec<(u32, Vec<u8>, VmType)> = memdb
+    let mut vms: Vec<(u32, std::sync::Arc<[u8]>, VmType)> = memdb
         .vmlist
         .iter()
         .filter(|(id, _)| vmid == 0 || **id == vmid)

@@ -798,7 +798,7 @@ impl Memdb {
                 return Ok(());
             }
             if let Some(existing) = self.vmlist.get(vm.vmid) {
-                if existing.node != vm.node || existing.vmtype != vm.vmtype {
+                if *existing.node != *vm.node || existing.vmtype != vm.vmtype {
                     return Err(EEXIST);
                 }
             }

@@ -197,7 +197,7 @@ fn vmid_uniqueness_and_vmlist_counters() {
         .unwrap();
     let vm = m.vmlist.get(100).unwrap();
     assert_eq!(
-        (vm.node.as_slice(), vm.vmtype, vm.version),
+        (&vm.node[..], vm.vmtype, vm.version),
         (&b"n1"[..], VmType::Qemu, 2)
     );
     assert_eq!(m.vmlist.version(), 2);
@@ -227,7 +227,7 @@ fn vmid_uniqueness_and_vmlist_counters() {
         1,
     )
     .unwrap();
-    assert_eq!(m.vmlist.get(100).unwrap().node, b"n2");
+    assert_eq!(&m.vmlist.get(100).unwrap().node[..], b"n2");
     assert_eq!(
         m.vmlist.version(),
         before + 2,

@@ -2,12 +2,15 @@
 //! version counters PVE's Perl code uses to invalidate its caches.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::paths::{VmConfigPath, VmType};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmInfo {
-    pub node: Vec<u8>,
+    /// Shared by the VMs of a node after a rebuild (a large cluster has
+    /// tens of thousands of guests on a few nodes).
+    pub node: Arc<[u8]>,
     pub vmtype: VmType,
     /// Taken from a counter over all registrations.
     pub version: u32,
@@ -43,7 +46,7 @@ impl VmList {
         self.vms.is_empty()
     }
 
-    fn insert(&mut self, vmid: u32, node: Vec<u8>, vmtype: VmType) {
+    fn insert(&mut self, vmid: u32, node: Arc<[u8]>, vmtype: VmType) {
         self.counter = self.counter.wrapping_add(1);
         self.vms.insert(
             vmid,
@@ -57,7 +60,7 @@ impl VmList {
 
     /// A VM config was written, created or renamed into place.
     pub fn register(&mut self, vmid: u32, node: Vec<u8>, vmtype: VmType) {
-        self.insert(vmid, node, vmtype);
+        self.insert(vmid, node.into(), vmtype);
         self.version = self.version.wrapping_add(1);
     }
 
@@ -81,10 +84,17 @@ impl VmList {
                 return Err(vm.vmid);
             }
         }
+        drop(seen);
         let had_vms = !self.vms.is_empty();
         self.vms.clear();
+        self.vms.reserve(configs.len());
+        let mut nodes: HashMap<Vec<u8>, Arc<[u8]>> = HashMap::new();
         for vm in configs {
-            self.insert(vm.vmid, vm.node, vm.vmtype);
+            let node = nodes
+                .entry(vm.node)
+                .or_insert_with_key(|n| Arc::from(n.as_slice()))
+                .clone();
+            self.insert(vm.vmid, node, vm.vmtype);
         }
         if had_vms || !self.vms.is_empty() {
             self.version = self.version.wrapping_add(1);
