@@ -458,7 +458,7 @@ fn serve(options: &Options, ready_pipe: &mut Option<File>) -> Result<(), String>
     .map_err(|e| format!("{}: {e}", paths.database().display()))?;
     // The rows read and the loading's indexes are freed now, in the middle
     // of the heap: give their pages back (a 52 000-file tree: 9 MB).
-    crate::host::batch_done(usize::MAX, 0);
+    crate::host::release_free_memory();
     // A copy a background conversion left behind (the daemon stopped).
     let _ = fs::remove_file(Database::conversion_path(&paths.database()));
     let db = Database::open(&paths.database()).map_err(db_error)?;

@@ -71,9 +71,15 @@ const TRIM_AFTER: usize = 1000;
 /// tree (its rows written, its UPDATEs sent) that is the tree's size again.
 pub fn batch_done(rows: usize, sent: usize) {
     if rows >= TRIM_AFTER || sent >= TRIM_AFTER {
-        // SAFETY: malloc_trim only returns free memory to the system.
-        unsafe { libc::malloc_trim(0) };
+        release_free_memory();
     }
+}
+
+/// Hand the pages of freed memory back to the system, wherever they are
+/// in the heap.
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only returns free memory to the system.
+    unsafe { libc::malloc_trim(0) };
 }
 
 /// What is called with the answer of a submitted change.

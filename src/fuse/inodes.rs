@@ -23,8 +23,6 @@ struct InodeRef {
     dir: bool,
 }
 
-/// Every number the kernel holds, and per directory number its named
-/// children, looked up by a borrowed name (no allocation per request).
 /// What the kernel may hold stale after a change behind its back: names
 /// (a directory's number and the name in it) and numbers (attributes).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -45,6 +43,8 @@ pub struct StaleName {
     pub dir_path: Option<Vec<u8>>,
 }
 
+/// Every number the kernel holds, and per directory number its named
+/// children, looked up by a borrowed name (no allocation per request).
 pub struct InodeTable {
     by_id: HashMap<u64, InodeRef>,
     by_name: HashMap<u64, HashMap<Arc<[u8]>, u64>>,
@@ -168,7 +168,7 @@ impl InodeTable {
                         stale.entries.push(StaleName {
                             parent: inode.parent,
                             name: inode.name.clone(),
-                            dir_path: if inode.dir { self.path(id) } else { None },
+                            dir_path: self.dir_path(id),
                         });
                     }
                     stale.inodes.push(id);
@@ -191,11 +191,10 @@ impl InodeTable {
                         .and_then(|names| names.get_key_value(last));
                     match known {
                         Some((name, &id)) => {
-                            let dir = self.by_id.get(&id).is_some_and(|n| n.dir);
                             stale.entries.push(StaleName {
                                 parent,
                                 name: name.clone(),
-                                dir_path: if dir { self.path(id) } else { None },
+                                dir_path: self.dir_path(id),
                             });
                             stale.inodes.push(id);
                         }
@@ -211,6 +210,12 @@ impl InodeTable {
         stale.inodes.sort_unstable();
         stale.inodes.dedup();
         stale
+    }
+
+    /// The path of a number the kernel holds as a directory.
+    fn dir_path(&self, id: u64) -> Option<Vec<u8>> {
+        self.by_id.get(&id).filter(|n| n.dir)?;
+        self.path(id)
     }
 
     /// `name` in `parent` is gone (unlink, rmdir, replaced by a rename).
