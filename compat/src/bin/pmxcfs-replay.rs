@@ -80,27 +80,7 @@ enum Cmd {
     /// knet packets decrypted, defragmented and decompressed (one totem
     /// message per UDP payload, original addresses and times) for Wireshark
     /// with wireshark/pmxcfs.lua. This command line is a contract.
-    Wire {
-        #[command(flatten)]
-        keys: Keys,
-        /// Write nodeN.pcap per node into DIR
-        #[arg(long, value_name = "DIR")]
-        out: Option<PathBuf>,
-        /// Compare every node's streams with DIR/nodeN.pcap
-        #[arg(long, value_name = "DIR")]
-        expect: Option<PathBuf>,
-        /// Write the knet packets decrypted for Wireshark
-        #[arg(long, value_name = "OUT.pcapng")]
-        decrypted_out: Option<PathBuf>,
-        /// One JSON object instead of the text report
-        #[arg(long)]
-        json: bool,
-        /// No progress lines
-        #[arg(short, long)]
-        quiet: bool,
-        /// The packet capture
-        capture: PathBuf,
-    },
+    Wire(WireArgs),
     /// Copy a CPG event recording for Wireshark
     ///
     /// Wireshark refuses a file with a record over 256 KiB (a large UPDATE or
@@ -126,38 +106,66 @@ enum Cmd {
     /// divergence or a capture that cannot prove it, 2 for a usage error).
     /// --json prints one JSON object instead. Progress goes to standard error
     /// every few seconds (not with --quiet). This command line is a contract.
-    Shadow {
-        #[command(flatten)]
-        keys: Keys,
-        /// The node's config.db, copied while its pmxcfs was stopped
-        #[arg(
-            long,
-            value_name = "CONFIG.DB",
-            required_unless_present = "fresh",
-            conflicts_with = "fresh"
-        )]
-        db: Option<PathBuf>,
-        /// The node started without a database
-        #[arg(long)]
-        fresh: bool,
-        /// The nodeid of the node to be replaced
-        #[arg(long, value_name = "N")]
-        node: u32,
-        /// The cluster's corosync.conf (for the quorum rule)
-        #[arg(long, value_name = "FILE")]
-        corosync_conf: Option<PathBuf>,
-        /// The node's address, when the capture does not tell it
-        #[arg(long, value_name = "ADDR")]
-        node_ip: Option<String>,
-        /// One JSON object instead of the text summary
-        #[arg(long)]
-        json: bool,
-        /// No progress lines
-        #[arg(short, long)]
-        quiet: bool,
-        /// The packet capture
-        capture: PathBuf,
-    },
+    Shadow(ShadowArgs),
+}
+
+/// What `wire` is given.
+#[derive(Args)]
+struct WireArgs {
+    #[command(flatten)]
+    keys: Keys,
+    /// Write nodeN.pcap per node into DIR
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Compare every node's streams with DIR/nodeN.pcap
+    #[arg(long, value_name = "DIR")]
+    expect: Option<PathBuf>,
+    /// Write the knet packets decrypted for Wireshark
+    #[arg(long, value_name = "OUT.pcapng")]
+    decrypted_out: Option<PathBuf>,
+    /// One JSON object instead of the text report
+    #[arg(long)]
+    json: bool,
+    /// No progress lines
+    #[arg(short, long)]
+    quiet: bool,
+    /// The packet capture
+    capture: PathBuf,
+}
+
+/// What `shadow` is given.
+#[derive(Args)]
+struct ShadowArgs {
+    #[command(flatten)]
+    keys: Keys,
+    /// The node's config.db, copied while its pmxcfs was stopped
+    #[arg(
+        long,
+        value_name = "CONFIG.DB",
+        required_unless_present = "fresh",
+        conflicts_with = "fresh"
+    )]
+    db: Option<PathBuf>,
+    /// The node started without a database
+    #[arg(long)]
+    fresh: bool,
+    /// The nodeid of the node to be replaced
+    #[arg(long, value_name = "N")]
+    node: u32,
+    /// The cluster's corosync.conf (for the quorum rule)
+    #[arg(long, value_name = "FILE")]
+    corosync_conf: Option<PathBuf>,
+    /// The node's address, when the capture does not tell it
+    #[arg(long, value_name = "ADDR")]
+    node_ip: Option<String>,
+    /// One JSON object instead of the text summary
+    #[arg(long)]
+    json: bool,
+    /// No progress lines
+    #[arg(short, long)]
+    quiet: bool,
+    /// The packet capture
+    capture: PathBuf,
 }
 
 /// The cluster's keys and ports, for the subcommands that read knet.
@@ -213,37 +221,9 @@ fn main() -> ExitCode {
             json,
             dirs,
         } => check(verbose, json, &dirs),
-        Cmd::Wire {
-            keys,
-            out,
-            expect,
-            decrypted_out,
-            json,
-            quiet,
-            capture,
-        } => wire(&keys, out, expect, decrypted_out, json, quiet, capture),
+        Cmd::Wire(args) => wire(args),
         Cmd::ForWireshark { input, output } => for_wireshark(&input, &output),
-        Cmd::Shadow {
-            keys,
-            db,
-            fresh,
-            node,
-            corosync_conf,
-            node_ip,
-            json,
-            quiet,
-            capture,
-        } => shadow(
-            &keys,
-            db,
-            fresh,
-            node,
-            corosync_conf,
-            node_ip,
-            json,
-            quiet,
-            capture,
-        ),
+        Cmd::Shadow(args) => shadow(args),
     }
 }
 
@@ -399,18 +379,18 @@ fn for_wireshark(input: &std::path::Path, output: &std::path::Path) -> ExitCode 
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn shadow(
-    keys: &Keys,
-    db: Option<PathBuf>,
-    fresh: bool,
-    node: u32,
-    conf: Option<PathBuf>,
-    node_ip: Option<String>,
-    json_out: bool,
-    quiet: bool,
-    capture: PathBuf,
-) -> ExitCode {
+fn shadow(args: ShadowArgs) -> ExitCode {
+    let ShadowArgs {
+        keys,
+        db,
+        fresh,
+        node,
+        corosync_conf: conf,
+        node_ip,
+        json: json_out,
+        quiet,
+        capture,
+    } = args;
     use pmxcfs_compat::shadow::{self, Options, StartDb};
     let usage = |e: String| usage_error("shadow", e);
     let ports = keys.ports.clone();
@@ -494,15 +474,16 @@ fn shadow(
     }
 }
 
-fn wire(
-    keys: &Keys,
-    out_dir: Option<PathBuf>,
-    expect: Option<PathBuf>,
-    decrypted_out: Option<PathBuf>,
-    json_out: bool,
-    quiet: bool,
-    capture: PathBuf,
-) -> ExitCode {
+fn wire(args: WireArgs) -> ExitCode {
+    let WireArgs {
+        keys,
+        out: out_dir,
+        expect,
+        decrypted_out,
+        json: json_out,
+        quiet,
+        capture,
+    } = args;
     let ports = keys.ports.clone();
     let keys = match keys.read() {
         Ok(k) => k,
