@@ -619,6 +619,16 @@ mod tests {
         dir
     }
 
+    /// A scratch directory holding a copy of a database C wrote, and the
+    /// copy's path.
+    fn copy_of_c_database(name: &str) -> (PathBuf, PathBuf) {
+        let dir = scratch(name);
+        let path = dir.join("config.db");
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/functional.db");
+        std::fs::copy(&fixture, &path).unwrap();
+        (dir, path)
+    }
+
     fn page_size(path: &Path) -> i64 {
         Connection::open(path)
             .unwrap()
@@ -628,10 +638,7 @@ mod tests {
 
     #[test]
     fn a_database_written_by_c_gets_small_pages_once_with_its_rows_unchanged() {
-        let dir = scratch("convert");
-        let path = dir.join("config.db");
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/functional.db");
-        std::fs::copy(&fixture, &path).unwrap();
+        let (dir, path) = copy_of_c_database("convert");
         assert_eq!(page_size(&path), 4096, "C's database as written");
         let before = Database::read(&path).unwrap().unwrap();
         let db = Database::open(&path).unwrap();
@@ -663,10 +670,7 @@ mod tests {
     /// with its rows, its counters and further writes going on.
     #[test]
     fn a_large_c_database_is_converted_after_the_open() {
-        let dir = scratch("later");
-        let path = dir.join("config.db");
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/functional.db");
-        std::fs::copy(&fixture, &path).unwrap();
+        let (dir, path) = copy_of_c_database("later");
         {
             // Grown past the limit as C would have: rows of 1 MiB files.
             let c = Connection::open(&path).unwrap();
