@@ -366,12 +366,21 @@ impl Database {
                 let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
             }
         }
-        // Reopened either way: the copy in place, or the old file.
+        // Reopened either way: the copy in place, or the old file. If that
+        // fails, the placeholder refuses every write (no table), so the node
+        // takes no change it cannot keep, and `probe` opens the file again.
+        self.reopen()?;
+        renamed
+    }
+
+    /// Open the file again in place of the connection, with the same
+    /// settings; the counters go on.
+    fn reopen(&mut self) -> Result<(), String> {
         let reopened = Database::open(&self.path).map_err(|e| e.to_string())?;
         self.conn = reopened.conn;
         self.page_size = reopened.page_size;
         self.page_size_at_open = reopened.page_size_at_open;
-        renamed
+        Ok(())
     }
 
     /// The page cache of a connection that reads the database once, in
@@ -553,6 +562,10 @@ impl Database {
     /// the `__version__` row rewritten as it is, in a transaction of its
     /// own; then every row, read back.
     pub fn probe(&mut self) -> Result<Vec<Row>, String> {
+        // Left without its file by a swap that could not reopen it.
+        if self.conn.path().is_none_or(str::is_empty) {
+            self.reopen()?;
+        }
         let written = self.conn.execute_batch(
             "BEGIN IMMEDIATE; UPDATE tree SET version = version WHERE inode = 0; COMMIT",
         );
@@ -662,6 +675,30 @@ mod tests {
         let db = Database::open(&path).unwrap();
         assert_eq!(db.page_size_at_open, PageSizeAtOpen::Kept);
         drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A swap that could not reopen its file leaves a connection without
+    /// it: writes fail (nothing is taken that is not kept), and the probe
+    /// opens the file again.
+    #[test]
+    fn a_database_left_without_its_file_refuses_writes_until_probed() {
+        let (dir, path) = copy_of_c_database("reopen");
+        let before = Database::read(&path).unwrap().unwrap();
+        let mut db = Database::open(&path).unwrap();
+        db.conn = Connection::open_in_memory().unwrap();
+        let mut row = before.iter().find(|r| r.inode != 0).unwrap().clone();
+        row.data = Some(b"kept\n".to_vec());
+        let change = DbChange {
+            delete_inodes: vec![],
+            write_rows: vec![row.clone()],
+        };
+        assert!(db.apply_all(std::slice::from_ref(&change)).is_err());
+        assert_eq!(db.probe().unwrap(), before);
+        db.apply_all(&[change]).unwrap();
+        drop(db);
+        let after = Database::read(&path).unwrap().unwrap();
+        assert_eq!(after.iter().find(|r| r.inode == row.inode), Some(&row));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
