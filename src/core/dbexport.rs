@@ -10,6 +10,7 @@ use pmxcfs_wire::dcdb::DT_DIR;
 
 use super::dbrepair::{unusable_name, SetAside};
 use super::memdb::Row;
+use super::paths::join;
 
 /// An entry and the path it is written at, relative to the output
 /// directory (`/` between components). Parents come before their entries.
@@ -34,14 +35,6 @@ pub const NAME_MAX: usize = 255;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
-    if dir.is_empty() {
-        name.to_vec()
-    } else {
-        [dir, b"/", name].concat()
-    }
 }
 
 /// The paths given so far, and every directory they imply.

@@ -45,6 +45,15 @@ pub fn basename(path: &[u8]) -> &[u8] {
     }
 }
 
+/// `name` in the directory `dir` ("" for the root).
+pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        name.to_vec()
+    } else {
+        [dir, b"/", name].concat()
+    }
+}
+
 /// The components a lookup walks: split on '/', empty ones skipped. The
 /// paths "", "." and "/" are the root.
 pub fn components(path: &[u8]) -> impl Iterator<Item = &[u8]> {

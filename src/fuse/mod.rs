@@ -25,6 +25,7 @@ use crate::core::fs::{self as view, Fixed, Kind, Target};
 use crate::core::logline::Subsystem;
 use crate::core::memdb::BLOCK_SIZE;
 use crate::core::node::{Reply, Request as NodeRequest};
+use crate::core::paths::join;
 use crate::host::{now, Host};
 use crate::log;
 use inodes::{InodeTable, ROOT_ID};
@@ -75,14 +76,6 @@ pub struct FsState {
 
 fn errno(e: i32) -> Errno {
     Errno::from_i32(e)
-}
-
-fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
-    if parent.is_empty() {
-        name.to_vec()
-    } else {
-        [parent, b"/", name].concat()
-    }
 }
 
 fn file_type(kind: Kind) -> FileType {
